@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make repro   -> create .venv, install, run the whole DVC pipeline at its small CPU default
+#   make test    -> create .venv, install, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv repro test bench compare params clean-venv
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+params: venv  ## validate params.yaml (every section) and exit
+	$(BIN)/python -m tinyhelen.config params.yaml
+
+repro: venv params
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/bench_entropy.py
+
+compare: venv  ## make compare BASE=main : metrics/params diff of the workspace against BASE
+	$(BIN)/dvc params diff $(or $(BASE),main) --md
+	$(BIN)/dvc metrics diff $(or $(BASE),main) --md
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,33 @@
+"""Stage `entropy`: n-gram entropy and vocabulary statistics, leaner vs ori.
+
+params: entropy.*    deps: prepared corpus shards, both tokenizers
+outs: reports/entropy.json (metrics), reports/entropy_by_genre.json, reports/entropy.md,
+      reports/plots/entropy.tsv (plot), reports/figures/entropy.png
+"""
+from pathlib import Path
+
+from tinyhelen import entropy, tokenizer
+from tinyhelen.cli import parser, stage_main
+from tinyhelen.config import load_section
+from tinyhelen.io import atomic_open, write_json, write_tsv
+
+
+def main(args):
+    cfg = load_section("entropy", entropy.EntropyConfig, args.params)
+    sides = ("leaner", "ori")
+    shards = {s: [Path(f"data/prepared/corpus/{s}/{sp}.jsonl") for sp in cfg.splits] for s in sides}
+    toks = {s: tokenizer.load(f"data/tokenizers/{s}") for s in sides}
+    res, perf = entropy.run(shards, toks, cfg)
+    summary = entropy.summary(res, cfg.max_n, cfg.top_k)
+    summary["leaner_vs_ori"] = entropy.leaner_vs_ori(res, cfg.max_n)
+    write_json("reports/entropy.json", summary)
+    write_json("reports/entropy_by_genre.json", {"results": res, "throughput": perf})
+    with atomic_open("reports/entropy.md") as fh:
+        fh.write(entropy.markdown(res, cfg.max_n, cfg.top_k))
+    rows = entropy.plot_rows(res, cfg.max_n)
+    write_tsv("reports/plots/entropy.tsv", rows, list(rows[0]))
+    entropy.plot_png(rows, "reports/figures/entropy.png")
+
+
+if __name__ == "__main__":
+    stage_main(main, parser(__doc__))
