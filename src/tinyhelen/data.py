@@ -80,13 +80,14 @@ class DataConfig(Section):
         default_factory=lambda: {"train": ["train", "validation"], "validation": ["test"]})
     # data budget: max words (whitespace tokens of the ORIGINAL text) per genre and split; null = all
     max_words_per_genre: dict[str, int | None] = Field(
-        default_factory=lambda: {"train": 60_000, "validation": 10_000})
+        default_factory=lambda: {"train": None, "validation": None})
     paired_only: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
     verify_checksums: bool = True
     glue_tasks: list[str] = Field(default_factory=lambda: list(GLUE_TASKS))
     download_timeout_s: float = Field(60.0, gt=0)
     download_retries: int = Field(3, ge=0)
+    download_backoff_s: float = Field(1.0, ge=0)
 
     @field_validator("genres")
     @classmethod
@@ -301,11 +302,9 @@ class Source:
             self.manifest = {k: v for k, v in index.files.items() if v}
 
     def available(self, rel: str) -> bool:
-        if rel in self.absent:
-            return False
-        if self.kind == "local":
-            return (self.root / rel).exists()
-        return True
+        """False only for files the data directory declares absent (ABSENT_FILES.txt); any other
+        missing file is an error raised by ``path``."""
+        return rel not in self.absent
 
     def path(self, rel: str) -> Path:
         if self.kind == "local":
@@ -316,7 +315,8 @@ class Source:
             p = self.root / rel
             if not p.exists():
                 download(self.cfg.release_url.format(commit=self.cfg.release_commit, path=rel), p,
-                         timeout=self.cfg.download_timeout_s, retries=self.cfg.download_retries)
+                         timeout=self.cfg.download_timeout_s, retries=self.cfg.download_retries,
+                         backoff=self.cfg.download_backoff_s)
         if self.cfg.verify_checksums and rel in self.manifest:
             got = sha256_file(p)
             if got != self.manifest[rel]:
@@ -334,9 +334,10 @@ def resolve_source(cfg: DataConfig) -> tuple[str, Path]:
     return "github", Path(cfg.download_dir) / cfg.release_commit
 
 
-def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 3) -> None:
-    """Download ``url`` to ``target`` atomically, retrying transient errors with exponential backoff."""
-    delay = 1.0
+def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0) -> None:
+    """Download ``url`` to ``target`` atomically, retrying transient errors (5xx, 429, timeouts, resets)
+    with exponential backoff; other HTTP errors fail at once naming the URL."""
+    delay = backoff
     for attempt in range(retries + 1):
         try:
             with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -348,7 +349,7 @@ def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 3)
             if exc.code < 500 and exc.code != 429:
                 raise InputError(url, f"download failed: HTTP {exc.code} {exc.reason}") from None
             err: Exception = exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             err = exc
         if attempt < retries:
             log.warning("download %s failed (%s); retry %d/%d in %.1fs", url, err, attempt + 1, retries, delay)
@@ -372,19 +373,17 @@ def load_corpus(src: Source, cfg: DataConfig, stats: Counter) -> dict[str, dict[
     skip_bad = cfg.on_bad_record == "skip"
     for genre in cfg.genres:
         for side in SIDES:
-            n_files = 0
-            for rsplit in used:
-                for rel in src.index.corpus_files(side, cfg.tier, rsplit, genre):
-                    if not src.available(rel):
-                        stats[f"absent_files"] += 1
-                        log.info("absent from this copy of the release: %s", rel)
-                        continue
-                    n_files += 1
-                    for doc in iter_file(src.path(rel), side, genre, rsplit, skip_bad=skip_bad, stats=stats):
-                        out[side][rsplit].append(doc)
-            if n_files == 0:
+            rels = [rel for rsplit in used for rel in src.index.corpus_files(side, cfg.tier, rsplit, genre)]
+            wanted = [rel for rel in rels if src.available(rel)]
+            stats["absent_files"] += len(rels) - len(wanted)
+            if not wanted or (src.kind == "local" and not any((src.root / r).exists() for r in wanted)):
                 raise InputError(src.root / side / cfg.tier,
-                                 f"genre {genre!r}: no {side} files for released splits {used}")
+                                 f"genre {genre!r}: no {side} files for released splits {used} "
+                                 f"(expected {wanted or rels})")
+            for rel in wanted:
+                rsplit = _FILE_RE.match(rel).group(3)
+                for doc in iter_file(src.path(rel), side, genre, rsplit, skip_bad=skip_bad, stats=stats):
+                    out[side][rsplit].append(doc)
     return out
 
 

@@ -39,11 +39,15 @@ from tinyhelen.data import GENRES, NATURAL_GENRES
 
 log = logging.getLogger(__name__)
 
-WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
-_ASCII_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # the definition (reference implementation)
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 _SENT_RE = re.compile(r"[.!?]+|\n")
-_KEEP = b"abcdefghijklmnopqrstuvwxyz0123456789'"
+# Fast path: bytes kept are a-z, 0-9, the apostrophe, 0x01 (stands for U+2019 while tokenising) and every
+# byte >= 0x80 (after folding, only letters/digits remain outside ASCII, so high bytes belong to words).
+_KEEP = set(b"abcdefghijklmnopqrstuvwxyz0123456789'\x01") | set(range(0x80, 0x100))
 _TRANS = bytes(c if c in _KEEP else 0x20 for c in range(256))
+_RSQUO = "\u2019".encode()
+_APOS_PAIRS = (b"''", b"'\x01", b"\x01'", b"\x01\x01")
 
 
 class EntropyConfig(Section):
@@ -64,22 +68,45 @@ class EntropyConfig(Section):
         return v
 
 
-# ----------------------------------------------------------------------------------------- tokenising
-def word_tokens(text: str) -> list[str]:
-    """Word tokens as defined above. ASCII text takes a fast path (bytes.translate + split)."""
+def _fold_char(m: re.Match) -> str:
+    c = m.group(0)
+    return c if c.isalnum() else ("\x01" if c == "\u2019" else " ")
+
+
+def _drop_outer_apostrophes(b: bytes) -> bytes:
+    """Blank every apostrophe that is not between two word bytes (the regex's ``(?:'word)*`` rule)."""
+    b = b" " + b + b" "
+    for pair in _APOS_PAIRS:  # runs of apostrophes are never internal
+        while pair in b:
+            b = b.replace(pair, b"  ")
+    for pat in (b" '", b" \x01", b"' ", b"\x01 "):
+        b = b.replace(pat, b"  ")
+    return b
+
+
+def word_tokens_bytes(text: str) -> list[bytes]:
+    """Word tokens as UTF-8 bytes; exactly ``WORD_RE.findall`` on the lowercased text, ~5x faster.
+
+    Non-ASCII characters that are not letters/digits are folded to a space by a regex that only visits
+    non-ASCII characters; one ``bytes.translate`` maps every other separator to a space; apostrophes that
+    are not internal are blanked with a few ``bytes.replace`` passes; ``split`` does the rest."""
     text = text.replace("\\n", "\n").lower()
+    if "\x01" in text:
+        text = text.replace("\x01", " ")
     if not text.isascii():
-        return WORD_RE.findall(text)
-    toks = text.encode().translate(_TRANS).decode().split()
-    if "'" not in text:
-        return toks
-    out: list[str] = []
-    for t in toks:
-        if "'" in t:
-            out.extend(_ASCII_WORD_RE.findall(t))
-        else:
-            out.append(t)
-    return out
+        text = _NON_ASCII_RE.sub(_fold_char, text)
+    b = text.encode().translate(_TRANS)
+    if 39 not in b and 1 not in b:
+        return b.split()
+    b = _drop_outer_apostrophes(b)
+    if 1 not in b:
+        return b.split()
+    return [t.replace(b"\x01", _RSQUO) if 1 in t else t for t in b.split()]
+
+
+def word_tokens(text: str) -> list[str]:
+    """Word tokens as defined in the module docstring."""
+    return [t.decode() for t in word_tokens_bytes(text)]
 
 
 def sentence_lengths(text: str) -> list[int]:
@@ -167,10 +194,12 @@ def equalise(a: Sample, b: Sample) -> tuple[Sample, Sample]:
 
 
 class Vocab:
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
+    """Maps tokens (str or bytes) to dense integer ids."""
 
-    def encode(self, toks: Iterable[str]) -> np.ndarray:
+    def __init__(self) -> None:
+        self.ids: dict = {}
+
+    def encode(self, toks: Iterable) -> np.ndarray:
         ids = self.ids
         return np.fromiter((ids.setdefault(t, len(ids)) for t in toks), dtype=np.int64)
 
@@ -207,7 +236,7 @@ def scope_samples(docs: Iterable[dict[str, Any]], cfg: EntropyConfig, bpe=None
         if not scopes:
             continue
         text = rec["text"]
-        wid = vocab.encode(word_tokens(text))
+        wid = vocab.encode(word_tokens_bytes(text))
         sl = sentence_lengths(text)
         bid = np.asarray(bpe(text), dtype=np.int64) if bpe is not None else None
         for s in scopes:
@@ -356,8 +385,8 @@ def plot_png(rows: list[dict[str, Any]], path: Path | str) -> None:
 
 
 def count_unigrams(texts: Iterable[str]) -> Counter:
-    """Word unigram counts (used by the benchmark and the simplify stage's common-word list)."""
+    """Word unigram counts, ``Counter[str]`` (used by the benchmark and the simplify stage's word list)."""
     c: Counter = Counter()
     for t in texts:
-        c.update(word_tokens(t))
-    return c
+        c.update(word_tokens_bytes(t))
+    return Counter({k.decode(): v for k, v in c.items()})

@@ -6,7 +6,6 @@ file next to the target and renamed into place, so an interrupted stage never le
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -91,65 +90,94 @@ def _tsv_cell(v: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------- reading
-def open_binary(path: Path | str) -> IO[bytes]:
-    """Open a file for reading; ``.zst`` files are decompressed as a stream."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    fh = open(path, "rb")
-    if path.suffix == ".zst":
-        import zstandard
+class _Truncated(Exception):
+    pass
 
-        return zstandard.ZstdDecompressor().stream_reader(fh, closefd=True, read_across_frames=True)
-    return fh
+
+def _zst_chunks(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Decompressed blocks of a (possibly multi-frame) ``.zst`` file; raises _Truncated if the last frame
+    is incomplete (``stream_reader`` would silently return the partial data)."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    d, fed = dctx.decompressobj(), False
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            while block:
+                fed = True
+                out = d.decompress(block)
+                if out:
+                    yield out
+                if d.eof:
+                    block = d.unused_data
+                    d, fed = dctx.decompressobj(), False
+                else:
+                    block = b""
+    if fed and not d.eof:
+        raise _Truncated("zstd stream ends inside a frame")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """Raw lines of a plain or ``.zst`` file (a partial last line of a truncated ``.zst`` is not yielded)."""
+    if path.suffix != ".zst":
+        with open(path, "rb") as fh:
+            yield from fh
+        return
+    buf = b""
+    for block in _zst_chunks(path):
+        buf += block
+        *full, buf = buf.split(b"\n")
+        for line in full:
+            yield line + b"\n"
+    if buf:
+        yield buf
 
 
 def read_bytes(path: Path | str) -> bytes:
-    """Whole file (decompressed). A truncated or corrupt ``.zst`` raises InputError naming the file."""
+    """Whole file (``.zst`` decompressed). Missing, truncated or corrupt files raise InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.suffix != ".zst":
+        return path.read_bytes()
     try:
-        with open_binary(path) as fh:
-            return fh.read()
-    except InputError:
-        raise
-    except Exception as exc:  # zstandard.ZstdError and friends
-        raise InputError(path, f"cannot decompress ({type(exc).__name__}: {exc}); file truncated or corrupt?") from exc
+        return b"".join(_zst_chunks(path))
+    except Exception as exc:  # _Truncated, zstandard.ZstdError
+        raise InputError(path, f"cannot decompress ({exc}); file truncated or corrupt?") from None
 
 
 def iter_jsonl(path: Path | str, *, skip_bad: bool = False, stats: dict[str, int] | None = None
                ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, record)`` for every non-blank line.
+    """Yield ``(line_number, record)`` for every non-blank line of a ``.jsonl`` or ``.jsonl.zst`` file.
 
     A malformed line raises InputError with file and line; with ``skip_bad`` it is logged, counted in
-    ``stats['skipped_lines']`` and skipped instead. A truncated ``.zst`` stream raises (or, with
-    ``skip_bad``, yields the complete records read before the damage and counts ``truncated_files``).
+    ``stats['skipped_lines']`` and skipped instead. A truncated/corrupt ``.zst`` raises (or, with
+    ``skip_bad``, yields the complete records before the damage and counts ``stats['truncated_files']``).
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
     lineno = 0
     try:
-        with open_binary(path) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
-            for lineno, line in enumerate(text, 1):  # noqa: B007
-                if not line.strip():
-                    continue
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    # the last line of a truncated plain file is also caught here
-                    if not skip_bad:
-                        raise InputError(path, f"malformed JSON line: {exc}", lineno) from None
-                    log.warning("%s:%d: skipping malformed JSON line (%s)", path, lineno, exc)
-                    if stats is not None:
-                        stats["skipped_lines"] = stats.get("skipped_lines", 0) + 1
-                    continue
-                yield lineno, rec
+        for lineno, line in enumerate(_lines(path), 1):  # noqa: B007
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                if not skip_bad:
+                    raise InputError(path, f"malformed JSON line: {exc}", lineno) from None
+                log.warning("%s:%d: skipping malformed JSON line (%s)", path, lineno, exc)
+                if stats is not None:
+                    stats["skipped_lines"] = stats.get("skipped_lines", 0) + 1
+                continue
+            yield lineno, rec
     except InputError:
         raise
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not valid UTF-8 ({exc})", lineno + 1) from exc
-    except Exception as exc:
+    except Exception as exc:  # _Truncated, zstandard.ZstdError, OSError
         if not skip_bad:
-            raise InputError(path, f"cannot read past line {lineno} ({type(exc).__name__}: {exc}); "
-                                   "file truncated or corrupt?", lineno + 1) from exc
+            raise InputError(path, f"cannot read past line {lineno} ({exc}); file truncated or corrupt?",
+                             lineno + 1) from None
         log.warning("%s: stream broken after line %d (%s); keeping the complete records", path, lineno, exc)
         if stats is not None:
             stats["truncated_files"] = stats.get("truncated_files", 0) + 1
