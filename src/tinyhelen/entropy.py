@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
+from tqdm import tqdm
 
 from tinyhelen.config import Section
 from tinyhelen.data import GENRES, NATURAL_GENRES
@@ -289,7 +290,8 @@ def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: E
     for side, paths in shards.items():
         tok = (tokenizers or {}).get(side)
         enc = (lambda t, _tok=tok: _tok(t, add_special_tokens=False)["input_ids"]) if tok is not None else None
-        docs = (rec for p in paths for rec in read_docs(p))
+        docs = tqdm((rec for p in paths for rec in read_docs(p)), desc=f"entropy[{side}]", unit="doc",
+                    mininterval=2.0, disable=None)
         samples[side] = scope_samples(docs, cfg, enc)
         if "pooled" in samples[side][0]:
             n_words += samples[side][0]["pooled"].n_tokens
