@@ -1,6 +1,6 @@
 """Stage `entropy`: n-gram entropy and vocabulary statistics, leaner vs ori.
 
-params: entropy.*    deps: prepared corpus shards, both tokenizers
+params: entropy.*    deps: leaner corpus (data/leaner/corpus), ori corpus (data/prepared/corpus/ori), both tokenizers
 outs: reports/entropy.json (metrics), reports/entropy_by_genre.json, reports/entropy.md,
       reports/plots/entropy.tsv (plot), reports/figures/entropy.png
 """
@@ -15,7 +15,8 @@ from tinyhelen.io import atomic_open, write_json, write_tsv
 def main(args):
     cfg = load_section("entropy", entropy.EntropyConfig, args.params)
     sides = ("leaner", "ori")
-    shards = {s: [Path(f"data/prepared/corpus/{s}/{sp}.jsonl") for sp in cfg.splits] for s in sides}
+    corpora = {"leaner": args.leaner, "ori": args.ori}
+    shards = {s: [Path(corpora[s]) / f"{sp}.jsonl" for sp in cfg.splits] for s in sides}
     toks = {s: tokenizer.load(f"data/tokenizers/{s}") for s in sides}
     res, perf = entropy.run(shards, toks, cfg)
     summary = entropy.summary(res, cfg.max_n, cfg.top_k)
@@ -30,4 +31,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    stage_main(main, parser(__doc__))
+    p = parser(__doc__)
+    p.add_argument("--leaner", default="data/leaner/corpus", help="leaner corpus dir (<split>.jsonl)")
+    p.add_argument("--ori", default="data/prepared/corpus/ori", help="original corpus dir (<split>.jsonl)")
+    stage_main(main, p)

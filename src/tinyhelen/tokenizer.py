@@ -31,7 +31,6 @@ class TokenizerConfig(Section):
     vocab_size: int = Field(2000, ge=len(SPECIAL_TOKENS) + 256 + 1,
                             description="total vocabulary incl. 256 byte symbols and special tokens")
     min_frequency: int = Field(2, ge=1)
-    sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"])
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2):

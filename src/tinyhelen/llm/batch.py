@@ -1,0 +1,169 @@
+"""OpenAI Batch API mode (``llm.batch_api: true``) for large jobs: half the price, 24 h turnaround.
+
+Path: build a JSONL request file (one line per uncached request; ``custom_id`` = the request's id, e.g.
+``<document hash>-<chunk index>``) -> upload it (``files.create(purpose="batch")``) -> ``batches.create`` ->
+poll ``batches.retrieve`` every ``llm.batch_poll_s`` -> download the output (and error) file -> parse each
+line back into a ``ChatResult``, run the strict parser, cache. The request file and a state file holding the
+batch id live in ``llm.batch_dir`` (named by the hash of the request file), so an interrupted stage resumes
+polling the same batch instead of paying twice. Replies that fail the parser are re-asked through the live
+path (bounded by ``max_reasks``).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tinyhelen.io import atomic_open, write_json
+
+if TYPE_CHECKING:
+    from tinyhelen.llm.client import ChatClient, ChatRequest, ChatResult
+
+log = logging.getLogger(__name__)
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def build_batch_lines(requests: list["ChatRequest"], model: str, decoding: dict[str, Any]) -> list[dict[str, Any]]:
+    """Batch API input lines. Raises ValueError on duplicate custom_ids (the API requires unique ids)."""
+    seen: set[str] = set()
+    lines = []
+    for r in requests:
+        if r.custom_id in seen:
+            raise ValueError(f"duplicate custom_id {r.custom_id!r} in batch")
+        seen.add(r.custom_id)
+        lines.append({"custom_id": r.custom_id, "method": "POST", "url": ENDPOINT,
+                      "body": {"model": model, "messages": r.messages, **decoding}})
+    return lines
+
+
+def write_request_file(lines: list[dict[str, Any]], batch_dir: Path | str) -> Path:
+    """Write lines to ``<batch_dir>/<sha256[:16]>.requests.jsonl`` (content-named, atomic)."""
+    blob = b"".join(orjson.dumps(x, option=orjson.OPT_SORT_KEYS) + b"\n" for x in lines)
+    path = Path(batch_dir) / f"{hashlib.sha256(blob).hexdigest()[:16]}.requests.jsonl"
+    if not path.exists():
+        with atomic_open(path, "wb") as fh:
+            fh.write(blob)
+    return path
+
+
+def parse_batch_output(text: str) -> dict[str, dict[str, Any]]:
+    """Batch output (or error) file -> custom_id -> {"text", "usage", "error"} (error None on success)."""
+    out: dict[str, dict[str, Any]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            cid = rec["custom_id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"batch output line {lineno}: not a batch result ({exc})") from None
+        resp, err = rec.get("response") or {}, rec.get("error")
+        item: dict[str, Any] = {"text": None, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "error": None}
+        status = resp.get("status_code")
+        body = resp.get("body") or {}
+        if err:
+            item["error"] = f"server_error: batch error {err.get('code', '')} {err.get('message', '')}".strip()
+        elif status != 200:
+            item["error"] = f"http_{status}: {str(body)[:160]}"
+        else:
+            try:
+                content = body["choices"][0]["message"]["content"]
+                if not isinstance(content, str):
+                    raise TypeError("content is not a string")
+                item["text"] = content
+                u = body.get("usage") or {}
+                item["usage"] = {"prompt_tokens": int(u.get("prompt_tokens", 0)),
+                                 "completion_tokens": int(u.get("completion_tokens", 0))}
+            except (KeyError, IndexError, TypeError) as exc:
+                item["error"] = f"malformed_response: {type(exc).__name__}: {exc}"
+        out[cid] = item
+    return out
+
+
+def _sync_client(cfg):
+    from openai import OpenAI
+
+    return OpenAI(api_key=cfg.api_key(), base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=3)
+
+
+def submit_and_wait(cfg, request_file: Path) -> dict[str, dict[str, Any]]:
+    """Upload, create the batch (or resume it from the state file), poll to the end, collect results."""
+    import time
+
+    client = _sync_client(cfg)
+    state_path = request_file.with_suffix(".state.json")
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    batch_id = state.get("batch_id")
+    if batch_id:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in {"failed", "expired", "cancelled"}:
+            log.warning("batch %s ended %s; submitting a new one", batch_id, batch.status)
+            batch_id = None
+    if not batch_id:
+        with open(request_file, "rb") as fh:
+            up = client.files.create(file=fh, purpose="batch")
+        batch = client.batches.create(input_file_id=up.id, endpoint=ENDPOINT, completion_window="24h",
+                                      metadata={"request_file": request_file.name})
+        batch_id = batch.id
+        write_json(state_path, {"batch_id": batch_id, "input_file_id": up.id})
+        log.info("submitted batch %s (%s)", batch_id, request_file.name)
+    while batch.status not in TERMINAL:
+        time.sleep(cfg.batch_poll_s)
+        batch = client.batches.retrieve(batch_id)
+        counts = getattr(batch, "request_counts", None)
+        log.info("batch %s: %s %s", batch_id, batch.status, counts)
+    results: dict[str, dict[str, Any]] = {}
+    for fid in (getattr(batch, "error_file_id", None), getattr(batch, "output_file_id", None)):
+        if fid:
+            results.update(parse_batch_output(client.files.content(fid).text))
+    write_json(state_path, {**state, "batch_id": batch_id, "status": batch.status})
+    return results
+
+
+async def run_batch(chat: "ChatClient", requests: list["ChatRequest"], keys: list[str]) -> list["ChatResult"]:
+    """Serve uncached requests through the Batch API; parse failures are re-asked live."""
+    from tinyhelen.llm.client import ChatResult, _RateLimiter
+
+    lines = build_batch_lines(requests, chat.cfg.model, chat.decoding())
+    path = write_request_file(lines, chat.cfg.batch_dir)
+    got = await asyncio.to_thread(submit_and_wait, chat.cfg, path)
+    out: list[ChatResult] = []
+    live = None
+    for req, key in zip(requests, keys):
+        item = got.get(req.custom_id) or {"text": None, "usage": {}, "error": "server_error: missing from batch output"}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, **item["usage"]}
+        chat.stats["prompt_tokens"] += usage["prompt_tokens"]
+        chat.stats["completion_tokens"] += usage["completion_tokens"]
+        if item["error"]:
+            out.append(ChatResult(req.custom_id, False, None, None, item["error"], False, 1, usage, key))
+            continue
+        try:
+            parsed = req.parse(item["text"]) if req.parse else item["text"]
+            res = ChatResult(req.custom_id, True, item["text"], parsed, None, False, 1, usage, key)
+            chat.store(req, key, res, 0)
+        except ValueError as exc:
+            reasks = chat.cfg.max_reasks if req.max_reasks is None else req.max_reasks
+            if reasks:
+                from tinyhelen.llm.client import ChatRequest
+
+                live = live or chat._client()
+                chat.stats["reasks"] += 1
+                follow = ChatRequest(req.custom_id, chat.reask_messages(req.messages, item["text"], str(exc)),
+                                     req.template_id, req.parse, reasks - 1)
+                res = await chat._serve(live, _RateLimiter(chat.cfg.requests_per_second), follow, key)
+                res.usage = {k: res.usage.get(k, 0) + usage[k] for k in usage}
+                if res.ok or res.reason == "format":
+                    chat.store(req, key, res, reasks)
+            else:
+                res = ChatResult(req.custom_id, False, item["text"], None, f"format: {exc}", False, 1, usage, key)
+                chat.store(req, key, res, 0)
+        out.append(res)
+    if live is not None:
+        await live.close()
+    return out

@@ -1,0 +1,28 @@
+"""Stage `leaner_corpus`: assemble the per-genre leaner files into the leaner corpus shards.
+
+params: simplify.genres, simplify.splits    deps: data/leaner/genres, data/leaner/quarantine
+outs: data/leaner/corpus/<split>.jsonl (same schema as data/prepared/corpus/leaner/<split>.jsonl)
+metrics: reports/leaner_corpus.json
+"""
+from pathlib import Path
+
+from tinyhelen import simplify
+from tinyhelen.cli import parser, stage_main
+from tinyhelen.config import load_section
+from tinyhelen.io import InputError, iter_jsonl, write_json
+
+
+def main(args):
+    cfg = load_section("simplify", simplify.SimplifyConfig, args.params)
+    files = [Path(f"data/leaner/genres/{g}.jsonl") for g in cfg.genres]
+    for f in files:
+        if not f.exists():
+            raise InputError(f, "missing: run the simplify stage for this genre first")
+    stats = simplify.assemble_corpus(files, "data/leaner/corpus", cfg.splits)
+    quarantined = {g: sum(1 for _ in iter_jsonl(f"data/leaner/quarantine/{g}.jsonl")) for g in cfg.genres
+                   if Path(f"data/leaner/quarantine/{g}.jsonl").exists()}
+    write_json("reports/leaner_corpus.json", {**stats, "quarantined": quarantined})
+
+
+if __name__ == "__main__":
+    stage_main(main, parser(__doc__))

@@ -1,0 +1,23 @@
+"""Stage `leaner_eval`: Leaner-Eval questions with a similarity (0-10) to the instruction data and a bin.
+
+params: seed, llm.*, leaner_eval.*    deps: data/prepared/eval, data/prepared/corpus/ori/train.jsonl (reference)
+outs: data/leaner/eval/{all,inner_comparison}.jsonl, data/leaner/quarantine_eval.jsonl
+metrics: reports/leaner_eval.json
+"""
+from tinyhelen import benchmarks
+from tinyhelen.cli import parser, stage_main
+from tinyhelen.config import load_section, load_seed
+from tinyhelen.io import write_json
+from tinyhelen.llm import LLMConfig
+
+
+def main(args):
+    llm = load_section("llm", LLMConfig, args.params)
+    cfg = load_section("leaner_eval", benchmarks.LeanerEvalConfig, args.params)
+    m = benchmarks.leaner_eval(cfg, llm, "data/prepared/eval", "data/prepared/corpus/ori/train.jsonl",
+                               "data/leaner/eval", "data/leaner/quarantine_eval.jsonl", seed=load_seed(args.params))
+    write_json("reports/leaner_eval.json", m)
+
+
+if __name__ == "__main__":
+    stage_main(main, parser(__doc__))

@@ -1,0 +1,161 @@
+"""Leaner-GLUE and Leaner-Eval creation: replay, the openai path on loopback, loaders, parsers, dedup."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tinyhelen.benchmarks import (LeanerEvalConfig, LeanerGlueConfig, Similarity, bin_of, dedupe, leaner_eval,
+                                  leaner_glue, load_glue_tsv, parse_answer, parse_item)
+from tinyhelen.config import ParamsError
+from tinyhelen.io import read_jsonl, write_jsonl
+from tinyhelen.llm import LLMConfig
+from tinyhelen.llm.fake_server import FakeServer
+
+# a small fixture of "original" GLUE items in the prepared glue schema (the offline release has none)
+ORIGINAL = {
+    "cola_validation": [("The sailors rode the breeze clear of the rocks.", None, 1),
+                        ("The more books I ask to whom he will give, the more he reads.", None, 1),
+                        ("Mary believes that Bill to have left.", None, 0),
+                        ("They drank the pub dry.", None, 1)],
+    "stsb_validation": [("A man is playing a large flute.", "A man is playing a flute.", 3.8),
+                        ("A plane is taking off.", "An air plane is taking off.", 5.0),
+                        ("A woman is slicing an onion.", "A man is dancing.", 0.0)],
+    "mnli_validation_matched": [("The new rights are nice enough.", "Everyone really likes the newest benefits.", 1),
+                                ("This site includes a list of all award winners.", "The site has no winners.", 2),
+                                ("Conceptually cream skimming has two basic dimensions.",
+                                 "Product and geography are what make cream skimming work.", 1)],
+}
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = FakeServer(0, slow_s=0.6).start()
+    yield srv
+    srv.stop()
+
+
+def _calls(srv) -> int:
+    with urllib.request.urlopen(srv.base_url.removesuffix("/v1") + "/stats") as r:
+        return json.loads(r.read()).get("chat_calls", 0)
+
+
+def _llm(srv, tmp_path) -> LLMConfig:
+    return LLMConfig(backend="openai", base_url=srv.base_url, timeout_s=0.3, backoff_base_s=0.01, max_reasks=1,
+                     progress=False, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.fixture()
+def original_glue(tmp_path):
+    d = tmp_path / "glue_original"
+    for name, items in ORIGINAL.items():
+        task, split = name.split("_", 1)
+        write_jsonl(d / f"{name}.jsonl", [{"task": task, "split": split, "idx": i, "text_a": a, "text_b": b,
+                                           "label": lab} for i, (a, b, lab) in enumerate(items)])
+    return d
+
+
+def test_glue_replay_is_the_release(prepared, tmp_path):
+    m = leaner_glue(LeanerGlueConfig(), LLMConfig(), prepared / "glue", tmp_path / "out", tmp_path / "q.jsonl")
+    src = sorted((prepared / "glue").glob("*.jsonl"))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jsonl")) == [p.name for p in src]
+    for p in src:
+        assert (tmp_path / "out" / p.name).read_bytes() == p.read_bytes()
+    assert m["dropped"] == 0 and m["kept"] == sum(len(read_jsonl(p)) for p in src)
+
+
+def test_glue_openai_needs_a_source():
+    with pytest.raises(ParamsError, match="leaner_glue.source_dir"):
+        leaner_glue(LeanerGlueConfig(), LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1"),
+                    "x", "y", "z")
+
+
+def test_glue_openai_rewrite_and_verify(server, original_glue, tmp_path):
+    cfg = LeanerGlueConfig(tasks=["cola", "stsb", "mnli"], source_dir=str(original_glue), stsb_tolerance=1.0)
+    llm = _llm(server, tmp_path)
+    m = leaner_glue(cfg, llm, "unused", tmp_path / "a", tmp_path / "qa.jsonl")
+    n = sum(len(v) for v in ORIGINAL.values())
+    assert m["kept"] + m["dropped"] == n and m["kept"] > 0
+    assert m["llm"]["requests"] == n + n  # one rewrite + one independent verify per item
+    for name, items in ORIGINAL.items():
+        task = name.split("_", 1)[0]
+        recs = read_jsonl(tmp_path / "a" / f"{name}.jsonl")
+        assert m["tasks"][task]["kept"] == len(recs)
+        for r in recs:
+            a, b, label = items[r["idx"]]
+            assert r["label"] == label and (r["text_b"] is None) == (b is None)
+            assert set(r) == {"task", "split", "idx", "text_a", "text_b", "label"}
+    dropped = read_jsonl(tmp_path / "qa.jsonl")
+    assert len(dropped) == m["dropped"] and all(d["reason"] == "label_mismatch" for d in dropped)
+    before = _calls(server)
+    leaner_glue(cfg, llm, "unused", tmp_path / "b", tmp_path / "qb.jsonl")
+    assert _calls(server) == before
+    for name in ORIGINAL:
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+
+
+def test_glue_tsv_loader(tmp_path):
+    (tmp_path / "CoLA").mkdir()
+    (tmp_path / "CoLA" / "dev.tsv").write_text("gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tMary to left.\n")
+    (tmp_path / "STS-B").mkdir()
+    (tmp_path / "STS-B" / "train.tsv").write_text(
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000\n")
+    cola = load_glue_tsv(tmp_path, "cola")
+    assert [(r["split"], r["text_a"], r["label"]) for r in cola["validation"]] == [
+        ("validation", "The sailors rode the breeze.", 1), ("validation", "Mary to left.", 0)]
+    assert load_glue_tsv(tmp_path, "stsb")["train"][0]["label"] == 5.0
+
+
+def test_glue_parsers():
+    assert parse_item(True)("A: one\nB: two\n<<<END>>>") == {"text_a": "one", "text_b": "two"}
+    with pytest.raises(ValueError):
+        parse_item(True)("A: one\n<<<END>>>")
+    assert parse_answer("mnli")("ANSWER: Neutral\n<<<END>>>") == 1
+    assert parse_answer("stsb")("ANSWER: 3.5\n<<<END>>>") == 3.5
+    for bad in ("ANSWER: maybe\n<<<END>>>", "ANSWER: entailment"):
+        with pytest.raises(ValueError):
+            parse_answer("rte")(bad)
+    with pytest.raises(ValueError):
+        parse_answer("stsb")("ANSWER: 7\n<<<END>>>")
+
+
+def test_eval_replay_keeps_release_and_adds_similarity(prepared, tmp_path):
+    m = leaner_eval(LeanerEvalConfig(), LLMConfig(), prepared / "eval", prepared / "corpus" / "ori" / "train.jsonl",
+                    tmp_path / "eval", tmp_path / "q.jsonl")
+    rel = read_jsonl(prepared / "eval" / "all.jsonl")
+    out = read_jsonl(tmp_path / "eval" / "all.jsonl")
+    assert [(r["qid"], r["question"], r["bin"]) for r in out] == [(r["qid"], r["question"], r["bin"]) for r in rel]
+    assert all(0 <= r["similarity"] <= 10 for r in out) and m["questions"] == len(rel)
+    assert len(read_jsonl(tmp_path / "eval" / "inner_comparison.jsonl")) == 31
+
+
+def test_eval_openai_generate_dedupe_bin(prepared, server, tmp_path):
+    cfg = LeanerEvalConfig(n_requests=4, questions_per_request=10, inner_comparison_size=5)
+    llm = _llm(server, tmp_path)
+    args = (prepared / "eval", prepared / "corpus" / "ori" / "train.jsonl")
+    m = leaner_eval(cfg, llm, *args, tmp_path / "a", tmp_path / "qa.jsonl")
+    out = read_jsonl(tmp_path / "a" / "all.jsonl")
+    assert m["llm"]["candidates"] == 40 and m["questions"] + m["dropped"] == 40
+    assert m["dropped_reasons"].get("copied_example", 0) >= 4  # the fake model copies one example per 5
+    assert len({r["qid"] for r in out}) == len(out) and all(r["bin"] == bin_of(r["similarity"]) for r in out)
+    seeds = {r["question"] for r in read_jsonl(prepared / "eval" / "all.jsonl")}
+    assert not seeds & {r["question"] for r in out}
+    assert len(read_jsonl(tmp_path / "a" / "inner_comparison.jsonl")) == 5
+    before = _calls(server)
+    leaner_eval(cfg, llm, *args, tmp_path / "b", tmp_path / "qb.jsonl")
+    assert _calls(server) == before
+    assert (tmp_path / "a" / "all.jsonl").read_bytes() == (tmp_path / "b" / "all.jsonl").read_bytes()
+
+
+def test_dedupe_and_similarity():
+    kept, dropped = dedupe(["Why is the sky blue?", "why is the sky blue", "Why is the sky so blue today?",
+                            "Tell a story about a cat.", "What do cows eat?"],
+                           ["What do cows eat?"], threshold=0.6)
+    assert kept == ["Why is the sky blue?", "Tell a story about a cat."]
+    assert [d["reason"] for d in dropped] == ["exact_duplicate", "copied_example", "near_duplicate"]
+    sim = Similarity(["Write a Python function to sort a list.", "Explain how a car engine works."])
+    s = sim.scores(["Write a Python function to sort a list.", "Why do birds sing?"])
+    assert s[0] == pytest.approx(10.0) and s[1] < 3
+    assert [bin_of(x) for x in (0.0, 6.99, 7.0, 8.5, 9.0, 10.0)] == ["0-7", "0-7", "7-8", "8-9", "9-10", "9-10"]
