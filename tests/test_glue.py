@@ -1,0 +1,175 @@
+"""GLUE metrics on hand examples, the fine-tuning protocol, the EXP1 table and the EXP1 stage graph."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tinyhelen import glue
+from tinyhelen.io import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------- metrics
+def test_accuracy_and_f1_by_hand():
+    y, p = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1]
+    assert glue.accuracy(y, p) == pytest.approx(4 / 6)
+    # tp=3, fp=1, fn=1 -> F1 = 6 / 8
+    assert glue.f1_binary(y, p) == pytest.approx(0.75)
+    assert glue.f1_binary([0, 0], [0, 0]) == 0.0
+
+
+def test_mcc_by_hand():
+    # tp=2 tn=1 fp=1 fn=1: (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6
+    assert glue.matthews_corrcoef([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(1 / 6)
+    assert glue.matthews_corrcoef([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0)
+    assert glue.matthews_corrcoef([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    assert glue.matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 1]) == 0.0  # constant prediction: undefined -> 0
+
+
+def test_correlations_by_hand():
+    assert glue.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert glue.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert glue.pearson([1, 2, 3], [5, 5, 5]) == 0.0
+    # x=[1,2,3,4], y=[1,3,2,4]: Pearson = 0.8; monotone transform of y keeps Spearman = 0.8
+    assert glue.pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert glue.spearman([1, 2, 3, 4], [1, 30, 20, 400]) == pytest.approx(0.8)
+    assert glue.spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(0.8660254, abs=1e-6)  # ties: average ranks
+
+
+def test_task_scores_follow_glue():
+    assert glue.task_metrics("cola", [1, 0], [1, 0])["score"] == pytest.approx(1.0)
+    m = glue.task_metrics("mrpc", [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1])
+    assert m["score"] == pytest.approx((0.75 + 4 / 6) / 2)
+    s = glue.task_metrics("stsb", [0.0, 1.0, 2.0, 3.0], [0.1, 1.2, 1.9, 3.5])
+    assert s["pearson"] > 0.95 and s["spearman"] == pytest.approx(1.0)
+
+
+def test_aggregate_picks_best_lr_on_validation_not_test():
+    runs = [{"lr": lr, "seed": s, "validation": {"score": v}, "test": {"score": t, "accuracy": t}}
+            for lr, s, v, t in [(1e-3, 0, 0.6, 0.1), (1e-3, 1, 0.7, 0.2), (3e-4, 0, 0.5, 0.9), (3e-4, 1, 0.5, 0.9)]]
+    agg = glue.aggregate(runs)
+    assert agg["best_lr"] == 1e-3 and agg["val_score"] == pytest.approx(0.65)
+    assert agg["test_score"] == pytest.approx(0.15) and agg["test_std"] == pytest.approx(0.0707107, abs=1e-6)
+
+
+def test_encode_pair_layouts(tokenizers):
+    from tinyhelen.tokenizer import load
+
+    tok = load(tokenizers["leaner"])
+    cls, sep, eos = tok.cls_token_id, tok.sep_token_id, tok.eos_token_id
+    bert = glue.encode_pair(tok, "bert", "a b", "c", 64)
+    assert bert["input_ids"][0] == cls and bert["input_ids"][-1] == sep and bert["input_ids"].count(sep) == 2
+    assert bert["token_type_ids"][-1] == 1 and bert["token_type_ids"][0] == 0
+    xl = glue.encode_pair(tok, "xlnet", "a b", "c", 64)
+    assert xl["input_ids"][-1] == cls and xl["token_type_ids"][-1] == 2
+    ll = glue.encode_pair(tok, "llama", "a b", "c", 64)
+    assert ll["input_ids"][-1] == eos and sep in ll["input_ids"]
+    long = glue.encode_pair(tok, "bert", "word " * 200, "other " * 50, 40)
+    assert len(long["input_ids"]) == 40 and long["input_ids"][-1] == sep  # truncated, specials kept
+
+
+def test_glue_config_rejects_unknown_task():
+    with pytest.raises(ValueError, match="unknown GLUE tasks"):
+        glue.GlueConfig(tasks=["cola", "squad"])
+
+
+# ------------------------------------------------------------------------------------ protocol
+def test_evaluate_checkpoint_is_deterministic(prepared, tokenizers):
+    cfg = glue.GlueConfig(tasks=["wnli", "stsb"], lr=[1e-3, 3e-4], seeds=[0, 1], epochs=1, batch_size=16,
+                          max_train_examples=32, max_eval_examples=16)
+    a = glue.evaluate_checkpoint(None, "llama", "tiny", tokenizers["leaner"], prepared / "glue", cfg, seed=3)
+    b = glue.evaluate_checkpoint(None, "llama", "tiny", tokenizers["leaner"], prepared / "glue", cfg, seed=3)
+    assert set(a["tasks"]) == {"wnli", "stsb"}
+    for task in a["tasks"]:
+        ra, rb = a["tasks"][task], b["tasks"][task]
+        assert len(ra["runs"]) == 4 and ra["n_train"] == 32 and ra["n_test"] == 16
+        assert ra["test_score"] == rb["test_score"] and ra["best_lr"] == rb["best_lr"]
+        assert [r["validation"] for r in ra["runs"]] == [r["validation"] for r in rb["runs"]]
+    assert "pearson" in a["tasks"]["stsb"]["test_metrics"]
+
+
+def test_evaluate_checkpoint_missing_inputs(prepared, tokenizers, tmp_path):
+    cfg = glue.GlueConfig(tasks=["wnli"], max_train_examples=8, max_eval_examples=8)
+    with pytest.raises(InputError, match="config.json"):
+        glue.evaluate_checkpoint(tmp_path, "llama", "tiny", None, prepared / "glue", cfg, 0)
+    with pytest.raises(InputError, match="wnli_train.jsonl"):
+        glue.evaluate_checkpoint(None, "llama", "tiny", tokenizers["leaner"], tmp_path, cfg, 0)
+
+
+def _rep(score):
+    return {"mean_test_score": score,
+            "tasks": {"rte": {"test_score": score, "test_std": 0.01, "best_lr": 1e-3}}}
+
+
+def test_exp1_table_and_equal_budget_check(tmp_path):
+    g = {f"{a}-{i}": _rep(s) for a, base in [("llama", 0.6), ("bert", 0.5)]
+         for i, s in [("leaner", base), ("ori", base - 0.05), ("scratch", base - 0.1)]}
+    p = {f"{a}-{s}": {"tokens_seen": 4096} for a in ("llama", "bert") for s in ("leaner", "ori")}
+    res = glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+    assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
+    md = glue.exp1_markdown(res, "tiny")
+    assert "| llama | leaner | 60.0 +- 1.0 | **60.0** |" in md
+    glue.exp1_png(res, tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 1000
+    p["bert-ori"]["tokens_seen"] = 2048
+    with pytest.raises(InputError, match="same token budget"):
+        glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+
+
+# ---------------------------------------------------------------------------------- stage graph
+def _affected(repo, key: str) -> set[str]:
+    """Stages DVC reruns when params key ``key`` changes: those declaring it (or its section, or the whole
+    params file), plus everything downstream of them in DVC's own stage graph."""
+    import networkx as nx
+    from dvc.dependency.param import ParamsDependency
+
+    index = repo.index
+    direct = set()
+    for stage in index.stages:
+        for dep in stage.deps:
+            if not isinstance(dep, ParamsDependency):
+                continue
+            keys = list(dep.params or [])
+            if not keys or any(key == k or key.startswith(k + ".") for k in keys):
+                direct.add(stage)
+    graph = index.graph  # edges: stage -> the stages it depends on
+    hit = set(direct)
+    for stage in direct:
+        hit |= nx.ancestors(graph, stage)
+    return {s.name for s in hit}
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """dvc.yaml + params.yaml of this checkout in a scratch DVC repo (no lock on the real one)."""
+    from dvc.repo import Repo
+
+    root = tmp_path_factory.mktemp("dvcgraph")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    subprocess.run([str(Path(REPO / ".venv/bin/dvc")) if (REPO / ".venv/bin/dvc").exists() else "dvc",
+                    "init", "--no-scm", "-q"], cwd=root, check=True)
+    return Repo(str(root))
+
+
+def test_changing_glue_lr_reruns_only_glue_stages(dvc_repo):
+    names = {s.name for s in dvc_repo.index.stages}
+    glue_stages = {n for n in names if n.startswith(("glue@", "glue_scratch@"))}
+    assert len(glue_stages) == 12  # 4 archs x (leaner, ori, scratch)
+    hit = _affected(dvc_repo, "glue.lr")
+    assert glue_stages <= hit
+    # besides the GLUE stages only reports that read their results (EXP1 table, the report card) and
+    # EXP3's Leaner-GLUE scoring of the proxy, which reuses the `glue` section by design
+    assert hit - glue_stages <= {"exp1_report", "exp3_glue", "exp3_report", "report"}, sorted(hit - glue_stages)
+    assert not any(n.startswith("pretrain") for n in hit)
+
+
+def test_changing_pretraining_reruns_pretraining_and_glue_not_scratch(dvc_repo):
+    hit = _affected(dvc_repo, "pretrain.lr")
+    assert {f"pretrain_{s}@{a}" for s in ("leaner", "ori") for a in ("bert", "llama", "xlnet", "mamba")} <= hit
+    assert "glue@llama-leaner" in hit and "exp1_report" in hit
+    assert not any(n.startswith("glue_scratch@") for n in hit)  # the scratch baseline does not pretrain

@@ -1,0 +1,125 @@
+"""EXP1 models: preset sizes, a few training steps per arch, classification heads and padding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyhelen import models
+from tinyhelen.tokenizer import load
+from tinyhelen.train import PretrainConfig, make_objective, make_optimizer
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizers):
+    return load(tokenizers["leaner"])
+
+
+@pytest.mark.parametrize("preset", models.PRESETS)
+def test_preset_non_embedding_params_within_5_percent(tok, preset):
+    target = models.TARGET_NON_EMBEDDING[preset]
+    for arch in models.ARCHS:
+        model = models.build_lm(arch, models.build_config(arch, preset, tok))
+        n = models.non_embedding_params(model)
+        assert abs(n - target) / target <= 0.05, f"{arch}/{preset}: {n:,} vs target {target:,}"
+        assert model.config.vocab_size == len(tok)
+        assert models.total_params(model) > n  # embeddings exist and are excluded
+
+
+def test_non_embedding_excludes_tied_and_untied_tables(tok):
+    model = models.build_lm("llama", models.build_config("llama", "tiny", tok))
+    d = model.config.hidden_size
+    assert models.total_params(model) - models.non_embedding_params(model) == len(tok) * d  # tied: once
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_each_arch_loss_decreases_in_a_few_steps(tok, arch, tokenizers):
+    """Train 8 steps on one fixed batch of real text: the pretraining loss must drop clearly."""
+    torch.manual_seed(0)
+    cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 8, lr=3e-3, warmup_ratio=0.0,
+                         schedule="constant")
+    text = " ".join(["The little cat sat on the warm mat and looked at the red ball."] * 40)
+    ids = tok(text)["input_ids"][: 8 * 32]
+    batch = {"input_ids": torch.tensor(ids).view(8, 32)}
+    model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
+    model.train()
+    opt, sched = make_optimizer(model, cfg, 8)
+    obj = make_objective(arch, tok, cfg)
+    losses = []
+    for step in range(8):
+        gen = torch.Generator().manual_seed(step)
+        loss = model(**obj(batch, gen)).loss
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 0.5, f"{arch}: {losses}"
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_classifier_padding_does_not_change_logits(tok, arch):
+    """Pooling uses the right token for each arch's padding side: padded and unpadded logits agree."""
+    from tinyhelen.glue import collate, encode_pair
+
+    torch.manual_seed(0)
+    clf = models.build_classifier(arch, models.build_config(arch, "tiny", tok), 3).eval()
+    short = encode_pair(tok, arch, "A dog runs.", "A cat sleeps.", 64)
+    long = encode_pair(tok, arch, "The old man walked slowly to the shop at the end of the road.", None, 64)
+    with_types = arch in ("bert", "xlnet")
+    side = models.PADDING_SIDE[arch]
+    both = collate([short, long], tok.pad_token_id, side, with_types)
+    alone = collate([short], tok.pad_token_id, side, with_types)
+    assert both["input_ids"].shape[1] > alone["input_ids"].shape[1]  # `short` really is padded
+    with torch.no_grad():
+        a = clf(**both).logits[0]
+        b = clf(**alone).logits[0]
+    assert a.shape == (3,)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_classifier_from_pretrained_checkpoint_keeps_backbone(tok, arch, tmp_path):
+    torch.manual_seed(0)
+    lm = models.build_lm(arch, models.build_config(arch, "tiny", tok))
+    lm.save_pretrained(str(tmp_path))
+    clf = models.build_classifier(arch, tmp_path, 1)  # regression head
+    lm_sd, clf_sd = lm.state_dict(), clf.state_dict()
+    # every backbone tensor of the classifier equals the pretrained one (names differ by a prefix)
+    matched = 0
+    for k, v in clf_sd.items():
+        for prefix in ("bert.", "model.", "transformer.", "backbone."):
+            if k.startswith(prefix) and k in lm_sd:
+                torch.testing.assert_close(v, lm_sd[k])
+                matched += 1
+    assert matched >= 10, f"{arch}: only {matched} backbone tensors matched"
+    out = clf(input_ids=torch.tensor([[5, 6, 7, tok.eos_token_id]]), labels=torch.tensor([2.5]))
+    assert out.logits.shape == (1, 1) and torch.isfinite(out.loss)
+
+
+def test_wrong_checkpoint_arch_is_rejected(tok, tmp_path):
+    models.build_lm("llama", models.build_config("llama", "tiny", tok)).save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="not 'bert'"):
+        models.build_classifier("bert", tmp_path, 2)
+
+
+def test_cpu_selective_scan_matches_reference():
+    from transformers.models.mamba import modeling_mamba as mm
+
+    models._install_cpu_scan()
+    g = torch.Generator().manual_seed(0)
+    b, d, n, length = 2, 6, 4, 9
+    hs = torch.randn(b, d, length, generator=g, requires_grad=True)
+    dt, z = torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g)
+    A, D = -torch.rand(d, n, generator=g), torch.randn(d, generator=g)
+    B, C = torch.randn(b, n, length, generator=g), torch.randn(b, n, length, generator=g)
+    # the transformers reference loop (recurrent path), written out
+    dts = torch.nn.functional.softplus(dt)
+    state = torch.zeros(b, d, n)
+    ref = []
+    for t in range(length):
+        state = torch.exp(A * dts[:, :, t, None]) * state + dts[:, :, t, None] * B[:, None, :, t] * hs[:, :, t, None]
+        ref.append((state * C[:, None, :, t]).sum(-1))
+    ref = (torch.stack(ref, -1) + hs * D[None, :, None]) * torch.nn.functional.silu(z)
+    out = mm.mamba_selective_scan(hs, dt, A, B, C, D=D, z=z, delta_softplus=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
