@@ -1,0 +1,204 @@
+"""EXP2 judging: the strict judge parser, LLM judging end to end against the loopback OpenAI-compatible
+server (two orders, re-ask, cache), the offline proxy metrics, and the bootstrap report."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tinyhelen import judge
+from tinyhelen.judge import (BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy, markdown,
+                             parse_judgement, proxy_scores, report)
+from tinyhelen.llm.config import LLMConfig
+from tinyhelen.llm.fake_server import BEGIN, END, END_TEXT, FakeModel, FakeServer
+
+RECIPES = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
+GOOD = {"A": {"grammar": 4, "coherence": 3, "specificity": 2}, "B": {"grammar": 0, "coherence": 5, "specificity": 1}}
+
+
+# ----------------------------------------------------------------------------------------- parser
+@pytest.mark.parametrize("reply", [
+    json.dumps(GOOD),
+    "  " + json.dumps(GOOD, indent=2) + "\n<<<END>>>\n",
+    "```json\n" + json.dumps(GOOD) + "\n```",
+    "```\n" + json.dumps(GOOD) + "\n```\n<<<END>>>",
+])
+def test_parser_accepts_good_replies(reply):
+    assert parse_judgement(reply, ["A", "B"]) == GOOD
+
+
+@pytest.mark.parametrize("reply, message", [
+    ("Sure! " + json.dumps(GOOD), "not a JSON object"),
+    (json.dumps(GOOD) + " Hope this helps.", "not valid JSON"),
+    ("", "not a JSON object"),
+    ("{\"A\": {\"grammar\": 4,", "not valid JSON"),
+    (json.dumps([GOOD]), "not a JSON object"),
+    # partial: a label or a criterion missing, or extra ones
+    (json.dumps({"A": GOOD["A"]}), r"missing \['B'\]"),
+    (json.dumps({**GOOD, "C": GOOD["A"]}), r"unexpected \['C'\]"),
+    (json.dumps({"A": {"grammar": 4, "coherence": 3}, "B": GOOD["B"]}), r"A: criteria .* missing \['specificity'\]"),
+    (json.dumps({"A": {**GOOD["A"], "fluency": 2}, "B": GOOD["B"]}), r"unexpected \['fluency'\]"),
+    (json.dumps({"A": 3, "B": GOOD["B"]}), "A: expected an object"),
+    # bad values
+    (json.dumps({"A": {**GOOD["A"], "grammar": 6}, "B": GOOD["B"]}), "outside 0-5"),
+    (json.dumps({"A": {**GOOD["A"], "grammar": -1}, "B": GOOD["B"]}), "outside 0-5"),
+    (json.dumps({"A": {**GOOD["A"], "grammar": 3.5}, "B": GOOD["B"]}), "must be an integer"),
+    (json.dumps({"A": {**GOOD["A"], "grammar": "4"}, "B": GOOD["B"]}), "must be an integer"),
+    (json.dumps({"A": {**GOOD["A"], "grammar": True}, "B": GOOD["B"]}), "must be an integer"),
+])
+def test_parser_rejects_bad_and_partial_replies(reply, message):
+    with pytest.raises(ValueError, match=message):
+        parse_judgement(reply, ["A", "B"])
+
+
+# ----------------------------------------------------------------------------------------- LLM judge end to end
+class JudgeModel(FakeModel):
+    """The loopback server's model plus a deterministic ``TASK: judge`` rule: scores depend on the answer
+    text only (so both presentation orders must agree). ``FAULT_JUDGE_PARTIAL`` in an answer makes the first
+    ask omit the last label (exercises the re-ask); ``FAULT_JUDGE_PROSE`` makes every ask add prose."""
+
+    def reply(self, messages):
+        user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+        if not re.search(r"^TASK: judge$", user, re.M):
+            return super().reply(messages)
+        labels = re.search(r"^Grade the answers labelled (.*)\.$", user, re.M).group(1).split(", ")
+        answers = re.findall(rf"Answer ([A-Z]):\n{re.escape(BEGIN)}\n(.*?)\n{re.escape(END_TEXT)}", user, re.S)
+        out = {}
+        for lab, text in answers:
+            n = len(text.split()) if text != "(empty answer)" else 0
+            out[lab] = {"grammar": min(5, n), "coherence": min(5, n // 2), "specificity": len(text) % 6}
+        if "FAULT_JUDGE_PARTIAL" in user and len(messages) <= 2:
+            out.pop(labels[-1])
+        body = json.dumps(out)
+        if "FAULT_JUDGE_PROSE" in user:
+            body = "Here are my grades: " + body
+        return f"{body}\n{END}"
+
+
+@pytest.fixture()
+def server():
+    srv = FakeServer(0)
+    srv.model = JudgeModel()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def fake_generations(n_questions=3, steps=(10, 20), special=None):
+    gens = []
+    for qi in range(n_questions):
+        for st in steps:
+            for ri, rec in enumerate(RECIPES):
+                ans = " ".join(["word"] * (qi + ri)) + (f" {special}" if special and qi == 0 and ri == 1 else "")
+                gens.append({"set": "inner_comparison", "qid": f"q{qi}", "question": f"Question {qi}?",
+                             "bin": None, "recipe": rec, "checkpoint": f"step-{st:06d}", "step": st,
+                             "answer": ans.strip()})
+            if st == steps[-1]:
+                for ri, rec in enumerate(RECIPES):
+                    gens.append({"set": "all", "qid": f"q{qi}", "question": f"Question {qi}?",
+                                 "bin": ["0-7", "9-10"][qi % 2], "recipe": rec, "checkpoint": "final", "step": st,
+                                 "answer": " ".join(["word"] * (qi + 2 * ri))})
+    return gens
+
+
+def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
+    llm = LLMConfig(backend="openai", base_url=server.base_url, model="fake", cache_dir=str(tmp_path / "cache"),
+                    max_retries=1, backoff_base_s=0.0, progress=False, temperature=0.7)
+    gens = fake_generations(special="FAULT_JUDGE_PARTIAL")
+    scores, summ = judge_llm(gens, JudgeConfig(backend="openai"), llm, seed=3, metrics_path=tmp_path / "m.json")
+    groups = 3 * 2 + 3  # (question, step) groups of inner_comparison + the 'all' groups
+    assert summ["groups"] == groups and summ["requests"] == 2 * groups and summ["failed_requests"] == 0
+    assert summ["llm"]["reasks"] >= 1, "the partial reply was re-asked"
+    assert len(scores) == len(gens) and all(s["total"] is not None for s in scores)
+    by = {(s["set"], s["qid"], s["step"], s["recipe"]): s for s in scores}
+    for g in gens:
+        s = by[(g["set"], g["qid"], g["step"], g["recipe"])]
+        n = len(g["answer"].split())
+        assert s["grammar"] == min(5, n) and s["total"] == s["grammar"] + s["coherence"] + s["specificity"]
+        assert set(s["orders"]) == {"0", "1"} and s["orders"]["0"]["position"] + s["orders"]["1"]["position"] == 3
+    ag = summ["agreement"]
+    assert ag["answers"] == len(gens) and ag["total"]["exact"] == 1.0, "order-independent judge -> full agreement"
+    assert set(summ["position_means"]) == {"A", "B", "C", "D"}
+    # a second run is served from the cache (no HTTP calls)
+    calls = server.stats["chat_calls"]
+    scores2, summ2 = judge_llm(gens, JudgeConfig(backend="openai"), llm, seed=3)
+    assert server.stats["chat_calls"] == calls and summ2["llm"]["cache_hits"] == 2 * groups
+    assert [s["total"] for s in scores2] == [s["total"] for s in scores]
+    rep = report(scores, "openai", RECIPES, n_boot=200, seed=0)
+    assert rep["metrics"] == ["grammar", "coherence", "specificity", "total"]
+    assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
+    assert [c["step"] for c in rep["checkpoint_curve"]["leaner-ori"]] == [10, 20]
+    md = markdown(rep, {"instruct_source": "code_pairs", "judge_model": "fake", "agreement": ag,
+                        "position_means": summ["position_means"]})
+    assert "sum (LLM, 0-15)" in md and "Position bias" in md and "Proxy" not in md
+
+
+def test_llm_judge_reports_format_failures_without_dropping(server, tmp_path):
+    llm = LLMConfig(backend="openai", base_url=server.base_url, model="fake", cache_dir=str(tmp_path / "c"),
+                    max_retries=0, progress=False)
+    gens = fake_generations(n_questions=1, steps=(10,), special="FAULT_JUDGE_PROSE")
+    scores, summ = judge_llm(gens, JudgeConfig(backend="openai", max_reasks=1), llm, seed=0)
+    bad = [s for s in scores if s["set"] == "inner_comparison"]
+    assert summ["failures"] == {"format": 2} and summ["unjudged_answers"] == len(bad) == 4
+    assert all(s["total"] is None for s in bad) and len(scores) == len(gens)
+    rep = report(scores, "openai", RECIPES, n_boot=100, seed=0)
+    assert rep["checkpoint_curve"]["ori-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
+
+
+# ----------------------------------------------------------------------------------------- proxy + report
+def test_reference_lm_and_proxy_metrics():
+    lm = BigramLM(0.75).fit(["The cat sat on the mat. The dog sat on the rug.", "A cat and a dog play."] * 20)
+    lm.finalize()
+    fluent, scrambled = lm.perplexity("The cat sat on the rug."), lm.perplexity("rug the on sat cat the.")
+    assert fluent < scrambled and 0 < lm.perplexity("") < float("inf")
+    assert lm.perplexity("zebra quantum") > fluent  # unknown words get a finite, high perplexity
+    p = proxy_scores("the cat sat the cat sat the cat sat", "Where did the cat sit?", lm)
+    assert p["proxy_repetition"] == pytest.approx(4 / 7) and p["proxy_distinct_1"] == pytest.approx(3 / 9)
+    assert p["proxy_q_overlap"] == pytest.approx(1 / 2)  # content words {cat, sit}: 'cat' found
+    e = proxy_scores("  ... ", "Why?", lm)
+    assert e["proxy_len_words"] == 0 and e["proxy_distinct_2"] == 0 and e["proxy_repetition"] == 0
+    assert e["proxy_ref_ppl"] is None and e["proxy_empty"] == 1 and p["proxy_empty"] == 0
+
+
+def test_checkpoint_selection_skips_mostly_empty_checkpoints():
+    def rec(step, ppl, recipe="ori-ori"):
+        return {"set": "inner_comparison", "qid": f"q{step}-{ppl}", "bin": None, "recipe": recipe, "step": step,
+                "proxy_ref_ppl": ppl, "proxy_empty": float(ppl is None)}
+    scores = ([rec(10, 50.0)] + [rec(10, None)] * 3          # one fluent-looking answer, 75% empty
+              + [rec(20, 400.0), rec(20, 300.0), rec(20, None)]  # 33% empty
+              + [rec(30, 900.0)] * 3)
+    rep = report(scores, "proxy", ["ori-ori"], n_boot=100, seed=0)
+    curve = {c["step"]: c for c in rep["checkpoint_curve"]["ori-ori"]}
+    assert curve[10]["unscored_share"] == 0.75 and curve[10]["n"] == 1 and curve[20]["mean"] == 350.0
+    assert rep["recipes"]["ori-ori"]["selected_step"] == 20
+    assert report(scores, "proxy", ["ori-ori"], 100, 0, max_unscored_share=1.0)["recipes"]["ori-ori"]["selected_step"] == 10
+    only_empty = [rec(10, None), rec(20, None), rec(20, 5.0)]
+    assert report(only_empty, "proxy", ["ori-ori"], 100, 0, max_unscored_share=0.2)["recipes"]["ori-ori"]["selected_step"] == 20
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    vals = [0.0, 1.0, 2.0, 3.0, 10.0, 4.0, 2.0]
+    a, b = bootstrap_ci(vals, 500, seed=1), bootstrap_ci(vals, 500, seed=1)
+    assert a == b and a[1] < a[0] < a[2]
+    assert bootstrap_ci([2.0] * 5, 100, 0) == (2.0, 2.0, 2.0)
+
+
+def test_proxy_judge_and_report(prepared, tmp_path):
+    cfg = JudgeConfig(proxy=judge.ProxyConfig(ref_corpora=[str(prepared / "corpus/leaner/train.jsonl"),
+                                                           str(prepared / "corpus/ori/train.jsonl")],
+                                              ref_max_words=20000))
+    gens = fake_generations()
+    scores, summ = judge_proxy(gens, cfg)
+    assert summ["backend"] == "proxy" and "not LLM" in summ["note"] and summ["reference_lm"]["train_words"] >= 20000
+    assert len(scores) == len(gens) and all(set(judge.PROXY_METRICS) <= set(s) for s in scores)
+    assert not any(k in s for s in scores for k in judge.CRITERIA), "proxy records never carry LLM criteria"
+    rep = report(scores, "proxy", RECIPES, n_boot=200, seed=0)
+    assert rep["selection_metric"] == "proxy_ref_ppl" and rep["recipes"]["leaner-leaner"]["answers"] == 3
+    assert set(rep["by_bin"]["ori-ori"]) == {"0-7", "9-10"}
+    md = markdown(rep, {"instruct_source": "code_pairs"})
+    assert "Proxy metrics, not LLM-judge scores" in md and "grammar" not in md.split("## Per recipe")[1]
+    with pytest.raises(Exception, match="selection_metric"):
+        report(scores, "proxy", RECIPES, 100, 0, selection_metric="total")
+    judge.plot_png(rep, tmp_path / "exp2.png")
+    assert (tmp_path / "exp2.png").stat().st_size > 1000
