@@ -1,0 +1,233 @@
+"""EXP3 report: table strategy x seed, steps/data to reach a target validation loss, reductions vs the
+reference strategy (``full-random``), and the loss curves of every run.
+
+Definitions (also in ``docs/exp3.md``):
+
+* **target loss**: ``exp3.report.target_loss`` if set; otherwise the *highest* best-so-far validation loss
+  that every seed of the reference strategy (``exp3.report.target_from``, default ``full-random``) reaches
+  by the end of its budget, i.e. ``max over seeds of min(val_loss)``: every reference run reaches it.
+* **steps to target**: the first evaluation step whose validation loss is <= the target (None: never
+  within the budget). **tokens to target** = steps x batch x seq_len (training tokens seen).
+  **data to target** = pool tokens at that step (the distinct training data the run had access to).
+* **reduction** of a strategy = ``1 - mean(steps to target) / mean(reference's steps to target)``
+  (positive = fewer steps; the study reports about 20% for ``lmloss``); **data reduction** likewise
+  with data to target. Reported only when every seed of the strategy reached the target.
+* **spread**: sample standard deviation over seeds (``std``) and the range ``[min, max]``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from tinyhelen.io import InputError, atomic_path
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise InputError(path, "file not found (run the exp3_train stages)")
+    lines = path.read_text().splitlines()
+    head = lines[0].split("\t")
+    rows = []
+    for ln, line in enumerate(lines[1:], 2):
+        cells = line.split("\t")
+        if len(cells) != len(head):
+            raise InputError(path, f"{len(cells)} cells for {len(head)} columns", ln)
+        rows.append({k: (float(v) if v != "" else None) for k, v in zip(head, cells)})
+    return rows
+
+
+def load_runs(runs_dir: Path | str, strategies: list[str], seeds: list[int]) -> dict[tuple[str, int], dict]:
+    out = {}
+    for s in strategies:
+        for seed in seeds:
+            d = Path(runs_dir) / f"{s}-s{seed}"
+            summary = d / "summary.json"
+            if not summary.exists():
+                raise InputError(summary, "file not found (run the exp3_train stages)")
+            out[(s, seed)] = {"summary": json.loads(summary.read_text()), "curve": read_curve(d / "curve.tsv")}
+    return out
+
+
+def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    for r in curve:
+        if r["val_loss"] is not None and r["val_loss"] <= target:
+            return {"step": int(r["step"]), "tokens": int(r["tokens"]), "data": int(r["pool_tokens"])}
+    return None
+
+
+def _stats(xs: list[float]) -> dict[str, float | None]:
+    if not xs:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    return {"mean": round(statistics.fmean(xs), 5), "std": round(statistics.stdev(xs), 5) if len(xs) > 1 else 0.0,
+            "min": round(min(xs), 5), "max": round(max(xs), 5)}
+
+
+def build(runs: dict[tuple[str, int], dict], strategies: list[str], seeds: list[int], selected: str,
+          target_loss: float | None, target_from: str) -> dict[str, Any]:
+    """The full report (``reports/exp3.json`` holds its ``metrics`` part)."""
+    if target_loss is None:
+        if target_from not in strategies:
+            raise ValueError(f"exp3.report.target_from={target_from!r} is not in exp3.strategies")
+        target_loss = max(min(r["val_loss"] for r in runs[(target_from, s)]["curve"]) for s in seeds)
+    per_run = []
+    for (s, seed), run in runs.items():
+        hit = first_reach(run["curve"], target_loss)
+        sm = run["summary"]
+        per_run.append({"strategy": s, "seed": seed, "final_val_loss": sm["final_val_loss"],
+                        "best_val_loss": sm["best_val_loss"], "pool_fraction": sm["pool_fraction"],
+                        "expansions": sm["expansions"], "steps_to_target": hit and hit["step"],
+                        "tokens_to_target": hit and hit["tokens"], "data_to_target": hit and hit["data"],
+                        "seconds": sm["seconds"]})
+    agg: dict[str, dict[str, Any]] = {}
+    for s in strategies:
+        rows = [r for r in per_run if r["strategy"] == s]
+        reached = [r for r in rows if r["steps_to_target"] is not None]
+        agg[s] = {"final_val_loss": _stats([r["final_val_loss"] for r in rows]),
+                  "best_val_loss": _stats([r["best_val_loss"] for r in rows]),
+                  "pool_fraction": _stats([r["pool_fraction"] for r in rows]),
+                  "steps_to_target": _stats([r["steps_to_target"] for r in reached]),
+                  "data_to_target": _stats([r["data_to_target"] for r in reached]),
+                  "reached": f"{len(reached)}/{len(rows)}", "all_reached": len(reached) == len(rows)}
+    ref = agg.get(target_from)
+    for s in strategies:
+        a = agg[s]
+        ok = ref is not None and ref["all_reached"] and a["all_reached"]
+        a["step_reduction"] = round(1 - a["steps_to_target"]["mean"] / ref["steps_to_target"]["mean"], 4) \
+            if ok and ref["steps_to_target"]["mean"] else None
+        a["data_reduction"] = round(1 - a["data_to_target"]["mean"] / ref["data_to_target"]["mean"], 4) \
+            if ok and ref["data_to_target"]["mean"] else None
+    if selected not in agg:
+        raise ValueError(f"curriculum={selected!r} is not among exp3.strategies {strategies}")
+    sel = agg[selected]
+    metrics = {
+        "selected": {"strategy": selected, "final_val_loss": sel["final_val_loss"]["mean"],
+                     "final_val_loss_std": sel["final_val_loss"]["std"],
+                     "steps_to_target": sel["steps_to_target"]["mean"], "reached": sel["reached"],
+                     "step_reduction_vs_" + target_from: sel["step_reduction"],
+                     "data_reduction_vs_" + target_from: sel["data_reduction"],
+                     "pool_fraction": sel["pool_fraction"]["mean"]},
+        "target_loss": round(target_loss, 5), "target_from": target_from,
+        "strategies": {s: _metrics_row(s, a, per_run, seeds) for s, a in agg.items()},
+    }
+    return {"metrics": metrics, "aggregate": agg, "runs": per_run, "seeds": seeds}
+
+
+def _metrics_row(s: str, a: dict[str, Any], per_run: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """One strategy in ``reports/exp3.json``: means, std and per-seed values (order of ``exp3.seeds``)."""
+    rows = {r["seed"]: r for r in per_run if r["strategy"] == s}
+
+    def field(key: str) -> dict[str, Any]:
+        vals = [rows[sd][key] for sd in seeds]
+        got = [v for v in vals if v is not None]
+        return {"mean": round(statistics.fmean(got), 5) if got else None,
+                "std": round(statistics.stdev(got), 5) if len(got) > 1 else (0.0 if got else None),
+                "per_seed": vals}
+
+    return {"final_val_loss": field("final_val_loss"), "steps_to_target": field("steps_to_target"),
+            "tokens_to_target": field("tokens_to_target"), "data_to_target": field("data_to_target"),
+            "reached": a["reached"], "step_reduction": a["step_reduction"], "data_reduction": a["data_reduction"],
+            "pool_fraction": a["pool_fraction"]["mean"]}
+
+
+def _fmt(st: dict[str, Any], nd: int = 3) -> str:
+    if st["mean"] is None:
+        return "n/a"
+    return f"{st['mean']:.{nd}f} ± {st['std']:.{nd}f}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
+def markdown(rep: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+    m = rep["metrics"]
+    lines = ["# EXP3: curriculum learning with a ~1M-parameter proxy", "",
+             f"Target validation loss: **{m['target_loss']}** (from `{m['target_from']}` unless fixed). "
+             f"Selected strategy (`curriculum`): **{m['selected']['strategy']}**. Seeds: {rep['seeds']}.", ""]
+    if info:
+        lines += [f"Budget: {info.get('tokens')} training tokens per run ({info.get('steps')} steps); pool "
+                  f"{info.get('pool_units')} units / {info.get('pool_tokens')} tokens.", ""]
+    lines += ["## Mean ± std over seeds", "",
+              "| strategy | final val loss | best val loss | steps to target | reached | step reduction | "
+              "data to target (pool tokens) | data reduction | pool used |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for s, a in rep["aggregate"].items():
+        lines.append(f"| {s} | {_fmt(a['final_val_loss'])} | {_fmt(a['best_val_loss'])} | "
+                     f"{_fmt(a['steps_to_target'], 1)} | {a['reached']} | {_pct(a['step_reduction'])} | "
+                     f"{_fmt(a['data_to_target'], 0)} | {_pct(a['data_reduction'])} | "
+                     f"{_fmt(a['pool_fraction'], 2)} |")
+    lines += ["", "## Every run", "", "| strategy | seed | final val loss | best val loss | steps to target | "
+              "data to target | pool used | expansions | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["runs"]:
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['final_val_loss']:.4f} | {r['best_val_loss']:.4f} | "
+                     f"{r['steps_to_target'] if r['steps_to_target'] is not None else 'never'} | "
+                     f"{r['data_to_target'] if r['data_to_target'] is not None else 'n/a'} | "
+                     f"{r['pool_fraction']:.2f} | {r['expansions']} | {r['seconds']} |")
+    if rep.get("correlations"):
+        names = list(rep["correlations"])
+        lines += ["", "## Spearman correlation between difficulty scores (pool units)", "",
+                  "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for a in names:
+            lines.append(f"| {a} | " + " | ".join(f"{rep['correlations'][a][b]:.2f}" for b in names) + " |")
+    lines += ["", "Reduction = 1 - mean steps (or pool tokens) to reach the target / the same for "
+              f"`{m['target_from']}`; positive = fewer. The study reports about 20% for `lmloss`.", ""]
+    return "\n".join(lines)
+
+
+def curve_rows(runs: dict[tuple[str, int], dict], strategies: list[str], column: str) -> list[dict[str, Any]]:
+    """Wide rows ``step, tokens, <strategy>...``: the mean over seeds of ``column`` at each evaluation."""
+    steps = sorted({int(r["step"]) for run in runs.values() for r in run["curve"]})
+    rows = []
+    for st in steps:
+        row: dict[str, Any] = {"step": st}
+        for s in strategies:
+            vals = [r[column] for (name, _), run in runs.items() if name == s for r in run["curve"]
+                    if int(r["step"]) == st and r[column] is not None]
+            row[s] = round(statistics.fmean(vals), 5) if vals else None
+        rows.append(row)
+    return rows
+
+
+def plot_png(runs: dict[tuple[str, int], dict], strategies: list[str], target: float, path: Path | str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    cmap = plt.get_cmap("tab10")
+    for k, s in enumerate(strategies):
+        for (name, seed), run in sorted(runs.items()):
+            if name != s:
+                continue
+            xs = [r["step"] for r in run["curve"]]
+            ax1.plot(xs, [r["val_loss"] for r in run["curve"]], color=cmap(k % 10), lw=1,
+                     alpha=0.8, label=s if seed == min(sd for n, sd in runs if n == s) else None)
+            ax2.plot(xs, [r["pool_fraction"] for r in run["curve"]], color=cmap(k % 10), lw=1, alpha=0.8)
+    ax1.axhline(target, color="k", ls="--", lw=0.8, label="target")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("validation loss (nats/token)")
+    ax1.set_title("EXP3 validation loss (each line one seed)")
+    lo = min(r["val_loss"] for run in runs.values() for r in run["curve"])
+    ax1.set_ylim(lo - 0.1, lo + 2.0 if math.isfinite(lo) else None)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("share of units in the pool")
+    ax2.set_title("pool growth")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def correlations(scores: dict[str, Any]) -> dict[str, dict[str, float]]:
+    from scipy.stats import spearmanr
+
+    names = list(scores)
+    return {a: {b: round(float(spearmanr(scores[a], scores[b]).statistic), 4) if a != b else 1.0 for b in names}
+            for a in names}

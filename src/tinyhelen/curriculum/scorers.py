@@ -1,0 +1,186 @@
+"""Difficulty scorers: a registry of functions that give every pool unit a score (low = easy).
+
+=============  =======  ==========================================================================
+scorer         kind     score of a unit
+=============  =======  ==========================================================================
+random         static   uniform in [0, 1) from sha256(``scorer_seed:unit_id``) (a random order)
+sentlen        static   mean words per sentence (``tinyhelen.entropy.sentence_lengths``)
+unigram        static   (beyond the study) mean word rarity: mean of ``-log2 p(w)`` over the unit's
+                        words, ``p`` = add-one-smoothed unigram frequency over the whole pool
+lmloss         static   mean token cross-entropy (nats) under the reference LM trained on held-out data
+selfloss       online   mean token cross-entropy under the *current* proxy, recomputed at each
+                        expansion inside the trainer (``tinyhelen.curriculum.trainer``)
+=============  =======  ==========================================================================
+
+Static scores are written by the ``exp3_difficulty`` stage to ``data/curriculum/difficulty/<name>.jsonl``
+(one ``{"unit_id", "score"}`` per pool unit, in pool order), a DVC output keyed by its inputs (units,
+tokenizer, reference LM for ``lmloss``, ``exp3.scorer_seed``). Online scorers and the full-data
+baselines get a file with ``"score": null`` so every strategy has the same stage inputs.
+Units with no word (e.g. pure symbols) score 0 under ``sentlen``/``unigram``; their count is logged.
+Ties are broken by pool order (stable sort).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyhelen.curriculum.config import BASELINES, ONLINE_SCORERS, STATIC_SCORERS
+from tinyhelen.io import InputError, iter_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoringInputs:
+    """What static scorers may use: unit ids, decoded texts, token ids, and optional extras."""
+
+    unit_ids: list[str]
+    texts: list[str]
+    tokens: list[np.ndarray]
+    seed: int = 0
+    reference_model: Any = None
+    eos_id: int = 0
+    pad_id: int = 0
+    batch_size: int = 32
+
+
+ScoreFn = Callable[[ScoringInputs], np.ndarray]
+REGISTRY: dict[str, ScoreFn] = {}
+
+
+def register(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    def deco(fn: ScoreFn) -> ScoreFn:
+        REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+@register("random")
+def score_random(inp: ScoringInputs) -> np.ndarray:
+    """Uniform in [0, 1) from a hash of (seed, unit id): independent of pool order and size."""
+    return np.array([int(hashlib.sha256(f"{inp.seed}:{u}".encode()).hexdigest()[:13], 16) / 16 ** 13
+                     for u in inp.unit_ids], dtype=np.float64)
+
+
+def mean_sentence_length(text: str) -> float:
+    """Mean word tokens per sentence (0.0 when the text has no word)."""
+    from tinyhelen.entropy import sentence_lengths  # imported here: trainer-only stages need not depend on it
+
+    lens = sentence_lengths(text)
+    return float(sum(lens) / len(lens)) if lens else 0.0
+
+
+@register("sentlen")
+def score_sentlen(inp: ScoringInputs) -> np.ndarray:
+    return np.array([mean_sentence_length(t) for t in inp.texts], dtype=np.float64)
+
+
+def unigram_rarity(texts: Sequence[str]) -> np.ndarray:
+    """Mean ``-log2 p(w)`` per text, ``p`` = add-one-smoothed frequency over all ``texts``."""
+    from tinyhelen.entropy import word_tokens
+
+    toks = [word_tokens(t) for t in texts]
+    counts = Counter(w for ws in toks for w in ws)
+    total = sum(counts.values()) + len(counts) + 1
+    out = np.zeros(len(texts), dtype=np.float64)
+    for i, ws in enumerate(toks):
+        if ws:
+            out[i] = sum(-math.log2((counts[w] + 1) / total) for w in ws) / len(ws)
+    return out
+
+
+@register("unigram")
+def score_unigram(inp: ScoringInputs) -> np.ndarray:
+    return unigram_rarity(inp.texts)
+
+
+@register("lmloss")
+def score_lmloss(inp: ScoringInputs) -> np.ndarray:
+    if inp.reference_model is None:
+        raise ValueError("lmloss needs the reference LM (exp3_reference_lm stage)")
+    return unit_losses(inp.reference_model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id,
+                       batch_size=inp.batch_size)
+
+
+def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int, batch_size: int = 32
+                ) -> np.ndarray:
+    """Mean token cross-entropy (nats) of each unit under a causal LM.
+
+    Each unit is fed as ``<|endoftext|> + ids`` (the separator the LMs are trained with), so every token
+    of the unit is predicted. Units are batched by length with right padding (masked out)."""
+    import torch
+
+    out = np.zeros(len(units), dtype=np.float64)
+    order = sorted(range(len(units)), key=lambda i: len(units[i]))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            width = 1 + max(len(units[i]) for i in idx)
+            x = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = torch.as_tensor(np.asarray(units[i], dtype=np.int64))
+                x[r, 0] = eos_id
+                x[r, 1:1 + len(ids)] = ids
+                mask[r, :1 + len(ids)] = 1
+            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+            tgt = x[:, 1:]
+            m = mask[:, 1:].float()
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                   reduction="none").view(tgt.shape)
+            per = (ce * m).sum(1) / m.sum(1).clamp(min=1)
+            for r, i in enumerate(idx):
+                out[i] = float(per[r])
+    model.train(was_training)
+    return out
+
+
+def score(name: str, inp: ScoringInputs) -> np.ndarray | None:
+    """Scores of a strategy's scorer (None for online scorers and baselines)."""
+    if name in ONLINE_SCORERS or name in BASELINES:
+        return None
+    if name not in REGISTRY:
+        raise ValueError(f"unknown scorer {name!r}; known: {sorted(REGISTRY)}")
+    s = REGISTRY[name](inp)
+    if len(s) != len(inp.unit_ids) or not np.all(np.isfinite(s)):
+        raise ValueError(f"scorer {name!r} returned {len(s)} scores for {len(inp.unit_ids)} units "
+                         f"or non-finite values")
+    return s
+
+
+def write_scores(path: Path | str, unit_ids: list[str], scores: np.ndarray | None) -> None:
+    write_jsonl(path, ({"unit_id": u, "score": None if scores is None else round(float(s), 6)}
+                       for u, s in zip(unit_ids, scores if scores is not None else [None] * len(unit_ids))))
+
+
+def read_scores(path: Path | str, unit_ids: list[str]) -> np.ndarray | None:
+    """Scores aligned with ``unit_ids`` (the pool); None when the file holds null scores (online/baseline)."""
+    path = Path(path)
+    got: dict[str, Any] = {}
+    for line, rec in iter_jsonl(path):
+        if "unit_id" not in rec or "score" not in rec:
+            raise InputError(path, "record lacks unit_id or score", line)
+        got[rec["unit_id"]] = rec["score"]
+    missing = [u for u in unit_ids if u not in got]
+    if missing:
+        raise InputError(path, f"{len(missing)} pool units have no score (e.g. {missing[0]}); stale file?")
+    vals = [got[u] for u in unit_ids]
+    if all(v is None for v in vals):
+        return None
+    if any(v is None for v in vals):
+        raise InputError(path, "mixture of null and numeric scores")
+    return np.asarray(vals, dtype=np.float64)
+
+
+def is_static(name: str) -> bool:
+    return name in STATIC_SCORERS

@@ -1,0 +1,186 @@
+"""EXP3 (issue 6): difficulty scorers on hand examples, pacing schedules, units, report arithmetic."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tinyhelen.config import ParamsError, validate_section
+from tinyhelen.curriculum import pacing, report, scorers
+from tinyhelen.curriculum.config import STRATEGIES, CurriculumParam, Exp3Config, UnitsConfig
+from tinyhelen.curriculum.units import build_units, load_units
+from tinyhelen.io import InputError
+
+
+# ------------------------------------------------------------------ scorers
+def _inp(texts, **kw):
+    return scorers.ScoringInputs(unit_ids=[f"u{i}" for i in range(len(texts))], texts=texts,
+                                 tokens=[np.zeros(1, np.int64)] * len(texts), **kw)
+
+
+def test_registry_has_study_scorers_and_one_beyond():
+    assert {"random", "sentlen", "lmloss", "unigram"} <= set(scorers.REGISTRY)
+    assert scorers.score("selfloss", _inp(["a"])) is None  # online: scored in the trainer
+    assert scorers.score("full-random", _inp(["a"])) is None
+    with pytest.raises(ValueError, match="unknown scorer"):
+        scorers.score("nope", _inp(["a"]))
+
+
+def test_sentlen_mean_words_per_sentence():
+    s = scorers.score("sentlen", _inp(["The cat sat. It ran!", "One two three four five six.", "...", "a\nb c"]))
+    assert s.tolist() == [2.5, 6.0, 0.0, 1.5]
+    # easiest first = shortest sentences: "...", "a / b c", "The cat sat. It ran!", the six-word sentence
+    assert np.argsort(s, kind="stable").tolist() == [2, 3, 0, 1]
+
+
+def test_unigram_rarity_by_hand():
+    s = scorers.score("unigram", _inp(["a a a", "b", "a b"]))
+    # counts a=4, b=2; add-one over 2 types: total = 6 + 2 + 1 = 9
+    pa, pb = -math.log2(5 / 9), -math.log2(3 / 9)
+    assert s == pytest.approx([pa, pb, (pa + pb) / 2])
+    assert s[0] < s[2] < s[1]  # common words are easy
+
+
+def test_random_scores_are_seeded_and_independent_of_order():
+    a = scorers.score("random", _inp(["x", "y", "z"], seed=3))
+    b = scorers.score_random(scorers.ScoringInputs(["u2", "u0"], [], [], seed=3))
+    c = scorers.score("random", _inp(["x", "y", "z"], seed=4))
+    assert b.tolist() == [a[2], a[0]]
+    assert ((0 <= a) & (a < 1)).all() and not np.allclose(a, c)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=1, eos_token_id=0, bos_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_lmloss_is_mean_token_loss_and_padding_invariant(tiny_lm):
+    import torch
+
+    u1, u2 = np.array([5, 6, 7, 8, 9]), np.array([10, 11])
+    both = scorers.score("lmloss", scorers.ScoringInputs(["a", "b"], [], [u1, u2], reference_model=tiny_lm,
+                                                          eos_id=0, pad_id=1))
+    alone = scorers.unit_losses(tiny_lm, [u2], eos_id=0, pad_id=1)
+    x = torch.tensor([[0, *u1]])
+    with torch.no_grad():
+        manual = float(tiny_lm(input_ids=x, labels=x).loss)  # HF: mean over the 5 predicted tokens
+    assert both[0] == pytest.approx(manual, abs=1e-5)
+    assert both[1] == pytest.approx(alone[0], abs=1e-5)
+    with pytest.raises(ValueError, match="reference LM"):
+        scorers.score("lmloss", _inp(["a"]))
+
+
+def test_scores_file_round_trip_and_stale_file(tmp_path):
+    p = tmp_path / "s.jsonl"
+    scorers.write_scores(p, ["a", "b"], np.array([0.5, 0.25]))
+    assert scorers.read_scores(p, ["b", "a"]).tolist() == [0.25, 0.5]
+    with pytest.raises(InputError, match="no score"):
+        scorers.read_scores(p, ["a", "c"])
+    scorers.write_scores(p, ["a"], None)
+    assert scorers.read_scores(p, ["a"]) is None
+
+
+# ------------------------------------------------------------------ pacing
+def test_plateau_tracker_expands_exactly_after_patience_evals():
+    t = pacing.PlateauTracker(patience=2)
+    losses = [5.0, 4.0, 4.5, 4.2, 3.0, 3.1, 3.0, 2.0, 2.5, 2.6, 2.7]
+    fired = [i for i, loss in enumerate(losses) if t.update(loss)]
+    # 4.5, 4.2 do not beat 4.0 -> expand at index 3; 3.1, 3.0 do not beat 3.0 -> 6; 2.5, 2.6 -> 9
+    assert fired == [3, 6, 9]
+    t2 = pacing.PlateauTracker(patience=1, min_delta=0.5)
+    assert [t2.update(x) for x in (5.0, 4.6, 4.0)] == [False, True, False]
+
+
+def test_step_pacings_grow_monotonically_to_full():
+    kw = dict(max_steps=100, start=0.05, increment=0.05, full_at=0.8)
+    for p in ("linear", "root", "step"):
+        c = [pacing.competence(p, s, **kw) for s in range(0, 101, 5)]
+        assert c[0] == pytest.approx(0.05) and all(b >= a for a, b in zip(c, c[1:]))
+        assert pacing.competence(p, 80, **kw) == pytest.approx(1.0)
+    assert pacing.competence("root", 20, **kw) > pacing.competence("linear", 20, **kw)
+    assert pacing.competence("step", 4, **kw) == pytest.approx(0.05)  # one step every 80/19 = 4.2 steps
+    assert pacing.competence("step", 5, **kw) == pytest.approx(0.10)
+
+
+def test_target_size_iterative_and_caps():
+    kw = dict(step=10, max_steps=100, start=0.05, increment=0.05, full_at=0.8)
+    assert pacing.target_size("iterative", 5, 100, plateau=False, **kw) == 5
+    assert pacing.target_size("iterative", 5, 100, plateau=True, **kw) == 10
+    assert pacing.target_size("iterative", 98, 100, plateau=True, **kw) == 100
+    assert pacing.target_size("linear", 50, 100, plateau=False, **kw) == 50  # never shrinks
+    assert pacing.n_units(0.05, 7) == 1 and pacing.n_units(0.05, 100) == 5
+
+
+# ------------------------------------------------------------------ params
+def test_params_validation_names_the_key():
+    assert validate_section("curriculum", "sentlen").value == "sentlen"
+    with pytest.raises(ParamsError, match="curriculum"):
+        validate_section("curriculum", "easyfirst")
+    with pytest.raises(ParamsError, match="exp3.train"):
+        validate_section("exp3", {"train": {"checkpoint_steps": [7], "eval_every": 5, "max_steps": 20}})
+    with pytest.raises(ParamsError, match="exp3.strategies"):
+        validate_section("exp3", {"strategies": ["lmloss", "bogus"]})
+    assert set(Exp3Config().strategies) == set(STRATEGIES)
+    assert CurriculumParam().value in STRATEGIES
+
+
+# ------------------------------------------------------------------ units
+@pytest.fixture(scope="session")
+def units_dir(tmp_path_factory, prepared, tokenizers):
+    from tinyhelen.tokenizer import load
+
+    out = tmp_path_factory.mktemp("exp3") / "units"
+    cfg = UnitsConfig(unit_max_tokens=64, pool_tokens=6000, reference_tokens=2000, val_tokens=512)
+    build_units(prepared / "corpus/leaner/train.jsonl", prepared / "corpus/leaner/validation.jsonl",
+                load(tokenizers["leaner"]), cfg, out)
+    return out
+
+
+def test_units_roles_budgets_and_chunks(units_dir):
+    units, val = load_units(units_dir)
+    info = json.loads((units_dir / "info.json").read_text())
+    pool, ref = units.subset("pool"), units.subset("reference")
+    assert info["tokens"] == {"reference": 2000, "pool": 6000}
+    assert int(pool.lengths().sum()) == 6000 and int(ref.lengths().sum()) == 2000
+    assert units.lengths().max() <= 64 and len(val) == 512
+    assert not {m["doc_id"] for m in pool.meta} & {m["doc_id"] for m in ref.meta}  # held out by document
+    assert len(set(units.unit_ids)) == len(units)
+    assert info["unused_docs"] + len({m["doc_id"] for m in units.meta}) + info["empty_docs"] <= info["train_docs"]
+
+
+# ------------------------------------------------------------------ report arithmetic
+def _run(s, seed, losses, pool=1.0):
+    curve = [{"step": 10.0 * i, "tokens": 100.0 * i, "val_loss": v, "pool_tokens": 1000.0 * pool * (i + 1),
+              "pool_fraction": pool} for i, v in enumerate(losses)]
+    return {"summary": {"final_val_loss": losses[-1], "best_val_loss": min(losses), "pool_fraction": pool,
+                        "expansions": 0, "seconds": 1.0}, "curve": curve}
+
+
+def test_report_target_and_reductions():
+    runs = {("full-random", 0): _run("full-random", 0, [5, 4, 3.5, 3.0, 2.9]),
+            ("full-random", 1): _run("full-random", 1, [5, 4, 3.6, 3.2, 3.1]),
+            ("lmloss", 0): _run("lmloss", 0, [5, 3.5, 3.05, 3.0, 3.0], pool=0.5),
+            ("lmloss", 1): _run("lmloss", 1, [5, 3.9, 3.1, 3.1, 3.1], pool=0.5)}
+    rep = report.build(runs, ["full-random", "lmloss"], [0, 1], "lmloss", None, "full-random")
+    m = rep["metrics"]
+    assert m["target_loss"] == 3.1  # max over full-random seeds of their best loss
+    fr, lm = m["strategies"]["full-random"], m["strategies"]["lmloss"]
+    assert fr["steps_to_target"]["per_seed"] == [30, 40] and lm["steps_to_target"]["per_seed"] == [20, 20]
+    assert lm["step_reduction"] == pytest.approx(1 - 20 / 35, abs=1e-4)
+    assert lm["data_reduction"] == pytest.approx(1 - 1500 / 4500, abs=1e-4)
+    assert m["selected"]["strategy"] == "lmloss"
+    md = report.markdown(rep)
+    assert "| lmloss |" in md and "+42.9%" in md
+    rep2 = report.build(runs, ["full-random", "lmloss"], [0, 1], "lmloss", 3.05, "full-random")
+    assert rep2["metrics"]["strategies"]["lmloss"]["reached"] == "1/2"
+    assert rep2["metrics"]["strategies"]["lmloss"]["step_reduction"] is None
+    with pytest.raises(ValueError, match="curriculum"):
+        report.build(runs, ["full-random", "lmloss"], [0, 1], "sentlen", None, "full-random")
