@@ -16,15 +16,68 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def stage_name(argv: list[str] | None = None) -> str:
+    """The running stage's DVC address: ``$DVC_STAGE`` (set by DVC >= 3.49 for every stage command, e.g.
+    ``tokenizer@leaner``), else the script name plus its non-option arguments joined by ``-`` (what
+    ``foreach``/``matrix`` addresses look like: ``instruct_tune.py --pretrain leaner --tune ori`` ->
+    ``instruct_tune@leaner-ori``). ``--params FILE`` is not part of the name."""
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    argv = sys.argv if argv is None else argv
+    name = os.path.splitext(os.path.basename(argv[0]))[0] if argv else "stage"
+    rest, skip = [], False
+    for tok in argv[1:]:
+        if skip:
+            skip = False
+        elif tok == "--params":
+            skip = True
+        elif not tok.startswith("-"):
+            rest.append(tok)
+    return f"{name}@{'-'.join(rest)}" if rest else name
+
+
+def write_timing(stage: str, seconds: float, started: float) -> None:
+    """Write ``reports/timings/<stage>.json`` (wall seconds, host, device): read by the ``report`` stage for
+    its wall-time table. Git-ignored and deliberately not a DVC output or dependency (timings differ on
+    every run). ``TINYHELEN_TIMINGS=0`` disables it, ``TINYHELEN_TIMINGS_DIR`` moves it. Never fails a stage."""
+    if os.environ.get("TINYHELEN_TIMINGS", "1") == "0":
+        return
+    try:
+        import platform
+        import time
+
+        from tinyhelen.io import write_json
+
+        device = "cpu"
+        torch = sys.modules.get("torch")  # only if the stage imported it (no import cost otherwise)
+        if torch is not None and torch.cuda.is_available():
+            device = f"cuda x{torch.cuda.device_count()} ({torch.cuda.get_device_name(0)})"
+        out = os.path.join(os.environ.get("TINYHELEN_TIMINGS_DIR", os.path.join("reports", "timings")),
+                           stage.replace("/", "_") + ".json")
+        write_json(out, {"stage": stage, "wall_s": round(seconds, 3),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                         "host": platform.node(), "cpus": os.cpu_count(), "device": device,
+                         "experiment": os.environ.get("DVC_EXP_NAME")})
+    except Exception as exc:  # noqa: BLE001 - timing is informational
+        logging.getLogger(__name__).warning("could not write the timing of %s: %s", stage, exc)
+
+
 def stage_main(fn: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
-    """Run a stage: parse args, log, turn config/input errors into one clear line and exit code 2."""
+    """Run a stage: parse args, log, turn config/input errors into one clear line and exit code 2.
+    On success the wall time goes to ``reports/timings/<stage>.json`` (see ``write_timing``)."""
+    import time
+
     setup_logging()
     args = parser.parse_args()
+    t0, wall0 = time.perf_counter(), time.time()
     try:
         fn(args)
     except (ParamsError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # only for real stage runs (under DVC, or a script in stages/), not for tests calling stage_main in-process
+    if os.environ.get("DVC_STAGE") or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) == "stages":
+        write_timing(stage_name(), time.perf_counter() - t0, wall0)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
