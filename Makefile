@@ -30,6 +30,8 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_entropy.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_llm.py
 
 compare: venv  ## make compare BASE=main : metrics/params diff of the workspace against BASE
 	$(BIN)/dvc params diff $(or $(BASE),main) --md

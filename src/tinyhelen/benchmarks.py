@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from tinyhelen.config import ParamsError, Section
+from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import EVAL_BINS, GLUE_TASKS, read_docs
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
 from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig
@@ -78,10 +78,7 @@ class LeanerGlueConfig(Section):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(GLUE_TASKS))
-        if bad:
-            raise ValueError(f"unknown GLUE task(s) {bad}; choose from {list(GLUE_TASKS)}")
-        return v
+        return check_subset(v, GLUE_TASKS, "GLUE task")
 
 
 # official GLUE TSV layout: task -> (has header, text_a column, text_b column or None, label column, label map)

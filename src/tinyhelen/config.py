@@ -27,6 +27,21 @@ SECTIONS: dict[str, str] = {
     "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
     "entropy": "tinyhelen.entropy:EntropyConfig",
     # -- sections of later study components are registered below this line --
+    "llm": "tinyhelen.llm.config:LLMConfig",  # issue 3: LLM layer
+    "simplify": "tinyhelen.simplify:SimplifyConfig",  # issue 3
+    "leaner_glue": "tinyhelen.benchmarks:LeanerGlueConfig",  # issue 3
+    "leaner_eval": "tinyhelen.benchmarks:LeanerEvalConfig",  # issue 3
+    "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
+    "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
+    "judge": "tinyhelen.judge:JudgeConfig",  # EXP2
+    "exp2": "tinyhelen.judge:Exp2Config",  # EXP2
+    "report": "tinyhelen.report:ReportConfig",  # issue 7: report card (verdict rules)
+    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3 (issue 6): selected strategy
+    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3 (issue 6)
+    "models": "tinyhelen.models:ModelsConfig",  # EXP1 (issue 4): size preset
+    "pretrain": "tinyhelen.train:PretrainConfig",  # EXP1 (issue 4)
+    "glue": "tinyhelen.glue:GlueConfig",  # EXP1 (issue 4)
+    "exp1": "tinyhelen.glue:Exp1Config",  # EXP1 (issue 4)
 }
 
 
@@ -34,6 +49,14 @@ class Section(BaseModel):
     """Base class for params sections: unknown keys are errors (catches typos such as ``max_ngram``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_subset(values: list[str], allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
+    """Field-validator helper: every value must be one of ``allowed`` (message lists the bad ones)."""
+    bad = sorted(set(values) - set(allowed))
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; choose from {list(allowed)}")
+    return values
 
 
 class SeedParam(BaseModel):

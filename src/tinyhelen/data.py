@@ -42,7 +42,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from tinyhelen.config import Section
+from tinyhelen.config import Section, check_subset
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,14 @@ class DataConfig(Section):
     @field_validator("genres")
     @classmethod
     def _genres(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(GENRES))
-        if bad or not v:
-            raise ValueError(f"unknown genre(s) {bad}; choose from {list(GENRES)}")
-        return v
+        if not v:
+            raise ValueError("must not be empty")
+        return check_subset(v, GENRES, "genre")
 
     @field_validator("glue_tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(GLUE_TASKS))
-        if bad:
-            raise ValueError(f"unknown GLUE task(s) {bad}; choose from {list(GLUE_TASKS)}")
-        return v
+        return check_subset(v, GLUE_TASKS, "GLUE task")
 
     @model_validator(mode="after")
     def _split_map(self) -> "DataConfig":

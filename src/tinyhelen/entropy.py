@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from tinyhelen.config import Section
+from tinyhelen.config import Section, check_subset
 from tinyhelen.data import GENRES, NATURAL_GENRES
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ class EntropyConfig(Section):
     @field_validator("genres", "pooled_genres")
     @classmethod
     def _genres(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(GENRES))
-        if bad:
-            raise ValueError(f"unknown genre(s) {bad}; choose from {list(GENRES)}")
-        return v
+        return check_subset(v, GENRES, "genre")
 
 
 def _fold_char(m: re.Match) -> str:

@@ -46,7 +46,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from tinyhelen.config import Section
+from tinyhelen.config import Section, check_subset
 from tinyhelen.data import GENRES, RESOURCES, read_docs
 from tinyhelen.entropy import count_unigrams, word_tokens
 from tinyhelen.io import write_json, write_jsonl
@@ -81,10 +81,7 @@ class SimplifyConfig(Section):
     @field_validator("genres")
     @classmethod
     def _genres(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(GENRES))
-        if bad:
-            raise ValueError(f"unknown genre(s) {bad}; choose from {list(GENRES)}")
-        return v
+        return check_subset(v, GENRES, "genre")
 
     @field_validator("chunk_tokens")
     @classmethod
