@@ -54,26 +54,22 @@ def test_parser_rejects_bad_and_partial_replies(reply, message):
 
 # ----------------------------------------------------------------------------------------- LLM judge end to end
 class JudgeModel(FakeModel):
-    """The loopback server's model plus a deterministic ``TASK: judge`` rule: scores depend on the answer
-    text only (so both presentation orders must agree). ``FAULT_JUDGE_PARTIAL`` in an answer makes the first
+    """The loopback server's model (its ``TASK: judge`` rule scores the answer text only, so both
+    presentation orders must agree) plus faults: ``FAULT_JUDGE_PARTIAL`` in an answer makes the first
     ask omit the last label (exercises the re-ask); ``FAULT_JUDGE_PROSE`` makes every ask add prose."""
 
     def reply(self, messages):
         user = next((m["content"] for m in messages if m.get("role") == "user"), "")
         if not re.search(r"^TASK: judge$", user, re.M):
             return super().reply(messages)
+        body = json.loads(super().reply(messages).rsplit("\n", 1)[0])  # the server's own judge rule
         labels = re.search(r"^Grade the answers labelled (.*)\.$", user, re.M).group(1).split(", ")
-        answers = re.findall(rf"Answer ([A-Z]):\n{re.escape(BEGIN)}\n(.*?)\n{re.escape(END_TEXT)}", user, re.S)
-        out = {}
-        for lab, text in answers:
-            n = len(text.split()) if text != "(empty answer)" else 0
-            out[lab] = {"grammar": min(5, n), "coherence": min(5, n // 2), "specificity": len(text) % 6}
         if "FAULT_JUDGE_PARTIAL" in user and len(messages) <= 2:
-            out.pop(labels[-1])
-        body = json.dumps(out)
+            body.pop(labels[-1])
+        out = json.dumps(body)
         if "FAULT_JUDGE_PROSE" in user:
-            body = "Here are my grades: " + body
-        return f"{body}\n{END}"
+            out = "Here are my grades: " + out
+        return f"{out}\n{END}"
 
 
 @pytest.fixture()

@@ -102,7 +102,16 @@ class FakeModel:
             n = int(m.group(1)) if (m := re.search(r"Write (\d+) new questions", user)) else 5
             seeds = [re.sub(r"^[-*\d.\s]+", "", ln).strip() for ln in block.splitlines() if ln.strip()]
             return "\n".join(f"{i + 1}. {self.question(seeds, i)}" for i in range(n)) + f"\n{END}"
+        if task_name == "judge":  # EXP2 judge: scores depend on the answer text only (order-independent)
+            answers = re.findall(rf"Answer ([A-Z]):\n{re.escape(BEGIN)}\n(.*?)\n{re.escape(END_TEXT)}", user, re.S)
+            return json.dumps({lab: self.grade(text) for lab, text in answers}) + f"\n{END}"
         return f"I can only do the project's tasks.\n{END}"
+
+    @staticmethod
+    def grade(text: str) -> dict[str, int]:
+        """Deterministic 0-5 grades for the judge task (longer answers score higher; not a real judge)."""
+        n = len(text.split()) if text != "(empty answer)" else 0
+        return {"grammar": min(5, n), "coherence": min(5, n // 2), "specificity": len(text) % 6}
 
     _ANIMALS = ["cat", "dog", "duck", "frog", "bear", "fish", "bird", "cow", "pig", "horse", "mouse", "lion"]
     _THINGS = ["ball", "tree", "boat", "hat", "cake", "book", "car", "box", "kite", "shoe", "cup", "bed"]
