@@ -37,7 +37,8 @@ def stage_name(argv: list[str] | None = None) -> str:
 
 
 def write_timing(stage: str, seconds: float, started: float) -> None:
-    """Write ``reports/timings/<stage>.json`` (wall seconds, host, device): read by the ``report`` stage for
+    """Write ``reports/timings/<stage>.json`` (wall seconds, host, device, and the throughput figures the
+    stage recorded with ``tinyhelen.timing.record``): read by the ``report`` stage for
     its wall-time table. Git-ignored and deliberately not a DVC output or dependency (timings differ on
     every run). ``TINYHELEN_TIMINGS=0`` disables it, ``TINYHELEN_TIMINGS_DIR`` moves it. Never fails a stage."""
     if os.environ.get("TINYHELEN_TIMINGS", "1") == "0":
@@ -46,6 +47,7 @@ def write_timing(stage: str, seconds: float, started: float) -> None:
         import platform
         import time
 
+        from tinyhelen import timing
         from tinyhelen.io import write_json
 
         device = "cpu"
@@ -57,7 +59,7 @@ def write_timing(stage: str, seconds: float, started: float) -> None:
         write_json(out, {"stage": stage, "wall_s": round(seconds, 3),
                          "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                          "host": platform.node(), "cpus": os.cpu_count(), "device": device,
-                         "experiment": os.environ.get("DVC_EXP_NAME")})
+                         "experiment": os.environ.get("DVC_EXP_NAME"), "perf": timing.recorded()})
     except Exception as exc:  # noqa: BLE001 - timing is informational
         logging.getLogger(__name__).warning("could not write the timing of %s: %s", stage, exc)
 
