@@ -1,17 +1,149 @@
-"""What DVC will rerun: the stage graph of ``dvc.yaml`` seen through DVC's own API.
+"""What DVC will rerun, and whether ``dvc.yaml`` declares every stage's code.
 
-Used by tests that pin the pipeline's semantics ("changing ``glue.lr`` reruns only the GLUE stages") and
-handy interactively::
-
-    python -m tinyhelen.pipeline entropy.max_n curriculum
+* ``stages_affected_by`` (``python -m tinyhelen.pipeline affected glue.lr``): the stage graph of
+  ``dvc.yaml`` seen through DVC's own API; tests pin the pipeline's semantics with it ("changing ``glue.lr``
+  reruns only the GLUE stages").
+* ``code_deps`` (``python -m tinyhelen.pipeline deps [--write]``): every stage depends on exactly its script
+  and that script's import closure inside ``src/tinyhelen`` (every module it can import, directly or through
+  other modules, lazy imports inside functions included, ``TYPE_CHECKING``-only imports excluded), so
+  editing a module reruns exactly the stages that can execute it. ``--write`` rewrites the Python entries of
+  each stage's ``deps`` in place (comments and other deps kept); without it, the differences are printed.
 """
 from __future__ import annotations
 
+import argparse
+import ast
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+PACKAGE = "tinyhelen"
+SRC = Path("src")
+_SCRIPT_RE = re.compile(r"\bpython3?\s+(stages/[\w/]+\.py)")
 
+
+# ------------------------------------------------------------------------------------ import closure
+def _module_file(module: str, root: Path) -> Path | None:
+    """``tinyhelen.a.b`` -> ``src/tinyhelen/a/b.py`` or ``.../b/__init__.py`` (None: not a module of ours)."""
+    base = root / SRC / Path(*module.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _imported_names(path: Path, package: str | None) -> set[str]:
+    """Absolute module names a file imports (candidates: ``from p import x`` yields ``p`` and ``p.x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import
+                if package is None:
+                    continue
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names if a.name != "*")
+    return out
+
+
+def import_closure(script: Path | str, root: Path | str = ".") -> set[str]:
+    """Repo-relative paths of every ``src/tinyhelen`` file that ``script`` can import (packages'
+    ``__init__.py`` included: importing ``tinyhelen.llm.client`` runs ``tinyhelen/__init__.py`` and
+    ``tinyhelen/llm/__init__.py`` first)."""
+    root = Path(root)
+    todo: list[tuple[Path, str | None]] = [(root / script, None)]
+    seen: set[Path] = set()
+    while todo:
+        path, package = todo.pop()
+        for name in _imported_names(path, package):
+            if name != PACKAGE and not name.startswith(PACKAGE + "."):
+                continue
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # the module and every enclosing package
+                mod = ".".join(parts[:i])
+                f = _module_file(mod, root)
+                if f is None or f in seen:
+                    continue
+                seen.add(f)
+                pkg = mod if f.name == "__init__.py" else ".".join(parts[: i - 1])
+                todo.append((f, pkg))
+    return {f.relative_to(root).as_posix() for f in seen}
+
+
+# ------------------------------------------------------------------------------------ dvc.yaml
+def _load_dvc_yaml(path: Path):
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml, yaml.load(path.read_text(encoding="utf-8"))
+
+
+def _is_code_dep(dep: str) -> bool:
+    return dep.endswith(".py") and (dep.startswith("stages/") or dep.startswith(f"{SRC}/{PACKAGE}/"))
+
+
+def _dep_name(entry) -> str:
+    return next(iter(entry)) if isinstance(entry, dict) else str(entry)
+
+
+def code_deps(root: Path | str = ".") -> dict[str, tuple[list[str], list[str]]]:
+    """stage definition name -> (declared code deps, expected code deps), in ``dvc.yaml`` order."""
+    root = Path(root)
+    _, doc = _load_dvc_yaml(root / "dvc.yaml")
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for name, st in (doc.get("stages") or {}).items():
+        body = st.get("do", st)
+        m = _SCRIPT_RE.search(str(body.get("cmd", "")))
+        declared = [_dep_name(d) for d in (body.get("deps") or []) if _is_code_dep(_dep_name(d))]
+        expected = [m.group(1), *sorted(import_closure(m.group(1), root))] if m else []
+        out[name] = (declared, expected)
+    return out
+
+
+def write_code_deps(root: Path | str = ".") -> list[str]:
+    """Rewrite every stage's code deps to its script + import closure. Returns the stages changed."""
+    root = Path(root)
+    yaml, doc = _load_dvc_yaml(root / "dvc.yaml")
+    changed = []
+    for name, (declared, expected) in code_deps(root).items():
+        if declared == expected:
+            continue
+        body = doc["stages"][name].get("do", doc["stages"][name])
+        deps = body.get("deps")
+        if deps is None:
+            body["deps"] = deps = []
+        keep = [d for d in deps if not _is_code_dep(_dep_name(d))]
+        deps.clear()
+        deps.extend([*expected, *keep])
+        changed.append(name)
+    if changed:
+        with open(root / "dvc.yaml", "w", encoding="utf-8") as fh:
+            yaml.dump(doc, fh)
+    return changed
+
+
+# ------------------------------------------------------------------------------------ params -> stages
 def _covers(declared: str, changed: str) -> bool:
     return declared == changed or declared.startswith(changed + ".") or changed.startswith(declared + ".")
 
@@ -53,10 +185,32 @@ def stages_affected_by(changed: Iterable[str], root: Path | str = ".") -> set[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    keys = sys.argv[1:] if argv is None else argv
-    for name in sorted(stages_affected_by(keys)):
-        print(name)
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in ("affected", "deps") and not argv[0].startswith("-"):
+        argv = ["affected", *argv]  # `python -m tinyhelen.pipeline glue.lr` keeps working
+    p = argparse.ArgumentParser(prog="python -m tinyhelen.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("affected", help="stages a params change reruns")
+    a.add_argument("keys", nargs="+")
+    d = sub.add_parser("deps", help="check (or --write) every stage's code deps against its import closure")
+    d.add_argument("--write", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "affected":
+        for name in sorted(stages_affected_by(args.keys)):
+            print(name)
+        return 0
+    if args.write:
+        for name in write_code_deps():
+            print(f"dvc.yaml: {name}: code deps rewritten")
+        return 0
+    bad = 0
+    for name, (declared, expected) in code_deps().items():
+        missing, extra = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
+        if missing or extra:
+            bad += 1
+            print(f"{name}: missing {missing or '-'}; not imported {extra or '-'}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
