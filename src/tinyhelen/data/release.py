@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyhelen.data.config import RESOURCES, SIDES
+from tinyhelen.data.config import RESOURCES
 from tinyhelen.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,6 @@ class LocalRelease:
         """Files of the directory that the release index does not know."""
         return sorted(self.present - set(self.index.files))
 
-    def corpus_files(self, sides: tuple[str, ...] = SIDES, tiers: tuple[str, ...] | None = None) -> list[CorpusFile]:
-        """Corpus files present in the directory (recognised by their path), sorted by path."""
-        out = []
-        for rel in sorted(self.present):
-            c = corpus_file(rel)
-            if c and c.side in sides and (tiers is None or c.tier in tiers):
-                out.append(c)
-        return out
-
     def status(self, rel: str) -> str:
         """``present``, ``absent`` (declared in ABSENT_FILES.txt) or ``missing`` (neither)."""
         if rel in self.present:
@@ -166,10 +157,6 @@ class LocalRelease:
         else:
             self.unverified.add(rel)
         return p
-
-    def missing_from_manifest(self) -> list[str]:
-        """Files the directory's MANIFEST.sha256 lists that are not there (a damaged copy)."""
-        return sorted(set(self.manifest) - self.present - set(META_FILES))
 
 
 def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0) -> None:
