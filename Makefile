@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make repro   -> create .venv, install, run the whole DVC pipeline at its small CPU default
+#   make repro   -> create .venv, install, download the data if needed (make data), run the whole DVC pipeline
 #   make test    -> create .venv, install, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv repro test bench compare params clean-venv
+.PHONY: venv repro test bench compare params data clean-venv
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ venv: $(BIN)/.installed
 params: venv  ## validate params.yaml (every section) and exit
 	$(BIN)/python -m tinyhelen.config params.yaml
 
-repro: venv params
+data: venv  ## download the pinned release into data.local_dir (params.yaml) unless that directory exists
+	$(BIN)/python -m tinyhelen.data.fetch
+
+repro: venv params data
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 

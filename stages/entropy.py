@@ -6,7 +6,7 @@ outs: reports/entropy.json (metrics), reports/entropy_by_genre.json, reports/ent
 """
 from pathlib import Path
 
-from tinyhelen import entropy, tokenizer
+from tinyhelen import entropy, timing, tokenizer
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import atomic_open, write_json, write_tsv
@@ -18,14 +18,17 @@ def main(args):
     corpora = {"leaner": args.leaner, "ori": args.ori}
     shards = {s: [Path(corpora[s]) / f"{sp}.jsonl" for sp in cfg.splits] for s in sides}
     toks = {s: tokenizer.load(f"data/tokenizers/{s}") for s in sides}
-    res, perf = entropy.run(shards, toks, cfg)
-    summary = entropy.summary(res, cfg.max_n, cfg.top_k)
-    summary["leaner_vs_ori"] = entropy.leaner_vs_ori(res, cfg.max_n)
+    run = entropy.run(shards, toks, cfg)
+    timing.record(**run.perf)
+    summary = entropy.summary(run.results, cfg.max_n, cfg.top_k)
+    summary["leaner_vs_ori"] = entropy.leaner_vs_ori(run.results, cfg.max_n)
+    summary["pooled_genres"] = run.coverage["pooled_genres"]
+    summary["dropped_genres"] = run.coverage["dropped"]
     write_json("reports/entropy.json", summary)
-    write_json("reports/entropy_by_genre.json", {"results": res, "throughput": perf})
+    write_json("reports/entropy_by_genre.json", {"results": run.results, "coverage": run.coverage})
     with atomic_open("reports/entropy.md") as fh:
-        fh.write(entropy.markdown(res, cfg.max_n, cfg.top_k))
-    rows = entropy.plot_rows(res, cfg.max_n)
+        fh.write(entropy.markdown(run.results, cfg.max_n, cfg.top_k, run.coverage))
+    rows = entropy.plot_rows(run.results, cfg.max_n)
     write_tsv("reports/plots/entropy.tsv", rows, list(rows[0]))
     entropy.plot_png(rows, "reports/figures/entropy.png")
 

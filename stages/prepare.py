@@ -1,6 +1,7 @@
-"""Stage `prepare`: acquire the released TinyHelen data and write normalised, paired shards.
+"""Stage `prepare`: read the released TinyHelen data in data.local_dir and write normalised, paired shards.
 
-params: data.*    outs: data/prepared    metrics: reports/prepare.json (+ reports/prepare_detail.json)
+params: data.*    deps: ${data.local_dir} (the release copy)    outs: data/prepared
+metrics: reports/prepare.json (+ reports/prepare_detail.json)
 """
 from tinyhelen import data
 from tinyhelen.cli import parser, stage_main
@@ -9,6 +10,7 @@ from tinyhelen.config import load_section
 
 def main(args):
     cfg = load_section("data", data.DataConfig, args.params)
+    data.check_data_env(cfg)
     data.prepare(cfg, out_dir=args.out, metrics_path=args.metrics, detail_path=args.detail)
 
 

@@ -1,4 +1,13 @@
-"""Shared fixtures: real (small) data from the released TinyHelen copy, prepared once per session."""
+"""Shared fixtures. The regular tests use the small fixture release in ``tests/fixtures/release`` (the
+release's layout, cut from the real files by ``tests/fixtures/make_release.py``), so the suite needs no
+data beside the repository and no network.
+
+Tests marked ``full_data`` need the full released 10M tier (``full_data_dir``: ``$TINYHELEN_DATA``, else
+``../shared/tinyhelen-data``). They run whenever it is found; otherwise they are deselected and one line of
+the terminal summary says how many and where the data was looked for. ``TINYHELEN_DATA`` is read once
+and removed from the environment of the tests, so that stage commands run by the tests (``dvc repro`` in a
+temporary copy of the repository) read their ``data.local_dir`` only.
+"""
 from __future__ import annotations
 
 import os
@@ -7,19 +16,51 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURE_RELEASE = REPO / "tests" / "fixtures" / "release"
+_FULL: dict[str, object] = {}
 
 
-def _data_dir() -> Path:
+def _full_data_dir() -> Path:
     env = os.environ.get("TINYHELEN_DATA")
-    return Path(env) if env else (REPO / ".." / "shared" / "tinyhelen-data").resolve()
+    return Path(env).resolve() if env else (REPO / ".." / "shared" / "tinyhelen-data").resolve()
+
+
+def pytest_configure(config):
+    _FULL["dir"] = _full_data_dir()
+    _FULL["found"] = (_FULL["dir"] / "MANIFEST.sha256").is_file() and (_FULL["dir"] / "ori" / "10M").is_dir()
+    _FULL["skipped"] = 0
+    os.environ.pop("TINYHELEN_DATA", None)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _FULL["found"]:
+        return
+    skipped = [it for it in items if it.get_closest_marker("full_data")]
+    if skipped:
+        _FULL["skipped"] = len(skipped)
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [it for it in items if not it.get_closest_marker("full_data")]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FULL["skipped"]:
+        terminalreporter.write_line(
+            f"{_FULL['skipped']} full-data tests skipped: the full TinyHelen data was not found at {_FULL['dir']} "
+            "(set TINYHELEN_DATA to a copy of the release, or place it at ../shared/tinyhelen-data)", yellow=True)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    d = _data_dir()
-    if not d.is_dir():
-        pytest.fail(f"released TinyHelen data not found at {d}; set TINYHELEN_DATA")
-    return d
+    """The fixture release (small, always there)."""
+    return FIXTURE_RELEASE
+
+
+@pytest.fixture(scope="session")
+def full_data_dir() -> Path:
+    """The full released data; only for tests marked ``full_data`` (deselected when it is not found)."""
+    if not _FULL["found"]:
+        pytest.fail(f"full TinyHelen data not found at {_FULL['dir']}: mark the test full_data")
+    return Path(_FULL["dir"])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,8 +78,7 @@ def _threads():
 def small_data_cfg(data_dir):
     from tinyhelen.data import DataConfig
 
-    return DataConfig(source="local", local_dir=str(data_dir),
-                      max_words_per_genre={"train": 4000, "validation": 1500})
+    return DataConfig(local_dir=str(data_dir), max_words_per_genre={"train": 4000, "validation": 1500})
 
 
 @pytest.fixture(scope="session")

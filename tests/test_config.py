@@ -46,6 +46,7 @@ def test_scalar_sections_and_defaults(tmp_path):
         load_seed(p)
 
 
+@pytest.mark.slow
 def test_cli_exit_code(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("entropy:\n  top_k: -1\n")

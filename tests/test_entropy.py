@@ -1,15 +1,17 @@
-"""Entropy metrics on hand-computed examples, the fast tokeniser against its definition, and the
-regression anchor on the released 10M paired natural-language documents."""
+"""Entropy metrics on hand-computed examples, the fast tokeniser against its definition, the stage on the
+fixture release, and the regression anchor on the released 10M paired natural-language documents."""
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import numpy as np
 import pytest
 
-from tinyhelen.entropy import (WORD_RE, EntropyConfig, Sample, equalise, entropy_bits, leaner_vs_ori,
-                               ngram_counts, ngram_stats, sentence_lengths, word_stats, word_tokens)
+from tinyhelen.entropy import (WORD_RE, EntropyConfig, Sample, compare, cut_sentences, equalise, entropy_bits,
+                               leaner_vs_ori, markdown, miller_madow, ngram_counts, ngram_stats, pool, run,
+                               sentence_lengths, scope_samples, summary, word_stats, word_tokens)
 
 
 def test_entropy_bits_hand_examples():
@@ -41,6 +43,10 @@ def test_ngram_stats_and_word_stats_hand_example():
     assert st["w_H1"] == pytest.approx(1.0)          # a, b equally likely
     assert st["w_H2"] == pytest.approx(entropy_bits([2, 1]), abs=1e-4)  # (a,b) x2, (b,a) x1 (4 decimals)
     assert st["w_h2"] == pytest.approx(entropy_bits([2, 1]) - 1.0, abs=1e-4)
+    # Miller-Madow: + (K - 1) / (2 N ln 2) bits; unigrams K=2, N=4; bigrams K=2, N=3
+    assert st["w_H1_mm"] == pytest.approx(1.0 + 1 / (8 * math.log(2)), abs=1e-4)
+    assert st["w_H2_mm"] == pytest.approx(entropy_bits([2, 1]) + 1 / (6 * math.log(2)), abs=1e-4)
+    assert st["w_h2_mm"] == pytest.approx(st["w_H2_mm"] - st["w_H1_mm"], abs=2e-4)
     ws = word_stats(s, top_k=1)
     assert ws == {"tokens": 4, "vocab": 2, "ttr": 0.5, "top1_coverage": 0.5}
 
@@ -65,6 +71,31 @@ def test_sentence_lengths():
     assert sentence_lengths("...  !") == []
 
 
+def test_miller_madow_correction():
+    assert miller_madow(np.array([5])) == 0.0            # one type: no correction
+    assert miller_madow(np.array([], dtype=np.int64)) == 0.0
+    assert miller_madow(np.array([1] * 10)) == pytest.approx(9 / (20 * math.log(2)))
+
+
+def test_sentence_lengths_add_up_to_the_word_tokens():
+    """Equal-budget cuts rely on it: sentences partition a document's word tokens."""
+    rng = random.Random(1)
+    alphabet = "ab'\u2019 .!?\n3\u00e9,"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) + rng.choice(["", "\\n x"])
+        assert sum(sentence_lengths(text)) == len(word_tokens(text)), repr(text)
+
+
+def test_cut_sentences():
+    lengths = np.array([3, 5, 2])
+    assert cut_sentences(lengths, 10).tolist() == [3, 5, 2]
+    assert cut_sentences(lengths, 12).tolist() == [3, 5, 2]
+    assert cut_sentences(lengths, 8).tolist() == [3, 5]
+    assert cut_sentences(lengths, 4).tolist() == [3, 1]
+    assert cut_sentences(lengths, 3).tolist() == [3]
+    assert cut_sentences(lengths, 0).tolist() == []
+
+
 def test_equalise_cuts_twins_to_the_shorter():
     a = Sample([np.arange(5), np.arange(3)], ids=["x", "y"])
     b = Sample([np.arange(2), np.arange(4), np.arange(9)], ids=["y", "x", "z"])
@@ -73,22 +104,116 @@ def test_equalise_cuts_twins_to_the_shorter():
     assert [len(d) for d in ea.docs] == [len(d) for d in eb.docs] == [4, 2]
 
 
+def _doc(doc_id, genre, text):
+    return {"doc_id": doc_id, "genre": genre, "text": text}
+
+
+def test_equal_budget_mean_sentence_len_is_that_of_the_cut_documents():
+    """ori: sentences of 8 and 2 words (10 tokens); leaner: 4 and 2 (6 tokens). At the equal budget the ori
+    twin is cut to its first 6 words: one (cut) sentence of 6 words, not the uncut mean of 5."""
+    cfg = EntropyConfig(max_n=1, genres=["web"], pooled_genres=["web"])
+    samples = {"leaner": scope_samples([_doc("d", "web", "a b c d. e f.")], cfg),
+               "ori": scope_samples([_doc("d", "web", "one two three four five six seven eight. nine ten.")],
+                                    cfg)}
+    pool(samples, cfg)
+    res = compare(samples, cfg)
+    assert res["paired"]["web"]["ori"]["mean_sentence_len"] == 5.0
+    assert res["equal_budget"]["web"]["ori"]["mean_sentence_len"] == 6.0
+    assert res["equal_budget"]["web"]["leaner"]["mean_sentence_len"] == 3.0
+    assert res["equal_budget"]["pooled"]["ori"]["tokens"] == res["equal_budget"]["pooled"]["leaner"]["tokens"] == 6
+
+
+def test_genre_on_one_side_drops_out_of_the_pooled_figures_and_is_named():
+    cfg = EntropyConfig(max_n=2, genres=["web", "wiki"], pooled_genres=["web", "wiki", "book"])
+    web = [_doc(f"w{i}", "web", f"the cat sat on mat number {i}.") for i in range(3)]
+    samples = {"leaner": scope_samples(web, cfg),
+               "ori": scope_samples(web + [_doc("k", "wiki", "a wiki page only the original has")], cfg)}
+    cov = pool(samples, cfg)
+    assert cov == {"pooled_genres": ["web"], "dropped": {"wiki": "no documents on the leaner side",
+                                                         "book": "no documents on either side"}}
+    res = compare(samples, cfg)
+    assert set(res["paired"]) == {"pooled", "web"}  # no one-sided wiki scope
+    assert res["paired"]["pooled"]["ori"] == res["paired"]["web"]["ori"]  # wiki is out on both sides
+    md = markdown(res, 2, cfg.top_k, cov)
+    assert "Genre `wiki` is not in these figures: no documents on the leaner side" in md
+    assert "Genre `book` is not in these figures: no documents on either side" in md
+
+
+def test_run_on_the_fixture_keeps_the_report_card_keys(prepared, tokenizers):
+    from tinyhelen.tokenizer import load
+
+    cfg = EntropyConfig(max_n=3)
+    shards = {s: [prepared / f"corpus/{s}/{sp}.jsonl" for sp in cfg.splits] for s in ("leaner", "ori")}
+    r = run(shards, {s: load(p) for s, p in tokenizers.items()}, cfg)
+    summ = summary(r.results, cfg.max_n, cfg.top_k)
+    for setting in ("paired", "equal_budget"):
+        for side in ("leaner", "ori"):
+            st = summ[setting][side]
+            for k in ["tokens", "vocab", "top2000_coverage", "mean_sentence_len", "word_H3", "bpe_H3",
+                      "word_H3_mm", "bpe_H3_mm", "word_h3", "bpe_h3", "word_h3_mm"]:
+                assert k in st, (setting, side, k)
+            assert all(st[f"{k}_H{n}_mm"] > st[f"{k}_H{n}"] for k in ("word", "bpe") for n in (1, 2, 3))
+    assert r.coverage == {"pooled_genres": list(cfg.pooled_genres), "dropped": {}}
+    assert summ["equal_budget"]["leaner"]["tokens"] == summ["equal_budget"]["ori"]["tokens"]
+
+
 def test_leaner_vs_ori_lists_exceptions():
     res = {"paired": {"pooled": {"leaner": {"word_H1": 1.0, "bpe_H1": 3.0},
                                  "ori": {"word_H1": 2.0, "bpe_H1": 2.5}}}}
     assert leaner_vs_ori(res, 1) == {"paired": {"figures": 2, "leaner_not_below": ["bpe_H1"]}}
 
 
-def test_regression_anchor_released_10m(tmp_path, data_dir):
+@pytest.mark.slow
+def test_stage_outputs_are_deterministic_and_hold_no_wall_clock(prepared, tokenizers, tmp_path, monkeypatch):
+    """reports/entropy.json and entropy_by_genre.json: same inputs, byte-identical files; timings go to
+    tinyhelen.timing."""
+    import argparse
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from tinyhelen import timing
+
+    script = Path(__file__).resolve().parents[1] / "stages" / "entropy.py"
+    spec = importlib.util.spec_from_file_location("entropy_stage", script)
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    monkeypatch.chdir(tmp_path)
+    for s in ("leaner", "ori"):
+        shutil.copytree(tokenizers[s], tmp_path / "data/tokenizers" / s)
+    (tmp_path / "params.yaml").write_text("entropy:\n  max_n: 2\n")
+    args = argparse.Namespace(params="params.yaml", leaner=str(prepared / "corpus/leaner"),
+                              ori=str(prepared / "corpus/ori"))
+    outs = []
+    for _ in range(2):
+        timing.clear()
+        stage.main(args)
+        outs.append({f: (tmp_path / "reports" / f).read_bytes() for f in ("entropy.json", "entropy_by_genre.json")})
+        assert "word_tokens_per_s" in timing.recorded()
+    assert outs[0] == outs[1]
+    text = b"".join(outs[0].values()).decode()
+    assert "seconds" not in text and "per_s" not in text
+    assert json.loads(outs[0]["entropy.json"])["pooled_genres"] == list(EntropyConfig().pooled_genres)
+    assert "h2" in (tmp_path / "reports/entropy.md").read_text()
+
+
+@pytest.mark.full_data
+@pytest.mark.slow
+def test_regression_anchor_released_10m(tmp_path, full_data_dir):
     """Pooled word unigram entropy 10.90 (ori) vs 9.35 (leaner), vocabulary 56,806 vs 16,534."""
     from tinyhelen.data import DataConfig, prepare
-    from tinyhelen.entropy import run
 
-    prepare(DataConfig(source="local", local_dir=str(data_dir)), out_dir=tmp_path / "p")
+    prepare(DataConfig(local_dir=str(full_data_dir)), out_dir=tmp_path / "p")
     shards = {s: [tmp_path / f"p/corpus/{s}/{sp}.jsonl" for sp in ("train", "validation")]
               for s in ("leaner", "ori")}
-    res, perf = run(shards, None, EntropyConfig(max_n=1))
+    res = run(shards, None, EntropyConfig(max_n=2)).results
     ori, lean = res["paired"]["pooled"]["ori"], res["paired"]["pooled"]["leaner"]
+    # this pipeline's pooled figures (reports/entropy.json at the default params)
+    assert (ori["word_H1"], ori["word_H2"], lean["word_H1"], lean["word_H2"]) == (10.9004, 17.3101, 9.3537, 15.7127)
+    assert (ori["tokens"], lean["tokens"], ori["mean_sentence_len"], lean["mean_sentence_len"]) == \
+        (1784665, 1499382, 10.982, 11.631)
+    eq = res["equal_budget"]["pooled"]
+    assert (eq["ori"]["tokens"], eq["ori"]["word_H1"], eq["leaner"]["word_H1"]) == (1468767, 10.7865, 9.3556)
     assert ori["word_H1"] == pytest.approx(10.90, abs=0.005)
     assert lean["word_H1"] == pytest.approx(9.35, abs=0.005)
     assert lean["vocab"] == 16534

@@ -40,6 +40,7 @@ def test_subsample_is_stratified_seeded_and_ordered(prepared):
     assert subsample(qs, None, 3) == qs
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic(model_dir, prepared, tmp_path):
     cfg = GenerateConfig(eval_dir=str(prepared / "eval"), max_questions=12, batch_size=5, device="cpu",
                          decoding=Decoding(max_new_tokens=12))

@@ -78,6 +78,7 @@ def test_glue_config_rejects_unknown_task():
 
 
 # ------------------------------------------------------------------------------------ protocol
+@pytest.mark.slow
 def test_evaluate_checkpoint_is_deterministic(prepared, tokenizers):
     cfg = glue.GlueConfig(tasks=["wnli", "stsb"], lr=[1e-3, 3e-4], seeds=[0, 1], epochs=1, batch_size=16,
                           max_train_examples=32, max_eval_examples=16)

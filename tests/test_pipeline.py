@@ -24,6 +24,7 @@ def _downstream_only(stages: set[str]) -> set[str]:
     return {s for s in stages if not s.startswith("report")}
 
 
+@pytest.mark.slow
 def test_params_changes_affect_only_their_stages():
     assert _downstream_only(stages_affected_by(["entropy.max_n"], REPO)) == {"entropy"}
     tok = _downstream_only(stages_affected_by(["tokenizer.vocab_size"], REPO))

@@ -84,6 +84,7 @@ def test_report_on_fixture_renders_every_table_and_verdict(tree):
     assert json.loads((tree / "reports" / "summary.json").read_text()) == s  # same inputs, same metrics
 
 
+@pytest.mark.slow
 def test_stage_script_runs_and_records_its_wall_time(tree):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.pop("DVC_STAGE", None)

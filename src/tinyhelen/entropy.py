@@ -10,6 +10,12 @@ Definitions (also in README, "Entropy metrics"):
   n-grams, ``H_n = -sum_g p(g) log2 p(g)``, n-grams counted inside documents (never across a boundary).
 * **conditional entropy** ``h_n = H_n - H_{n-1}`` (bits per token; ``h_1 = H_1``): the uncertainty of a
   token given the n-1 before it, as estimated from the same counts.
+* **Miller-Madow estimate** ``H_n^MM = H_n + (K_n - 1) / (2 N_n ln 2)`` (keys ``*_H<n>_mm``; ``h_n^MM`` the
+  same differences): the plug-in ``H_n`` underestimates the entropy of the source by about
+  ``(K - 1) / (2 N ln 2)`` bits, where ``K_n`` is the number of distinct n-grams observed and ``N_n`` the
+  number of n-grams counted. The correction matters where ``K_n`` approaches ``N_n`` (3- and 4-grams),
+  and it differs between samples of different size; it is a first-order correction and still
+  underestimates badly undersampled distributions.
 * **vocabulary**: number of distinct word types; **TTR** (type-token ratio): types / tokens;
   **top-k coverage**: share of word tokens that belong to the k most frequent types (k = 2000).
 * **mean sentence length**: word tokens per sentence; sentences end at ``.``, ``!``, ``?`` (runs) or at a
@@ -17,7 +23,11 @@ Definitions (also in README, "Entropy metrics"):
 * **settings**: ``paired`` uses every selected document on both sides (same documents, paired by hash);
   ``equal_budget`` cuts each pair of twin documents to the shorter twin's length (in that token kind), so
   both sides contribute the same documents and exactly the same number of tokens: entropy and vocabulary
-  estimates grow with sample size, and leaner text is shorter.
+  estimates grow with sample size, and leaner text is shorter. Every figure of ``equal_budget`` is
+  computed on the cut documents (mean sentence length too: the sentences of a document's first n words,
+  the last one possibly cut).
+* **pooled**: the genres of ``entropy.pooled_genres`` that have documents on both sides; a genre without
+  documents on a side drops out of the pooled figures on both sides, and the report names it.
 """
 from __future__ import annotations
 
@@ -158,25 +168,53 @@ def ngram_counts(docs: Sequence[np.ndarray], n: int) -> np.ndarray:
 
 @dataclass
 class Sample:
-    """Token id sequences of one corpus scope (side x genre set), with their document ids."""
+    """Token id sequences of one corpus scope (side x genre set), with their document ids and, for word
+    samples, each document's sentence lengths (word tokens per sentence, in order)."""
 
     docs: list[np.ndarray]
     ids: list[str] = field(default_factory=list)
-    n_sentences: int = 0
-    n_sentence_words: int = 0
+    sents: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
         return int(sum(len(d) for d in self.docs))
 
-    def add(self, doc_id: str, tokens: np.ndarray) -> None:
+    @property
+    def n_sentences(self) -> int:
+        return int(sum(len(s) for s in self.sents))
+
+    @property
+    def n_sentence_words(self) -> int:
+        return int(sum(int(s.sum()) for s in self.sents))
+
+    def add(self, doc_id: str, tokens: np.ndarray, sents: np.ndarray | None = None) -> None:
         self.ids.append(doc_id)
         self.docs.append(tokens)
+        if sents is not None:
+            self.sents.append(sents)
+
+    def extend(self, other: "Sample") -> None:
+        self.ids += other.ids
+        self.docs += other.docs
+        self.sents += other.sents
+
+
+def cut_sentences(lengths: np.ndarray, n: int) -> np.ndarray:
+    """Sentence lengths of a document's first ``n`` word tokens, given the lengths of all its sentences:
+    the sentences that end within them, and the one they cut (with the words before the cut)."""
+    ends = np.cumsum(lengths)
+    k = int(np.searchsorted(ends, n, side="left"))  # the sentence in which token n ends
+    if k >= len(lengths):
+        return lengths
+    out = lengths[:k + 1].copy()
+    out[k] = n - (ends[k - 1] if k else 0)
+    return out[out > 0]
 
 
 def equalise(a: Sample, b: Sample) -> tuple[Sample, Sample]:
     """Equal token budgets: keep the documents both samples share and cut each pair of twins to the
-    shorter twin's length, so both sides contribute the same documents and the same number of tokens."""
+    shorter twin's length, so both sides contribute the same documents and the same number of tokens.
+    Sentence lengths (word samples) are those of the cut documents."""
     bi = {d: i for i, d in enumerate(b.ids)}
     out_a, out_b = Sample([]), Sample([])
     for i, doc_id in enumerate(a.ids):
@@ -184,10 +222,8 @@ def equalise(a: Sample, b: Sample) -> tuple[Sample, Sample]:
         if j is None:
             continue
         n = min(len(a.docs[i]), len(b.docs[j]))
-        out_a.add(doc_id, a.docs[i][:n])
-        out_b.add(doc_id, b.docs[j][:n])
-    out_a.n_sentences, out_a.n_sentence_words = a.n_sentences, a.n_sentence_words
-    out_b.n_sentences, out_b.n_sentence_words = b.n_sentences, b.n_sentence_words
+        out_a.add(doc_id, a.docs[i][:n], cut_sentences(a.sents[i], n) if a.sents else None)
+        out_b.add(doc_id, b.docs[j][:n], cut_sentences(b.sents[j], n) if b.sents else None)
     return out_a, out_b
 
 
@@ -202,14 +238,26 @@ class Vocab:
         return np.fromiter((ids.setdefault(t, len(ids)) for t in toks), dtype=np.int64)
 
 
+def miller_madow(counts: np.ndarray) -> float:
+    """Miller-Madow bias correction (bits) of the plug-in entropy of ``counts``: ``(K - 1) / (2 N ln 2)``."""
+    n = float(np.asarray(counts).sum())
+    return (np.asarray(counts).size - 1) / (2 * n * math.log(2)) if n else 0.0
+
+
 def ngram_stats(sample: Sample, max_n: int, prefix: str) -> dict[str, float]:
+    """``<prefix>H<n>`` (plug-in), ``<prefix>h<n>`` (conditional), ``<prefix>H<n>_mm`` and ``<prefix>h<n>_mm``
+    (Miller-Madow) for n = 1..max_n."""
     out: dict[str, float] = {}
-    prev = 0.0
+    prev = prev_mm = 0.0
     for n in range(1, max_n + 1):
-        h = entropy_bits(ngram_counts(sample.docs, n))
+        counts = ngram_counts(sample.docs, n)
+        h = entropy_bits(counts)
+        mm = h + miller_madow(counts)
         out[f"{prefix}H{n}"] = round(h, 4)
         out[f"{prefix}h{n}"] = round(h - prev, 4)
-        prev = h
+        out[f"{prefix}H{n}_mm"] = round(mm, 4)
+        out[f"{prefix}h{n}_mm"] = round(mm - prev_mm, 4)
+        prev, prev_mm = h, mm
     return out
 
 
@@ -224,27 +272,47 @@ def word_stats(sample: Sample, top_k: int) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------- the stage
 def scope_samples(docs: Iterable[dict[str, Any]], cfg: EntropyConfig, bpe=None
                   ) -> tuple[dict[str, Sample], dict[str, Sample]]:
-    """Build word and BPE samples for every genre and for ``pooled``. Returns (word, bpe)."""
+    """Word and BPE samples of every genre in ``genres`` or ``pooled_genres``. Returns (word, bpe)."""
     vocab = Vocab()
+    wanted = set(cfg.genres) | set(cfg.pooled_genres)
     word: dict[str, Sample] = {}
     sub: dict[str, Sample] = {}
     for rec in docs:
         g = rec["genre"]
-        scopes = ([g] if g in cfg.genres else []) + (["pooled"] if g in cfg.pooled_genres else [])
-        if not scopes:
+        if g not in wanted:
             continue
         text = rec["text"]
-        wid = vocab.encode(word_tokens_bytes(text))
-        sl = sentence_lengths(text)
-        bid = np.asarray(bpe(text), dtype=np.int64) if bpe is not None else None
-        for s in scopes:
-            w = word.setdefault(s, Sample([]))
-            w.add(rec["doc_id"], wid)
-            w.n_sentences += len(sl)
-            w.n_sentence_words += sum(sl)
-            if bid is not None:
-                sub.setdefault(s, Sample([])).add(rec["doc_id"], bid)
+        word.setdefault(g, Sample([])).add(rec["doc_id"], vocab.encode(word_tokens_bytes(text)),
+                                           np.asarray(sentence_lengths(text), dtype=np.int64))
+        if bpe is not None:
+            sub.setdefault(g, Sample([])).add(rec["doc_id"], np.asarray(bpe(text), dtype=np.int64))
     return word, sub
+
+
+def pool(samples: dict[str, tuple[dict[str, Sample], dict[str, Sample]]], cfg: EntropyConfig
+         ) -> dict[str, Any]:
+    """Add the ``pooled`` scope to every side's samples: the pooled genres with documents on every side.
+    Returns the coverage: the genres pooled, and each genre dropped from the pooled figures or from the
+    per-genre scopes with the reason (``{"pooled_genres": [...], "dropped": {genre: reason}}``)."""
+    sides = list(samples)
+    dropped: dict[str, str] = {}
+    for g in dict.fromkeys([*cfg.pooled_genres, *cfg.genres]):
+        empty = [side for side in sides if g not in samples[side][0]]
+        if empty:
+            where = "either side" if len(empty) == len(sides) > 1 else f"the {' and '.join(empty)} side"
+            dropped[g] = f"no documents on {where}"
+    used = [g for g in cfg.pooled_genres if g not in dropped]
+    for side in sides:
+        for kind in samples[side]:
+            if all(g in kind for g in used) and used:
+                pooled = Sample([])
+                for g in used:
+                    pooled.extend(kind[g])
+                kind["pooled"] = pooled
+    for g, why in dropped.items():
+        log.warning("entropy: genre %r %s: %s", g, "drops out of the pooled figures" if g in cfg.pooled_genres
+                    else "has no per-genre figures", why)
+    return {"pooled_genres": used, "dropped": dropped}
 
 
 def side_stats(word: Sample, bpe: Sample | None, cfg: EntropyConfig) -> dict[str, float]:
@@ -276,9 +344,15 @@ def compare(samples: dict[str, tuple[dict[str, Sample], dict[str, Sample]]], cfg
     return out
 
 
-def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: EntropyConfig
-        ) -> tuple[dict[str, Any], dict[str, float]]:
-    """shards: side -> prepared shard paths. Returns (full results, throughput info)."""
+@dataclass
+class EntropyRun:
+    results: dict[str, Any]   # setting -> scope -> side -> figures
+    coverage: dict[str, Any]  # genres pooled, genres dropped (with the reason)
+    perf: dict[str, float]    # wall-clock figures (tinyhelen.timing, never in the metrics)
+
+
+def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: EntropyConfig) -> EntropyRun:
+    """shards: side -> prepared shard paths."""
     from tinyhelen.data import read_docs
 
     t0 = time.time()
@@ -290,6 +364,8 @@ def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: E
         docs = tqdm((rec for p in paths for rec in read_docs(p)), desc=f"entropy[{side}]", unit="doc",
                     mininterval=2.0, disable=None)
         samples[side] = scope_samples(docs, cfg, enc)
+    coverage = pool(samples, cfg)
+    for side in samples:
         if "pooled" in samples[side][0]:
             n_words += samples[side][0]["pooled"].n_tokens
     t_tok = time.time() - t0
@@ -298,13 +374,15 @@ def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: E
     perf = {"seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
             "word_tokens": n_words, "word_tokens_per_s": round(n_words / max(secs, 1e-9))}
     log.info("entropy: %s", perf)
-    return res, perf
+    return EntropyRun(res, coverage, perf)
 
 
 def summary(res: dict[str, Any], max_n: int, top_k: int) -> dict[str, Any]:
     """The compact DVC metrics: pooled figures per setting and side."""
     keys = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
     keys += [f"word_H{n}" for n in range(1, max_n + 1)] + [f"bpe_H{n}" for n in range(1, max_n + 1)]
+    keys += [f"{kind}_{fig}{n}{mm}" for kind in ("word", "bpe") for fig, mm in (("H", "_mm"), ("h", ""), ("h", "_mm"))
+             for n in range(1, max_n + 1)]
     out: dict[str, Any] = {}
     for setting, scopes in res.items():
         if "pooled" not in scopes:
@@ -329,16 +407,32 @@ def leaner_vs_ori(res: dict[str, Any], max_n: int) -> dict[str, Any]:
     return out
 
 
-def markdown(res: dict[str, Any], max_n: int, top_k: int) -> str:
+def markdown(res: dict[str, Any], max_n: int, top_k: int, coverage: dict[str, Any] | None = None) -> str:
     lines = ["# Entropy and vocabulary: leaner vs original", ""]
-    cols = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len"]
-    cols += [f"word_H{n}" for n in range(1, max_n + 1)] + [f"bpe_H{n}" for n in range(1, max_n + 1)]
+    if coverage is not None:
+        lines.append(f"Pooled genres: {', '.join(coverage['pooled_genres']) or 'none'}.")
+        for g, why in coverage["dropped"].items():
+            lines.append(f"**Genre `{g}` is not in these figures: {why}.**")
+        lines.append("")
+    lines += ["H_n: plug-in n-gram entropy (bits per n-gram); MM: Miller-Madow estimate H_n + (K-1)/(2N ln 2); "
+              "h_n = H_n - H_(n-1): conditional entropy (bits per token).", ""]
+    cols = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
+    ns = range(1, max_n + 1)
+    ent = [f"H{n}" for n in ns] + [f"H{n} MM" for n in ns] + [f"h{n}" for n in ns]
     for setting, scopes in res.items():
-        lines += [f"## {setting}", "", "| scope | side | " + " | ".join(cols) + " |",
-                  "|---|---|" + "---|" * len(cols)]
+        lines += [f"## {setting}", "", "| scope | side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
         for scope, sides in scopes.items():
             for side, st in sides.items():
                 lines.append(f"| {scope} | {side} | " + " | ".join(str(st.get(c, "")) for c in cols) + " |")
+        lines += ["", "| scope | side | token kind | " + " | ".join(ent) + " |", "|---|---|---|" + "---|" * len(ent)]
+        for scope, sides in scopes.items():
+            for side, st in sides.items():
+                for kind in ("word", "bpe"):
+                    if f"{kind}_H1" not in st:
+                        continue
+                    vals = [st.get(f"{kind}_H{n}") for n in ns] + [st.get(f"{kind}_H{n}_mm") for n in ns] \
+                        + [st.get(f"{kind}_h{n}") for n in ns]
+                    lines.append(f"| {scope} | {side} | {kind} | " + " | ".join(str(v) for v in vals) + " |")
         lines.append("")
     return "\n".join(lines)
 
