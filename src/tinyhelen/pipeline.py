@@ -99,8 +99,11 @@ def _load_dvc_yaml(path: Path):
     return yaml, yaml.load(path.read_text(encoding="utf-8"))
 
 
-def _is_code_dep(dep: str) -> bool:
-    return dep.endswith(".py") and (dep.startswith("stages/") or dep.startswith(f"{SRC}/{PACKAGE}/"))
+def _is_code_dep(dep: str, root: Path = Path(".")) -> bool:
+    """A Python file of ``stages/`` or ``src/tinyhelen``, or a package directory there (replaced by files)."""
+    if not (dep.startswith("stages/") or dep.startswith(f"{SRC}/{PACKAGE}/")):
+        return False
+    return dep.endswith(".py") or (root / dep / "__init__.py").is_file()
 
 
 def _dep_name(entry) -> str:
@@ -115,7 +118,7 @@ def code_deps(root: Path | str = ".") -> dict[str, tuple[list[str], list[str]]]:
     for name, st in (doc.get("stages") or {}).items():
         body = st.get("do", st)
         m = _SCRIPT_RE.search(str(body.get("cmd", "")))
-        declared = [_dep_name(d) for d in (body.get("deps") or []) if _is_code_dep(_dep_name(d))]
+        declared = [_dep_name(d) for d in (body.get("deps") or []) if _is_code_dep(_dep_name(d), root)]
         expected = [m.group(1), *sorted(import_closure(m.group(1), root))] if m else []
         out[name] = (declared, expected)
     return out
@@ -133,7 +136,7 @@ def write_code_deps(root: Path | str = ".") -> list[str]:
         deps = body.get("deps")
         if deps is None:
             body["deps"] = deps = []
-        keep = [d for d in deps if not _is_code_dep(_dep_name(d))]
+        keep = [d for d in deps if not _is_code_dep(_dep_name(d), root)]
         deps.clear()
         deps.extend([*expected, *keep])
         changed.append(name)
