@@ -160,7 +160,7 @@ def test_llm_judge_reports_format_failures_without_dropping(server, tmp_path):
     assert len(q) == 1 and q[0]["reason"] == "format" and "not a JSON object" in q[0]["error"] and len(q[0]["answers"]) == 4
     assert all(s["total"] is None for s in bad) and len(scores) == len(gens)
     with pytest.raises(LLMFailure, match="max_quarantine_share"):  # above the accepted share the stage fails
-        judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.4}), 0)
+        judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.4, "pipeline_check_below_params": 0}), 0)
     rep = report(scores, "llm", RECIPES, n_boot=100, seed=0)
     assert rep["checkpoint_curve"]["ori-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
 

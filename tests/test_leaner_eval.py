@@ -68,7 +68,8 @@ def test_eval_too_many_bad_replies_fail_the_stage(prepared, server, tmp_path):
     (ev / "inner_comparison.jsonl").write_text("")
     cfg = LeanerEvalConfig(n_requests=2, examples_per_request=1)
     with pytest.raises(LLMFailure, match="llm.max_quarantine_share"):
-        leaner_eval(cfg, _llm(server, tmp_path), ev, prepared / "corpus" / "ori" / "train.jsonl",
+        leaner_eval(cfg, _llm(server, tmp_path).model_copy(update={"pipeline_check_below_params": 0}), ev,
+                    prepared / "corpus" / "ori" / "train.jsonl",
                     tmp_path / "out", tmp_path / "q.jsonl")
     assert not (tmp_path / "out").exists()
 

@@ -142,7 +142,7 @@ def test_openai_path_end_to_end(prepared, server, tmp_path):
     assert m["llm_docs"] == 6 and m["rewritten_docs"] == 3 and m["docs_out"] + m["quarantined"] == m["docs_in"]
     assert m["llm"]["errors"] == {"format": 1} and m["llm"]["chunks"] > 6
     assert timing.recorded()["llm_wiki"]["retries"] >= 3 and "seconds" not in m and "seconds" not in m["llm"]
-    assert m["llm_quarantined"] == 3 and m["provenance"]["source"] == "llm+released"
+    assert m["quarantine_gate"]["quarantined"] == 3 and m["provenance"]["source"] == "llm+released"
     assert m["provenance"]["models"] == [{"model": "fake", "backend": "openai", "n_params": 0}]
     kept = {d["doc_id"]: d for d in res.docs}
     ori_text = {d["doc_id"]: d["text"] for s in docs for d in docs[s]}
@@ -178,10 +178,16 @@ def test_outage_and_too_much_quarantine_fail_the_genre(prepared, server, tmp_pat
     with pytest.raises(LLMFailure, match="connection") as exc:
         simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg, down)
     assert "nothing was written" in str(exc.value) and "rerun" in str(exc.value)
-    strict = LLMConfig(base_url=server.base_url, max_quarantine_share=0.0, **base)
+    # the fake server reports 0 parameters: with the threshold at 0 its output counts as a result
+    strict = LLMConfig(base_url=server.base_url, max_quarantine_share=0.5, pipeline_check_below_params=0, **base)
     cfg_small = SimplifyConfig(max_docs_per_genre=3, max_length_ratio=0.21, min_length_ratio=0.2)  # rejects all
-    with pytest.raises(LLMFailure, match="3 of 3 documents .* quarantined"):
+    with pytest.raises(LLMFailure, match="3 of 3 sent to the LLM were quarantined"):
         simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg_small, strict)
+    # a model below llm.pipeline_check_below_params makes a pipeline check: the gate is waived and says so
+    check = strict.model_copy(update={"pipeline_check_below_params": 10**9})
+    res = simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg_small, check)
+    gate = res.metrics["quarantine_gate"]
+    assert gate["share"] == 1.0 and gate["status"].startswith("waived: pipeline check, not a result")
 
 
 def test_chunks_shrink_to_fit_a_known_context():

@@ -30,7 +30,7 @@ from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.data import EVAL_BINS, read_docs
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, check_quarantine_share
+from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
 from tinyhelen.llm.prompts import load_template, strip_end_marker
 from tinyhelen.llm.provenance import answered_model, stage_provenance
 
@@ -175,19 +175,19 @@ def leaner_eval(cfg: LeanerEvalConfig, llm: LLMConfig, prepared_eval: Path | str
         n_requests = len(reqs)
         results = client.run(reqs)
         failed = [r for r in results if not r.ok]
-        check_quarantine_share(len(failed), len(results), llm.max_quarantine_share, "leaner_eval",
-                               dict(Counter(f"llm_{r.reason}" for r in failed)))
+        provenance = stage_provenance(llm, results, [tpl.template_id], client.decoding())
+        gate = quarantine_gate(len(failed), len(results), llm, "leaner_eval",
+                               dict(Counter(f"llm_{r.reason}" for r in failed)), provenance)
         cands = [q for r in results if r.ok for q in r.parsed]
         dropped += [{"question": None, "reason": f"llm_{r.reason}", "details": r.error, "request": r.custom_id}
                     for r in failed]
         kept, dd = dedupe(cands, seeds, cfg.near_dup_threshold)
         dropped += dd
-        provenance = stage_provenance(llm, results, [tpl.template_id], client.decoding())
         source = f"{answered_model(provenance)}:{tpl.template_id}"
         allq = [{"qid": qid_of(q), "question": q, "source": source, "bin": None} for q in kept]
         rng = random.Random(seed)
         inner = [dict(q) for q in rng.sample(allq, min(cfg.inner_comparison_size, len(allq)))] if allq else []
-        llm_metrics = {**client.metrics(), "template": tpl.template_id, "candidates": len(cands)}
+        llm_metrics = {**client.metrics(), "template": tpl.template_id, "candidates": len(cands), "quarantine_gate": gate}
     scores = sim.scores([q["question"] for q in allq]) if allq else np.zeros(0)
     bins_by_qid = {}
     for q, s in zip(allq, scores):

@@ -27,7 +27,7 @@ from tinyhelen import timing
 from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import GLUE_TASKS
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, check_quarantine_share
+from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
 from tinyhelen.llm.prompts import load_template, strip_end_marker
 from tinyhelen.llm.provenance import stage_provenance
 
@@ -251,13 +251,12 @@ def leaner_glue(cfg: LeanerGlueConfig, llm: LLMConfig, prepared_glue: Path | str
                     reason, detail = "label_mismatch", {"gold": it["label"], "predicted": v.parsed}
             per[task]["dropped"] += 1
             dropped_recs.append({**base, "reason": reason, "details": detail})
-        reasons = Counter(r["reason"] for r in dropped_recs)
-        check_quarantine_share(reasons["rewrite_failed"] + reasons["verify_failed"], len(items),
-                               llm.max_quarantine_share, "leaner_glue",
-                               {k: v for k, v in reasons.items() if k != "label_mismatch"})
-        llm_metrics = {**client.metrics(), "templates": [rw_t.template_id, vf_t.template_id]}
         provenance = stage_provenance(llm, [*rewrites, *verdicts], [rw_t.template_id, vf_t.template_id],
                                       client.decoding())
+        reasons = Counter(r["reason"] for r in dropped_recs)
+        gate = quarantine_gate(reasons["rewrite_failed"] + reasons["verify_failed"], len(items), llm, "leaner_glue",
+                               {k: v for k, v in reasons.items() if k != "label_mismatch"}, provenance)
+        llm_metrics = {**client.metrics(), "templates": [rw_t.template_id, vf_t.template_id], "quarantine_gate": gate}
     for name, recs in files.items():
         write_jsonl(out_dir / f"{name}.jsonl", recs)
     write_jsonl(quarantine_path, dropped_recs)

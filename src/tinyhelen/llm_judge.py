@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tinyhelen import timing
 from tinyhelen.io import InputError
-from tinyhelen.llm import ChatClient, ChatRequest, check_quarantine_share
+from tinyhelen.llm import ChatClient, ChatRequest, quarantine_gate
 from tinyhelen.llm.prompts import BEGIN_TEXT, END_MARK, END_TEXT, load_template
 from tinyhelen.llm.provenance import answered_model, stage_provenance
 from tinyhelen.proxy_judge import base_record
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CRITERIA = ("grammar", "coherence", "specificity")
 LLM_METRICS = (*CRITERIA, "total")
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+REPLY_TOKENS_PER_ANSWER = 48  # '"A": {"grammar": 4, "coherence": 3, "specificity": 5}, ' is about 25 tokens
 EMPTY_ANSWER = "(empty answer: the model wrote nothing; give it the worst score, 0, on every criterion)"
 
 
@@ -176,7 +177,8 @@ def build_requests(groups: list[list[dict[str, Any]]], cfg: Any, seed: int, temp
                                     template_id=tpl.template_id,
                                     parse=lambda t, labs=tuple(labels): parse_judgement(t, labs),
                                     max_reasks=cfg.max_reasks,
-                                    response_format=judge_schema(labels) if cfg.json_schema else None))
+                                    response_format=judge_schema(labels) if cfg.json_schema else None,
+                                    max_tokens=REPLY_TOKENS_PER_ANSWER * len(labels) + 32))
             meta.append((gi, oi, perm))
     return reqs, meta
 
@@ -207,7 +209,9 @@ def judge_llm(gens: list[dict[str, Any]], cfg: Any, llm: Any, seed: int, metrics
             continue
         for pos, idx in enumerate(perm):
             per[answer_key(group[idx])][oi] = (pos, res.parsed[LABELS[pos]])
-    check_quarantine_share(len(quarantine), len(reqs), llm_cfg.max_quarantine_share, "judge", dict(failures))
+    prov = stage_provenance(llm_cfg, results, [r.template_id for r in reqs[:1]],
+                            client.decoding(reqs[0]) if reqs else None)
+    gate = quarantine_gate(len(quarantine), len(reqs), llm_cfg, "judge", dict(failures), prov)
     records = []
     for group in groups:
         for r in group:
@@ -223,15 +227,13 @@ def judge_llm(gens: list[dict[str, Any]], cfg: Any, llm: Any, seed: int, metrics
                 for m in LLM_METRICS:
                     rec[m] = None
             records.append(rec)
-    prov = stage_provenance(llm_cfg, results, [r.template_id for r in reqs[:1]],
-                            client.decoding(reqs[0]) if reqs else None)
     timing.record(judge={"seconds": round(secs, 3), "requests": len(reqs),
                          "requests_per_s": round(len(reqs) / secs, 4) if secs else 0.0})
     summary = {"backend": "llm", "model": answered_model(prov), "template_id": reqs[0].template_id if reqs else None,
                "groups": len(groups), "max_group": cfg.max_group, "group_by": cfg.group_by,
                "requests": len(reqs), "failed_requests": sum(failures.values()), "failures": dict(failures),
                "parsed_replies": len(reqs) - sum(failures.values()),
-               "unjudged_answers": sum(1 for r in records if r["total"] is None),
+               "unjudged_answers": sum(1 for r in records if r["total"] is None), "quarantine_gate": gate,
                "agreement": order_agreement(records) if cfg.orders == 2 else None,
                "position_means": position_means(records), "llm": client.metrics(), "provenance": prov,
                "quarantine": quarantine}

@@ -56,7 +56,7 @@ from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import GENRES, RESOURCES, read_docs
 from tinyhelen.entropy import count_unigrams, word_tokens
 from tinyhelen.io import write_json, write_jsonl
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, check_quarantine_share
+from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
 from tinyhelen.llm.core import estimate_tokens
 from tinyhelen.llm.prompts import MARKERS, load_template, strip_end_marker
 from tinyhelen.llm.provenance import stage_provenance
@@ -293,6 +293,13 @@ def fitted_budget(budget: int, context: int | None, max_tokens: int, overhead: i
     return min(budget, room * 3 // 4)
 
 
+def reply_budget(chunk: str, max_length_ratio: float) -> int:
+    """Tokens a chunk's rewrite may take: what the length check could still accept (``max_length_ratio``
+    times the chunk, with a margin for tokenizers that need more tokens than UTF-8 bytes / 4, plus the end
+    marker). Bounds the cost of a model that loops instead of ending its reply."""
+    return math.ceil(approx_tokens(chunk) * max_length_ratio * 1.3) + 64
+
+
 def _doc_parts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(part name, text) to rewrite: code documents are rewritten per part so ``parts`` can be rebuilt."""
     if doc["genre"] == "code" and doc.get("parts"):
@@ -339,7 +346,7 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     # ---- live rewrites
     llm_metrics: dict[str, Any] = {}
     provenance = stage_provenance(llm)
-    llm_quarantined = 0
+    gate: dict[str, Any] = {}
     if live_ids:
         template = load_template(f"simplify_{genre}", cfg.prompt_version)
         names = names_block()
@@ -360,7 +367,8 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
                         cid = f"{doc['doc_id']}-{len(items):04d}"
                         items.append((part, len(requests), chunk, sep))
                         requests.append(ChatRequest(cid, template.render(names=names, text=chunk),
-                                                    template.template_id, strip_end_marker))
+                                                    template.template_id, strip_end_marker,
+                                                    max_tokens=reply_budget(chunk, cfg.max_length_ratio)))
                 plan[doc["doc_id"]] = items
             results = client.run(requests)  # raises LLMFailure on an outage: nothing is written
         llm_metrics = {**client.metrics(), "template": template.template_id, "chunks": len(requests),
@@ -399,9 +407,8 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
                 continue
             out[doc["doc_id"]] = _leaner_record(doc, text, parts)
             counts["rewritten"] += 1
-        llm_quarantined = len(quarantine)
-        check_quarantine_share(llm_quarantined, len(live_ids), llm.max_quarantine_share, f"simplify@{genre}",
-                               {k: v for k, v in counts.items() if k != "rewritten"})
+        gate = quarantine_gate(len(quarantine), len(live_ids), llm, f"simplify@{genre}",
+                               {k: v for k, v in counts.items() if k != "rewritten"}, provenance)
 
     # ---- replay (everything not sent to the LLM)
     for doc in ori_docs:
@@ -433,7 +440,7 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     assert len(docs) + n_q == len(ori_docs), "every document is either kept or quarantined"
     metrics = {
         "genre": genre, "backend": llm.backend, "docs_in": len(ori_docs), "docs_out": len(docs),
-        "quarantined": n_q, "llm_docs": len(live_ids), "llm_quarantined": llm_quarantined,
+        "quarantined": n_q, "llm_docs": len(live_ids), "quarantine_gate": gate,
         "replayed_docs": counts["replayed"],
         "passthrough_docs": counts["passthrough"], "rewritten_docs": counts["rewritten"],
         "quarantine_reasons": {k: v for k, v in sorted(counts.items())

@@ -7,8 +7,9 @@ Stable public API (used by the simplify/Leaner-GLUE/Leaner-Eval stages and by th
 """
 from tinyhelen.llm.client import ChatClient
 from tinyhelen.llm.config import LLMConfig
-from tinyhelen.llm.core import ChatRequest, ChatResult, LLMFailure, check_quarantine_share
+from tinyhelen.llm.core import ChatRequest, ChatResult, LLMFailure
 from tinyhelen.llm.prompts import Template, load_template
+from tinyhelen.llm.provenance import quarantine_gate, result_status, stage_provenance
 
-__all__ = ["LLMConfig", "ChatClient", "ChatRequest", "ChatResult", "LLMFailure", "check_quarantine_share",
-           "Template", "load_template"]
+__all__ = ["LLMConfig", "ChatClient", "ChatRequest", "ChatResult", "LLMFailure", "Template", "load_template",
+           "quarantine_gate", "result_status", "stage_provenance"]

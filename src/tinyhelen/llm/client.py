@@ -80,12 +80,17 @@ class ChatClient:
     # ------------------------------------------------------------------------------------ public
     def decoding(self, req: ChatRequest | None = None) -> dict[str, Any]:
         """Decoding parameters sent with (and hashed into the cache key of) a request."""
-        d: dict[str, Any] = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+        d: dict[str, Any] = {"temperature": self.cfg.temperature, "max_tokens": self.max_tokens(req)}
         if self.cfg.seed is not None:
             d["seed"] = self.cfg.seed
         if req is not None and req.response_format:
             d["response_format"] = req.response_format
         return d
+
+    def max_tokens(self, req: ChatRequest | None = None) -> int:
+        if req is not None and req.max_tokens:
+            return min(self.cfg.max_tokens, req.max_tokens)
+        return self.cfg.max_tokens
 
     def model_id(self) -> str:
         """The model as the cache key sees it: the configured name, or the GGUF file's sha256 for ``local``."""
@@ -205,9 +210,9 @@ class ChatClient:
         if self.cfg.local.n_ctx:
             need = self.cfg.local.n_ctx
         else:
-            longest = max(estimate_tokens(r.messages) for r in todo)
             reasks = self.cfg.max_reasks
-            need = longest + (reasks + 1) * self.cfg.max_tokens + reasks * REASK_ROOM
+            need = max(estimate_tokens(r.messages) + (reasks + 1) * self.max_tokens(r) + reasks * REASK_ROOM
+                       for r in todo)
             need = min(limit, -(-need // 256) * 256)
         if self._server is None:
             assert self._model_file is not None

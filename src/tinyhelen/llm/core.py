@@ -38,7 +38,8 @@ class ChatRequest:
     (e.g. ``<doc hash>-<chunk index>``); ``template_id`` (name@version:hash) enters the cache key;
     ``parse(text) -> value`` raises ValueError on a badly formatted reply (-> re-ask);
     ``response_format`` (an OpenAI ``response_format`` object, e.g. a JSON schema) constrains the reply
-    on endpoints that support it and enters the cache key."""
+    on endpoints that support it and enters the cache key; ``max_tokens`` caps this reply below
+    ``llm.max_tokens`` (e.g. a rewrite need not be longer than validation accepts)."""
 
     custom_id: str
     messages: list[dict[str, str]]
@@ -46,6 +47,7 @@ class ChatRequest:
     parse: Callable[[str], Any] | None = None
     max_reasks: int | None = None  # None: llm.max_reasks
     response_format: dict[str, Any] | None = None
+    max_tokens: int | None = None  # None: llm.max_tokens
 
 
 @dataclass
@@ -107,18 +109,6 @@ def failure_summary(results: Sequence[ChatResult], where: str, endpoint: str | N
     lines.append(f"  {ok} replies that succeeded are in the reply cache; rerun the stage (`dvc repro`) to retry "
                  f"exactly the {len(failed)} failed requests.")
     return "\n".join(lines)
-
-
-def check_quarantine_share(quarantined: int, total: int, limit: float, where: str,
-                           reasons: dict[str, int] | None = None) -> None:
-    """Raise ``LLMFailure`` when more than ``limit`` (``llm.max_quarantine_share``) of the ``total``
-    documents/items sent to the LLM were quarantined."""
-    if total and quarantined / total > limit:
-        why = ", ".join(f"{k} x{v}" for k, v in sorted((reasons or {}).items(), key=lambda kv: -kv[1]))
-        raise LLMFailure(f"{where}: {quarantined} of {total} documents sent to the LLM were quarantined "
-                         f"({quarantined / total:.0%} > llm.max_quarantine_share={limit:g}); nothing was written.\n"
-                         f"  reasons: {why or 'n/a'}\n  The replies are cached: raise llm.max_quarantine_share "
-                         "to accept them, or change the model/prompt.")
 
 
 def estimate_tokens(messages: Sequence[dict[str, str]]) -> int:

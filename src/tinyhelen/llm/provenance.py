@@ -14,14 +14,16 @@ metrics JSON (deterministic: no timestamps, no paths, no ports)::
 
 ``result_status(provenance, llm.pipeline_check_below_params)`` tells the report card how to label a
 figure: the study's released outputs, a pipeline check (a model below the size threshold answered), or a
-result.
+result. ``quarantine_gate`` fails a stage whose share of quarantined documents exceeds
+``llm.max_quarantine_share``; for a pipeline check (a model below the threshold, e.g. the packaged 135M
+model) it records the share and lets the stage finish, since such outputs are never results.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tinyhelen.llm.core import ChatResult
+from tinyhelen.llm.core import ChatResult, LLMFailure
 
 RELEASED = "the study's released outputs"
 PIPELINE_CHECK = "pipeline check, not a result"
@@ -83,3 +85,23 @@ def result_status(provenance: dict[str, Any], below_params: int) -> dict[str, st
     unknown = [m.get("model") for m in models if m.get("n_params") is None]
     return {"status": "result", "label": "result",
             "reason": f"model size unknown: {', '.join(map(str, unknown))}" if unknown else "model size above the threshold"}
+
+
+def quarantine_gate(quarantined: int, total: int, llm: Any, where: str, reasons: dict[str, int],
+                    provenance: dict[str, Any]) -> dict[str, Any]:
+    """The quarantine share of the ``total`` documents/items/requests sent to the LLM, checked against
+    ``llm.max_quarantine_share``. Above it: ``LLMFailure`` (the stage writes nothing), unless the output
+    is a pipeline check (then the gate is waived and says why). Returns the gate record for the metrics."""
+    share = quarantined / total if total else 0.0
+    gate = {"sent": total, "quarantined": quarantined, "share": round(share, 4), "limit": llm.max_quarantine_share,
+            "status": "passed"}
+    if share <= llm.max_quarantine_share:
+        return gate
+    status = result_status(provenance, llm.pipeline_check_below_params)
+    if status["status"] == "pipeline_check":
+        return {**gate, "status": f"waived: {PIPELINE_CHECK} ({status['reason']})"}
+    why = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    raise LLMFailure(f"{where}: {quarantined} of {total} sent to the LLM were quarantined ({share:.0%} > "
+                     f"llm.max_quarantine_share={llm.max_quarantine_share:g}); nothing was written.\n"
+                     f"  reasons: {why or 'n/a'}\n  The replies are cached: raise llm.max_quarantine_share "
+                     "to accept them, or change the model or the prompt.")
