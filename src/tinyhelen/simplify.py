@@ -7,7 +7,8 @@ Backends (``llm.backend``):
   documents are kept (they are the study's data). An original document without a released twin is written to
   the quarantine file with reason ``no_released_twin`` (never dropped silently).
 * ``openai`` / ``local`` (live): the first ``simplify.max_docs_per_genre`` documents of the genre (by pairing
-  hash, i.e. a fixed pseudo-random sample; null = all) are cut into chunks of whole sentences up to a
+  hash, i.e. a fixed pseudo-random sample; null = all) among those of at most ``simplify.max_doc_tokens``
+  estimated tokens (null = any length; a CPU pipeline check cannot rewrite 100k-word books) are cut into chunks of whole sentences up to a
   per-genre token budget (fenced code blocks are never split; with a known context size, ``local``, the
   budget shrinks so that prompt + chunk + ``llm.max_tokens`` fit), each chunk is rewritten with the genre's
   versioned prompt template (``tinyhelen/prompts/simplify_<genre>/v<N>.txt``), each document is reassembled
@@ -76,6 +77,7 @@ class SimplifyConfig(Section):
     genres: list[str] = Field(default_factory=lambda: list(GENRES))
     splits: list[str] = Field(default_factory=lambda: ["train", "validation"])
     max_docs_per_genre: int | None = Field(None, ge=0)  # live backends: documents per genre sent to the LLM
+    max_doc_tokens: int | None = Field(None, ge=1)       # live backends: longer documents are not sent (replayed)
     chunk_tokens: dict[str, int] = Field(default_factory=lambda: {"default": 700, "code": 1500})
     prompt_version: int | None = None                    # null: latest file in prompts/simplify_<genre>/
     min_length_ratio: float = Field(0.2, gt=0)
@@ -339,8 +341,11 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     live = llm.backend != "replay"
 
     live_ids: set[str] = set()
+    too_long = 0
     if live and genre != "math":
-        ids = sorted(d["doc_id"] for d in ori_docs)
+        ids = sorted(d["doc_id"] for d in ori_docs
+                     if cfg.max_doc_tokens is None or approx_tokens(d["text"]) <= cfg.max_doc_tokens)
+        too_long = len(ori_docs) - len(ids)
         live_ids = set(ids if cfg.max_docs_per_genre is None else ids[: cfg.max_docs_per_genre])
 
     # ---- live rewrites
@@ -440,7 +445,8 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     assert len(docs) + n_q == len(ori_docs), "every document is either kept or quarantined"
     metrics = {
         "genre": genre, "backend": llm.backend, "docs_in": len(ori_docs), "docs_out": len(docs),
-        "quarantined": n_q, "llm_docs": len(live_ids), "quarantine_gate": gate,
+        "quarantined": n_q, "llm_docs": len(live_ids), "llm_ineligible_too_long": too_long,
+        "quarantine_gate": gate,
         "replayed_docs": counts["replayed"],
         "passthrough_docs": counts["passthrough"], "rewritten_docs": counts["rewritten"],
         "quarantine_reasons": {k: v for k, v in sorted(counts.items())
