@@ -20,7 +20,6 @@ from tinyhelen.io import read_jsonl, write_jsonl
 from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, load_template, result_status
 from tinyhelen.llm import local
 from tinyhelen.llm.gguf import file_sha256
-from tinyhelen.llm.prompts import strip_end_marker
 
 WHY = local.available()
 pytestmark = [pytest.mark.llm_local, pytest.mark.slow,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tinyhelen.config import ParamsError, Section
 from tinyhelen.llm.local import LocalConfig
@@ -53,6 +53,12 @@ class LLMConfig(Section):
         if v.startswith("sk-"):
             raise ValueError("looks like an API key; put the key in an env var and name the variable here")
         return v
+
+    @model_validator(mode="after")
+    def _batch_needs_openai(self) -> "LLMConfig":
+        if self.batch_api and self.backend != "openai":
+            raise ValueError(f"batch_api needs backend openai (got {self.backend})")
+        return self
 
     def api_key(self) -> str:
         """The key from the environment. Local endpoints (loopback) accept any key, so a dummy is used."""

@@ -149,6 +149,7 @@ class FakeServer(ThreadingHTTPServer):
         self.model = FakeModel()
         self.fault_rate, self.slow_s, self.latency_s, self.retry_after = fault_rate, slow_s, latency_s, retry_after
         self.fail_share = fail_share
+        self.in_flight = 0  # chat requests being answered now (stats["max_in_flight"]: the most at once)
         self.lock = threading.Lock()
         self.stats: Counter = Counter()
         self.attempts: Counter = Counter()
@@ -288,6 +289,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, s.files[m.group(1)], {"content-type": "application/octet-stream"})
         self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+    def _chat(self, s: FakeServer, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return self._send(400, {"error": {"message": "body is not JSON"}})
+        status, resp, hdr = s.completion(body, raw)
+        s.count(f"status_{status}")
+        return self._send(status, resp, hdr)
+
     def do_POST(self) -> None:  # noqa: N802
         s = self.server
         raw = self._body()
@@ -301,13 +311,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"fail_share": s.fail_share})
         if self.path.rstrip("/") == "/v1/chat/completions":
             s.count("chat_calls")
+            with s.lock:
+                s.in_flight += 1
+                s.stats["max_in_flight"] = max(s.stats["max_in_flight"], s.in_flight)
             try:
-                body = json.loads(raw)
-            except json.JSONDecodeError:
-                return self._send(400, {"error": {"message": "body is not JSON"}})
-            status, resp, hdr = s.completion(body, raw)
-            s.count(f"status_{status}")
-            return self._send(status, resp, hdr)
+                self._chat(s, raw)
+            finally:
+                with s.lock:
+                    s.in_flight -= 1
+            return None
         if self.path.rstrip("/") == "/v1/files":
             msg = email.parser.BytesParser().parsebytes(
                 b"content-type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + raw)

@@ -70,11 +70,13 @@ def answered_model(provenance: dict[str, Any]) -> str | None:
 
 
 def result_status(provenance: dict[str, Any], below_params: int) -> dict[str, str]:
-    """How to label a figure that depends on this output: ``status`` (released | pipeline_check | result),
+    """How to label a figure that depends on this output: ``status`` (released | proxy | pipeline_check | result),
     ``label`` and ``reason``. A model below ``below_params`` parameters (``llm.pipeline_check_below_params``)
     makes it a pipeline check; a model of unknown size is a result (say so in the reason)."""
     if provenance.get("source") == "released":
         return {"status": "released", "label": RELEASED, "reason": "replayed from the release"}
+    if provenance.get("source") == "proxy":
+        return {"status": "proxy", "label": "proxy metrics, not LLM-judge scores", "reason": "no LLM involved"}
     models = provenance.get("models") or []
     small = [m for m in models if m.get("n_params") is not None and m["n_params"] < below_params]
     if small or not models:
