@@ -3,8 +3,8 @@
 Path: build a JSONL request file (one line per uncached request; ``custom_id`` = the request's id, e.g.
 ``<document hash>-<chunk index>``) -> upload it (``files.create(purpose="batch")``) -> ``batches.create`` ->
 poll ``batches.retrieve`` every ``llm.batch_poll_s`` -> download the output (and error) file -> parse each
-line back (``fetch_batch``); the client then runs the strict parser and caches. The request file and a state file holding the
-batch id live in ``llm.batch_dir`` (named by the hash of the request file), so an interrupted stage resumes
+line back (``fetch_batch``); the client then runs the strict parser and caches. The request file and a state
+file holding the batch id live in ``llm.batch_dir`` (named by the hash of the request file), so an interrupted stage resumes
 polling the same batch instead of paying twice. Replies that fail the parser are re-asked through the live
 path (bounded by ``max_reasks``).
 """
@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,20 @@ ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-def build_batch_lines(requests: list[ChatRequest], model: str, decoding: dict[str, Any]) -> list[dict[str, Any]]:
-    """Batch API input lines (a request's ``response_format`` goes into its body). Raises ValueError on
-    duplicate custom_ids (the API requires unique ids)."""
+def build_batch_lines(requests: list[ChatRequest], model: str,
+                      decoding: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch API input lines; ``decoding``: one dict for all requests, or one per request (the client's
+    ``decoding(req)``, with the request's reply cap and ``response_format``). Raises ValueError on duplicate
+    custom_ids (the API requires unique ids)."""
+    per = [decoding] * len(requests) if isinstance(decoding, dict) else list(decoding)
     seen: set[str] = set()
     lines = []
-    for r in requests:
+    for r, dec in zip(requests, per, strict=True):
         if r.custom_id in seen:
             raise ValueError(f"duplicate custom_id {r.custom_id!r} in batch")
         seen.add(r.custom_id)
-        fmt = {"response_format": r.response_format} if r.response_format else {}
         lines.append({"custom_id": r.custom_id, "method": "POST", "url": ENDPOINT,
-                      "body": {"model": model, "messages": r.messages, **decoding, **fmt}})
+                      "body": {"model": model, "messages": r.messages, **dec}})
     return lines
 
 
@@ -70,9 +73,12 @@ def parse_batch_output(text: str) -> dict[str, dict[str, Any]]:
         body = resp.get("body") or {}
         if err:
             item["error"] = f"server_error: batch error {err.get('code', '')} {err.get('message', '')}".strip()
+        elif status == 429:
+            item["error"] = f"rate_limited: HTTP 429 {str(body)[:160]}"
+        elif (status or 0) >= 500:
+            item["error"] = f"server_error: HTTP {status} {str(body)[:160]}"
         elif status != 200:
-            item["error"] = http_error(int(status or 0), str(body)[:160]) if status != 429 and (status or 0) < 500 \
-                else f"{'rate_limited' if status == 429 else 'server_error'}: HTTP {status} {str(body)[:160]}"
+            item["error"] = http_error(int(status or 0), str(body)[:160])
         else:
             try:
                 content = body["choices"][0]["message"]["content"]
@@ -129,7 +135,8 @@ def submit_and_wait(cfg, request_file: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-async def fetch_batch(cfg, requests: list[ChatRequest], decoding: dict[str, Any]) -> dict[str, dict[str, Any]]:
+async def fetch_batch(cfg, requests: list[ChatRequest], decoding: Sequence[dict[str, Any]]
+                      ) -> dict[str, dict[str, Any]]:
     """Write the request file, submit (or resume) the batch, wait for it: ``custom_id -> {text, usage,
     error, model}``. Parsing, re-asks and caching are the client's (``ChatClient``)."""
     path = write_request_file(build_batch_lines(requests, cfg.model, decoding), cfg.batch_dir)

@@ -277,7 +277,8 @@ class ChatClient:
             client = self._client(base_url)
             try:
                 if self.cfg.batch_api:
-                    got = await batch.fetch_batch(self.cfg, [requests[i] for i in todo], self.decoding())
+                    got = await batch.fetch_batch(self.cfg, [requests[i] for i in todo],
+                                                  [self.decoding(requests[i]) for i in todo])
                     for i in todo:
                         results[i] = await self._from_batch(client, requests[i], keys[i], got, served)
                     bar.update(len(todo))
