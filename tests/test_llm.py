@@ -184,7 +184,8 @@ def test_response_format_enters_the_request_and_the_cache_key(server, tmp_path):
     constrained.response_format = fmt
     client = ChatClient(cfg_for(server), cache_dir=str(tmp_path))
     assert client.key_of(plain) != client.key_of(constrained)
-    assert build_batch_lines([constrained], "m", {})[0]["body"]["response_format"] == fmt
+    line = build_batch_lines([constrained], "m", [client.decoding(constrained)])[0]["body"]
+    assert line["response_format"] == fmt and line["max_tokens"] == 2048
 
 
 def test_replay_backend_never_calls(tmp_path):
