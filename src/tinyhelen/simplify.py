@@ -295,6 +295,9 @@ def fitted_budget(budget: int, context: int | None, max_tokens: int, overhead: i
     return min(budget, room * 3 // 4)
 
 
+REPLY_CAP_RULE = "min(llm.max_tokens, ceil(1.3 * max_length_ratio * chunk tokens) + 64)"
+
+
 def reply_budget(chunk: str, max_length_ratio: float) -> int:
     """Tokens a chunk's rewrite may take: what the length check could still accept (``max_length_ratio``
     times the chunk, with a margin for tokenizers that need more tokens than UTF-8 bytes / 4, plus the end
@@ -378,7 +381,8 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
             results = client.run(requests)  # raises LLMFailure on an outage: nothing is written
         llm_metrics = {**client.metrics(), "template": template.template_id, "chunks": len(requests),
                        "chunk_tokens": budget}
-        provenance = stage_provenance(llm, results, [template.template_id], client.decoding(),
+        provenance = stage_provenance(llm, results, [template.template_id],
+                                      {**client.decoding(), "max_tokens_per_chunk": REPLY_CAP_RULE},
                                       replayed=len(live_ids) < len(ori_docs))
         for doc in ori_docs:
             if doc["doc_id"] not in live_ids:

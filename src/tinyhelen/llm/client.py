@@ -168,7 +168,8 @@ class ChatClient:
         """Deterministic counts of this client's runs (no wall-clock figures)."""
         s = self.stats
         pin, pout = s["prompt_tokens"], s["completion_tokens"]
-        cost = pin / 1000 * self.cfg.price_per_1k_input + pout / 1000 * self.cfg.price_per_1k_output
+        cost = 0.0 if self.cfg.backend == "local" else (pin / 1000 * self.cfg.price_per_1k_input
+                                                        + pout / 1000 * self.cfg.price_per_1k_output)
         live = s["requests"] - s["cache_hits"] - s["deduplicated"]
         return {
             "backend": self.cfg.backend, "batch_api": self.cfg.batch_api,
@@ -240,7 +241,12 @@ class ChatClient:
     def _client(self, base_url: str | None):
         from openai import AsyncOpenAI
 
-        return AsyncOpenAI(api_key=self.cfg.api_key(), base_url=base_url, timeout=self.cfg.timeout_s, max_retries=0)
+        return AsyncOpenAI(api_key=self.cfg.api_key(), base_url=base_url, timeout=self.timeout_s(), max_retries=0)
+
+    def timeout_s(self) -> float:
+        """Seconds to wait for one reply: ``llm.local.timeout_s`` for the local server (a reply takes as long
+        as its generation; a retry after a timeout would only queue the same work again), else ``llm.timeout_s``."""
+        return self.cfg.local.timeout_s if self.cfg.backend == "local" else self.cfg.timeout_s
 
     def _concurrency(self) -> int:
         if self.cfg.backend == "local":  # more requests than slots would queue in the server and time out
@@ -431,7 +437,7 @@ class ChatClient:
             except openai.RateLimitError as exc:
                 err, retry_after = f"rate_limited: HTTP 429 {_short(exc)}", _retry_after(exc)
             except openai.APITimeoutError:
-                err = f"timeout: no reply within {self.cfg.timeout_s}s"
+                err = f"timeout: no reply within {self.timeout_s()}s"
             except openai.APIConnectionError as exc:
                 err = f"connection: {_short(exc)}"
             except openai.APIStatusError as exc:

@@ -57,6 +57,7 @@ class LocalConfig(BaseModel):
     n_ctx: int | None = Field(None, ge=256)       # context per slot; null: sized from the prompts (capped)
     max_ctx: int | None = Field(None, ge=256)     # cap of the context per slot; null: the model's training context
     start_timeout_s: float = Field(180.0, gt=0)
+    timeout_s: float = Field(1800.0, gt=0)      # per reply (replaces llm.timeout_s): a busy CPU generates slowly
 
 
 def default_model_path() -> Path:
