@@ -76,6 +76,7 @@ class ChatClient:
         self._in_block = False
         self._served: dict[str, Any] | None = None
         self._model_file = local.model_file(cfg.local) if cfg.backend == "local" else None
+        self._sha256: str | None = None
 
     # ------------------------------------------------------------------------------------ public
     def decoding(self, req: ChatRequest | None = None) -> dict[str, Any]:
@@ -99,12 +100,15 @@ class ChatClient:
         return self.cfg.model
 
     def model_sha256(self) -> str | None:
+        """sha256 of the local GGUF file (memoised in the cache folder by path, size and mtime)."""
         from tinyhelen.llm.gguf import file_sha256
 
         if self._model_file is None:
             return None
-        memo = Path(self.cache.root) / "gguf_sha256.json" if self.cache.root else None
-        return file_sha256(self._model_file, memo)
+        if self._sha256 is None:
+            memo = Path(self.cache.root) / "gguf_sha256.json" if self.cache.root else None
+            self._sha256 = file_sha256(self._model_file, memo)
+        return self._sha256
 
     def served_model(self) -> str:
         """The model name sent with each request (``local``: the GGUF file name, the server's alias)."""
