@@ -1,7 +1,9 @@
-"""Benchmark the LLM client against the loopback fake server: requests/s by concurrency, cache hit rate.
+"""Benchmark the LLM client: requests/s by concurrency against the loopback fake server, or generated
+tokens/s of the local llama.cpp backend; then the cache hit rate of a rerun.
 
     .venv/bin/python benchmarks/bench_llm.py [--requests 400] [--latency-ms 50] [--concurrency 1 4 16 64]
                                              [--fault-rate 0.0] [--out reports/bench_llm.json]
+    .venv/bin/python benchmarks/bench_llm.py --backend local --requests 10 --threads 1 [--model-path X.gguf]
 
 Starts ``python -m tinyhelen.llm.fake_server`` as a separate process (so server and client do not share a
 GIL), sends the same simplify-shaped requests at each concurrency level with a fresh cache, then reruns the
@@ -48,19 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--base-url", default=None, help="use a running endpoint instead of starting the fake server")
+    p.add_argument("--backend", choices=["openai", "local"], default="openai",
+                   help="local: start a llama.cpp server for the GGUF model (requirements-llm.txt)")
+    p.add_argument("--threads", type=int, default=1, help="local: generation threads")
+    p.add_argument("--model-path", default=None, help="local: GGUF file (default: the packaged SmolLM2-135M)")
     p.add_argument("--out", default="reports/bench_llm.json")
     a = p.parse_args(argv)
 
     proc = None
     url = a.base_url
-    if url is None:
+    if a.backend == "local":
+        a.concurrency, url = [1], "local"
+    elif url is None:
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tinyhelen.llm.fake_server", "--port", str(port),
                                  "--latency-ms", str(a.latency_ms), "--fault-rate", str(a.fault_rate),
                                  "--slow-s", "1.0"], stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_up(url)
+        if a.backend != "local":
+            wait_up(url)
         t = load_template("simplify_web")
         texts = [f"Document {i}: The municipality inaugurated a comprehensive recycling initiative, and residents "
                  f"expressed considerable enthusiasm about environmental sustainability." for i in range(a.requests)]
@@ -69,28 +78,36 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for conc in a.concurrency:
             cache = tempfile.mkdtemp(prefix="bench_llm_cache_")
-            cfg = LLMConfig(backend="openai", base_url=url, concurrency=conc, timeout_s=10.0, backoff_base_s=0.05,
-                            progress=False)
+            if a.backend == "local":
+                cfg = LLMConfig(backend="local", local={"threads": a.threads, "model_path": a.model_path},
+                                max_tokens=512, max_reasks=0, timeout_s=600.0, progress=False)
+            else:
+                cfg = LLMConfig(backend="openai", base_url=url, concurrency=conc, timeout_s=10.0,
+                                backoff_base_s=0.05, progress=False)
             client = ChatClient(cfg, cache_dir=cache)
             t0 = time.perf_counter()
-            res = client.run(reqs)
+            res = client.run(reqs, fail_on_outage=False)
             secs = time.perf_counter() - t0
-            m = client.metrics()
+            tm = client.timing()
             rows.append({"concurrency": conc, "requests": len(reqs), "ok": sum(r.ok for r in res),
-                         "seconds": round(secs, 3), "requests_per_s": round(len(reqs) / secs, 1),
-                         "http_calls": m["http_calls"], "retries": m["retries"]})
-            print(f"concurrency {conc:4d}: {rows[-1]['requests_per_s']:8.1f} req/s  "
-                  f"({rows[-1]['ok']}/{len(reqs)} ok, {m['retries']} retries, {secs:.2f}s)", flush=True)
+                         "seconds": round(secs, 3), "requests_per_s": round(len(reqs) / secs, 2),
+                         "generated_tokens_per_s": tm["generated_tokens_per_s"],
+                         "completion_tokens": tm["completion_tokens"], "server_start_s": tm.get("server_start_s"),
+                         "http_calls": tm["http_calls"], "retries": tm["retries"]})
+            print(f"concurrency {conc:4d}: {rows[-1]['requests_per_s']:8.2f} req/s, "
+                  f"{tm['generated_tokens_per_s']:.1f} generated tokens/s "
+                  f"({rows[-1]['ok']}/{len(reqs)} ok, {tm['retries']} retries, {secs:.2f}s)", flush=True)
         rerun = ChatClient(cfg, cache_dir=cache)
         t0 = time.perf_counter()
-        rerun.run(reqs)
+        rerun.run(reqs, fail_on_outage=False)
         secs = time.perf_counter() - t0
-        rm = rerun.metrics()
-        cache_row = {"requests": len(reqs), "cache_hit_rate": rm["cache_hit_rate"], "http_calls": rm["http_calls"],
+        rm, rt = rerun.metrics(), rerun.timing()
+        cache_row = {"requests": len(reqs), "cache_hit_rate": rm["cache_hit_rate"], "http_calls": rt["http_calls"],
                      "seconds": round(secs, 3), "requests_per_s": round(len(reqs) / secs, 1)}
-        print(f"rerun on warm cache: hit rate {rm['cache_hit_rate']:.0%}, {rm['http_calls']} HTTP calls, "
+        print(f"rerun on warm cache: hit rate {rm['cache_hit_rate']:.0%}, {rt['http_calls']} HTTP calls, "
               f"{cache_row['requests_per_s']} req/s", flush=True)
-        out = {"latency_ms": a.latency_ms, "fault_rate": a.fault_rate, "levels": rows, "rerun": cache_row}
+        out = {"backend": a.backend, "latency_ms": a.latency_ms, "fault_rate": a.fault_rate, "threads": a.threads,
+               "levels": rows, "rerun": cache_row}
         if a.out:
             write_json(a.out, out)
             print(f"wrote {a.out}")

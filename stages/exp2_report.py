@@ -29,7 +29,7 @@ def main(args):
             "decoding": gcfg.decoding.model_dump(), "agreement": summary.get("agreement"),
             "position_means": summary.get("position_means")}
     metrics = {"instruct_source": icfg.source, "judge_backend": jcfg.backend,
-               "scores": "proxy metrics (not LLM scores)" if jcfg.backend == "proxy" else "LLM judge 0-5",
+               "scores": "LLM judge 0-5" if judge.BACKENDS[jcfg.backend].is_llm else "proxy metrics (not LLM scores)",
                "selection_metric": rep["selection_metric"], "recipes": judge.flat_metrics(rep)}
     if summary.get("agreement"):
         metrics["order_agreement_total_exact"] = summary["agreement"]["total"]["exact"] \

@@ -1,7 +1,10 @@
-"""Stage `judge`: score every generated answer (LLM judge through the `llm` layer, or offline proxies).
+"""Stage `judge`: score every generated answer with the configured judge backend (``judge.BACKENDS``: the
+offline proxy metrics, or the LLM judge through the `llm` layer with the ``judge.llm`` endpoint/model).
 
-params: judge, llm.* (reply-changing keys), exp2.recipes, seed     deps: data/generations/<recipe> (4 recipes), reference corpora (proxy)
-outs: data/judge/{scores.jsonl,summary.json}; metrics reports/judge.json (openai: incl. LLM usage and cost)
+params: judge, llm.* (reply-changing keys), exp2.recipes, seed
+deps: data/generations/<recipe> (4 recipes), reference corpora (proxy)
+outs: data/judge/{scores.jsonl,summary.json,quarantine.jsonl}; metrics reports/judge.json (LLM usage,
+provenance); an LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing
 """
 from pathlib import Path
 
@@ -9,24 +12,21 @@ from tinyhelen import judge
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import atomic_path, write_json, write_jsonl
+from tinyhelen.llm import LLMConfig
 
 
 def main(args):
     cfg = load_section("judge", judge.JudgeConfig, args.params)
+    llm = load_section("llm", LLMConfig, args.params)
     recipes = load_section("exp2", judge.Exp2Config, args.params).recipes
     paths = [Path(f"data/generations/{r}/{s}.jsonl") for r in recipes for s in ("all", "inner_comparison")]
-    gens = judge.read_generations(paths)
-    seed = load_seed(args.params)
-    if cfg.backend == "openai":
-        from tinyhelen.llm.config import LLMConfig
-
-        llm_cfg = load_section("llm", LLMConfig, args.params)
-        scores, summary = judge.judge_llm(gens, cfg, llm_cfg, seed)  # LLM usage/cost: summary["llm"]
-    else:
-        scores, summary = judge.judge_proxy(gens, cfg)
+    scores, summary = judge.BACKENDS[cfg.backend].score(judge.read_generations(paths), cfg, llm,
+                                                        load_seed(args.params))
+    quarantine = summary.pop("quarantine", [])
     with atomic_path("data/judge") as tmp:
         write_jsonl(tmp / "scores.jsonl", scores)
         write_json(tmp / "summary.json", summary)
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
     write_json("reports/judge.json", summary)
 
 

@@ -1,10 +1,11 @@
 """Stage `leaner_eval`: Leaner-Eval questions with a similarity (0-10) to the instruction data and a bin.
 
-params: seed, llm.*, leaner_eval.*    deps: data/prepared/eval, data/prepared/corpus/ori/train.jsonl (reference)
+params: seed, llm.* (reply-changing keys), leaner_eval.*
+deps: data/prepared/eval, data/prepared/corpus/ori/train.jsonl (reference)
 outs: data/leaner/eval/{all,inner_comparison}.jsonl, data/leaner/quarantine_eval.jsonl
-metrics: reports/leaner_eval.json
+metrics: reports/leaner_eval.json (bins, LLM counts, provenance); exits 3 on an LLM outage
 """
-from tinyhelen import benchmarks
+from tinyhelen import leaner_eval
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json
@@ -13,9 +14,9 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     llm = load_section("llm", LLMConfig, args.params)
-    cfg = load_section("leaner_eval", benchmarks.LeanerEvalConfig, args.params)
-    m = benchmarks.leaner_eval(cfg, llm, "data/prepared/eval", "data/prepared/corpus/ori/train.jsonl",
-                               "data/leaner/eval", "data/leaner/quarantine_eval.jsonl", seed=load_seed(args.params))
+    cfg = load_section("leaner_eval", leaner_eval.LeanerEvalConfig, args.params)
+    m = leaner_eval.leaner_eval(cfg, llm, "data/prepared/eval", "data/prepared/corpus/ori/train.jsonl",
+                                "data/leaner/eval", "data/leaner/quarantine_eval.jsonl", seed=load_seed(args.params))
     write_json("reports/leaner_eval.json", m)
 
 

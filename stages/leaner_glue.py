@@ -1,10 +1,10 @@
-"""Stage `leaner_glue`: Leaner-GLUE (replay: released items; openai: rewrite with label + verify).
+"""Stage `leaner_glue`: Leaner-GLUE (replay: released items; openai/local: rewrite with label + verify).
 
-params: llm.*, leaner_glue.*    deps: data/prepared/glue (replay), leaner_glue.source_dir (openai)
+params: llm.* (reply-changing keys), leaner_glue.*    deps: data/prepared/glue (replay), leaner_glue.source_dir (live)
 outs: data/leaner/glue/<task>_<split>.jsonl, data/leaner/quarantine_glue.jsonl
-metrics: reports/leaner_glue.json (kept/dropped per task)
+metrics: reports/leaner_glue.json (kept/dropped per task, LLM counts, provenance); exits 3 on an LLM outage
 """
-from tinyhelen import benchmarks
+from tinyhelen import leaner_glue
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import write_json
@@ -13,8 +13,8 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     llm = load_section("llm", LLMConfig, args.params)
-    cfg = load_section("leaner_glue", benchmarks.LeanerGlueConfig, args.params)
-    m = benchmarks.leaner_glue(cfg, llm, "data/prepared/glue", "data/leaner/glue", "data/leaner/quarantine_glue.jsonl")
+    cfg = load_section("leaner_glue", leaner_glue.LeanerGlueConfig, args.params)
+    m = leaner_glue.leaner_glue(cfg, llm, "data/prepared/glue", "data/leaner/glue", "data/leaner/quarantine_glue.jsonl")
     write_json("reports/leaner_glue.json", m)
 
 

@@ -3,7 +3,9 @@
 params: llm.* (backend, endpoint, decoding), simplify.*
 deps: prepared ori + leaner shards (leaner: the released twins used by the replay backend)
 outs: data/leaner/genres/<genre>.jsonl, data/leaner/quarantine/<genre>.jsonl
-metrics: reports/simplify/<genre>.json (reasons, validation stats, LLM requests/tokens/cost, cache hits)
+metrics: reports/simplify/<genre>.json (reasons, validation stats, LLM requests/tokens/cost, cache hits,
+provenance); throughput (documents/s, tokens/s) goes to reports/timings/simplify@<genre>.json.
+An LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
 from pathlib import Path
 

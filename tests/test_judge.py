@@ -1,5 +1,6 @@
-"""EXP2 judging: the strict judge parser, LLM judging end to end against the loopback OpenAI-compatible
-server (two orders, re-ask, cache), the offline proxy metrics, and the bootstrap report."""
+"""EXP2 judging: the backend registry, the strict judge parser, LLM judging end to end against the loopback
+OpenAI-compatible server (the study's grouping, JSON schema, two orders, re-ask, cache, outages, quarantine),
+the offline proxy metrics, and the bootstrap report."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,18 @@ import re
 
 import pytest
 
+from pathlib import Path
+
 from tinyhelen import judge
-from tinyhelen.judge import (BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy, markdown,
+from tinyhelen.config import ParamsError, validate_section
+from tinyhelen.judge import (BACKENDS, BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy, markdown,
                              parse_judgement, proxy_scores, report)
+from tinyhelen.llm import LLMFailure
 from tinyhelen.llm.config import LLMConfig
 from tinyhelen.llm.fake_server import BEGIN, END, END_TEXT, FakeModel, FakeServer
+from tinyhelen.llm_judge import EMPTY_ANSWER, judge_groups, judge_llm_config, orders_for
+
+REPO = Path(__file__).resolve().parents[1]
 
 RECIPES = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
 GOOD = {"A": {"grammar": 4, "coherence": 3, "specificity": 2}, "B": {"grammar": 0, "coherence": 5, "specificity": 1}}
@@ -63,7 +71,7 @@ class JudgeModel(FakeModel):
         if not re.search(r"^TASK: judge$", user, re.M):
             return super().reply(messages)
         body = json.loads(super().reply(messages).rsplit("\n", 1)[0])  # the server's own judge rule
-        labels = re.search(r"^Grade the answers labelled (.*)\.$", user, re.M).group(1).split(", ")
+        labels = re.search(r"^(?:Grade|Score) the answers labelled (.*)\.$", user, re.M).group(1).split(", ")
         if "FAULT_JUDGE_PARTIAL" in user and len(messages) <= 2:
             body.pop(labels[-1])
         out = json.dumps(body)
@@ -72,9 +80,18 @@ class JudgeModel(FakeModel):
         return f"{out}\n{END}"
 
 
+class RecordingServer(FakeServer):
+    """Keeps every chat request body (to check what the judge sends)."""
+
+    def completion(self, body, raw):
+        self.bodies.append(body)
+        return super().completion(body, raw)
+
+
 @pytest.fixture()
 def server():
-    srv = FakeServer(0)
+    srv = RecordingServer(0)
+    srv.bodies = []
     srv.model = JudgeModel()
     srv.start()
     yield srv
@@ -102,7 +119,8 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     llm = LLMConfig(backend="openai", base_url=server.base_url, model="fake", cache_dir=str(tmp_path / "cache"),
                     max_retries=1, backoff_base_s=0.0, progress=False, temperature=0.7)
     gens = fake_generations(special="FAULT_JUDGE_PARTIAL")
-    scores, summ = judge_llm(gens, JudgeConfig(backend="openai"), llm, seed=3, metrics_path=tmp_path / "m.json")
+    jcfg = JudgeConfig(backend="llm", orders=2, group_by="question_step", template_version=1)
+    scores, summ = judge_llm(gens, jcfg, llm, seed=3, metrics_path=tmp_path / "m.json")
     groups = 3 * 2 + 3  # (question, step) groups of inner_comparison + the 'all' groups
     assert summ["groups"] == groups and summ["requests"] == 2 * groups and summ["failed_requests"] == 0
     assert summ["llm"]["reasks"] >= 1, "the partial reply was re-asked"
@@ -118,10 +136,10 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     assert set(summ["position_means"]) == {"A", "B", "C", "D"}
     # a second run is served from the cache (no HTTP calls)
     calls = server.stats["chat_calls"]
-    scores2, summ2 = judge_llm(gens, JudgeConfig(backend="openai"), llm, seed=3)
+    scores2, summ2 = judge_llm(gens, jcfg, llm, seed=3)
     assert server.stats["chat_calls"] == calls and summ2["llm"]["cache_hits"] == 2 * groups
     assert [s["total"] for s in scores2] == [s["total"] for s in scores]
-    rep = report(scores, "openai", RECIPES, n_boot=200, seed=0)
+    rep = report(scores, "llm", RECIPES, n_boot=200, seed=0)
     assert rep["metrics"] == ["grammar", "coherence", "specificity", "total"]
     assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
     assert [c["step"] for c in rep["checkpoint_curve"]["leaner-ori"]] == [10, 20]
@@ -134,12 +152,79 @@ def test_llm_judge_reports_format_failures_without_dropping(server, tmp_path):
     llm = LLMConfig(backend="openai", base_url=server.base_url, model="fake", cache_dir=str(tmp_path / "c"),
                     max_retries=0, progress=False)
     gens = fake_generations(n_questions=1, steps=(10,), special="FAULT_JUDGE_PROSE")
-    scores, summ = judge_llm(gens, JudgeConfig(backend="openai", max_reasks=1), llm, seed=0)
+    scores, summ = judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm, seed=0)
     bad = [s for s in scores if s["set"] == "inner_comparison"]
-    assert summ["failures"] == {"format": 2} and summ["unjudged_answers"] == len(bad) == 4
+    assert summ["failures"] == {"format": 1} and summ["unjudged_answers"] == len(bad) == 4
+    assert summ["parsed_replies"] == 1 and summ["requests"] == 2
+    q = summ["quarantine"]
+    assert len(q) == 1 and q[0]["reason"] == "format" and "not a JSON object" in q[0]["error"] and len(q[0]["answers"]) == 4
     assert all(s["total"] is None for s in bad) and len(scores) == len(gens)
-    rep = report(scores, "openai", RECIPES, n_boot=100, seed=0)
+    with pytest.raises(LLMFailure, match="max_quarantine_share"):  # above the accepted share the stage fails
+        judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.4, "pipeline_check_below_params": 0}), 0)
+    rep = report(scores, "llm", RECIPES, n_boot=100, seed=0)
     assert rep["checkpoint_curve"]["ori-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
+
+
+def test_study_protocol_groups_shuffled_schema_and_empty_note(server, tmp_path):
+    """The default protocol: all answers to a question together (split above judge.max_group), each scored
+    once, in a seeded shuffled order, the v2 prompt, a JSON schema, the empty-answer note."""
+    llm = LLMConfig(backend="openai", base_url=server.base_url, cache_dir=str(tmp_path / "c"), progress=False)
+    gens = fake_generations(n_questions=2, steps=(10, 20, 30))
+    gens[0]["answer"] = ""  # an empty answer (the generator makes others too: recipe 0 of question 0)
+    cfg = JudgeConfig(backend="llm", max_group=5)
+    scores, summ = judge_llm(gens, cfg, llm, seed=1)
+    # inner_comparison: 4 recipes x 3 steps = 12 answers per question -> groups of 5, 5, 2; all: 4 per question
+    assert summ["groups"] == 2 * 3 + 2 and summ["requests"] == summ["groups"] == summ["parsed_replies"]
+    assert all(s["total"] is not None and len(s["orders"]) == 1 for s in scores)
+    assert summ["agreement"] is None and summ["template_id"].startswith("judge@v2:")
+    bodies = server.bodies
+    assert all(b["response_format"]["type"] == "json_schema" for b in bodies)
+    schemas = [b["response_format"]["json_schema"]["schema"] for b in bodies]
+    assert sorted(len(x["required"]) for x in schemas) == [2, 2, 4, 4, 5, 5, 5, 5]
+    assert schemas[0]["properties"]["A"]["properties"]["grammar"]["enum"] == [0, 1, 2, 3, 4, 5]
+    users = [b["messages"][-1]["content"] for b in bodies]
+    groups = judge_groups(gens, "question", 5)
+    assert sum(EMPTY_ANSWER in u for u in users) == sum(any(not r["answer"] for r in g) for g in groups) > 0
+    empty = next(s for s in scores if (s["set"], s["qid"], s["step"], s["recipe"]) ==
+                 (gens[0]["set"], gens[0]["qid"], gens[0]["step"], gens[0]["recipe"]))
+    assert empty["total"] == 0
+    system = bodies[0]["messages"][0]["content"]
+    assert "lenient" in system and "Worked example" in system and "0 = unacceptable" in system
+    orders = [orders_for(g, 1, 1)[0] for g in groups if len(g) == 5]
+    assert any(o != sorted(o) for o in orders), "answers are shown in a shuffled order"
+    assert all(len({(r["set"], r["qid"]) for r in g}) == 1 for g in groups)
+
+
+def test_judge_outage_fails(tmp_path):
+    llm = LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", cache_dir=str(tmp_path), max_retries=0,
+                    progress=False)
+    with pytest.raises(LLMFailure, match="connection"):
+        judge_llm(fake_generations(n_questions=1, steps=(10,)), JudgeConfig(backend="llm"), llm, seed=0)
+
+
+def test_backend_registry_and_judge_endpoint_settings():
+    assert set(BACKENDS) == {"proxy", "llm"}
+    assert BACKENDS["llm"].is_llm and BACKENDS["llm"].main_metric == "total"
+    assert not BACKENDS["proxy"].is_llm and BACKENDS["proxy"].higher_is_better["proxy_ref_ppl"] is False
+    assert BACKENDS["llm"].metrics == ("grammar", "coherence", "specificity", "total")
+    with pytest.raises(ParamsError, match="unknown judge backend 'openai'"):
+        validate_section("judge", {"backend": "openai"}, JudgeConfig)
+    llm = LLMConfig(model="gpt-4o-mini", temperature=0.7)
+    j = judge_llm_config(llm, JudgeConfig().llm)
+    assert (j.backend, j.model, j.temperature) == ("openai", "gpt-4o-mini", 0.0)  # replay -> openai, temperature 0
+    j = judge_llm_config(llm.model_copy(update={"backend": "local"}),
+                         validate_section("judge", {"llm": {"model": "judge-7b", "model_path": "/m/j.gguf"}}).llm)
+    assert (j.backend, j.model, j.local.model_path) == ("local", "judge-7b", "/m/j.gguf")
+
+
+def test_judge_model_change_reruns_only_the_judge():
+    from tinyhelen.pipeline import stages_affected_by
+
+    judge_only = stages_affected_by(["judge.llm.model"], REPO)
+    corpus = {"simplify@wiki", "leaner_glue", "leaner_eval", "leaner_corpus"}
+    assert "judge" in judge_only and not corpus & judge_only
+    assert corpus | {"judge"} <= stages_affected_by(["llm.model"], REPO)
+    assert "judge" in stages_affected_by(["llm.local.model_path"], REPO)
 
 
 # ----------------------------------------------------------------------------------------- proxy + report

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tinyhelen import timing
+from tinyhelen.config import ParamsError
 from tinyhelen.data import read_docs
 from tinyhelen.io import read_jsonl, write_jsonl
-from tinyhelen.llm import LLMConfig
+from tinyhelen.llm import LLMConfig, LLMFailure
 from tinyhelen.llm.fake_server import FakeServer
-from tinyhelen.simplify import (SimplifyConfig, Validator, assemble_corpus, build_wordlist, chunk_text,
+from tinyhelen.simplify import (SimplifyConfig, Validator, assemble_corpus, build_wordlist, chunk_text, fitted_budget,
                                 load_wordlist, simplify_genre, split_units, write_genre)
 
 GENRES = ["book", "code", "conversation", "math", "textbook", "web", "wiki"]
@@ -138,7 +140,10 @@ def test_openai_path_end_to_end(prepared, server, tmp_path):
     assert reasons == {wiki[0]: ["llm_format"], wiki[1]: ["leftover_marker"], wiki[2]: ["length_ratio"]}
     m = res.metrics
     assert m["llm_docs"] == 6 and m["rewritten_docs"] == 3 and m["docs_out"] + m["quarantined"] == m["docs_in"]
-    assert m["llm"]["retries"] >= 3 and m["llm"]["errors"] == {"format": 1} and m["llm"]["chunks"] > 6
+    assert m["llm"]["errors"] == {"format": 1} and m["llm"]["chunks"] > 6
+    assert timing.recorded()["llm_wiki"]["retries"] >= 3 and "seconds" not in m and "seconds" not in m["llm"]
+    assert m["quarantine_gate"]["quarantined"] == 3 and m["provenance"]["source"] == "llm+released"
+    assert m["provenance"]["models"] == [{"model": "fake", "backend": "openai", "n_params": 0}]
     kept = {d["doc_id"]: d for d in res.docs}
     ori_text = {d["doc_id"]: d["text"] for s in docs for d in docs[s]}
     for i in (3, 4, 5):  # rewritten: paired hash kept, text changed, same number of paragraphs
@@ -158,6 +163,37 @@ def test_openai_path_end_to_end(prepared, server, tmp_path):
     second = run("b")
     assert _calls(server) == before  # everything from the cache
     assert second["wiki"][0].metrics["llm"]["cache_hit_rate"] == 1.0
+    assert second["wiki"][0].metrics["provenance"] == first["wiki"][0].metrics["provenance"]
     for g in first:
         for pa, pb in zip(first[g][1][:2], second[g][1][:2]):
             assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_outage_and_too_much_quarantine_fail_the_genre(prepared, server, tmp_path):
+    """An endpoint that does not answer, or more quarantine than llm.max_quarantine_share: LLMFailure."""
+    base = dict(backend="openai", timeout_s=0.5, backoff_base_s=0.0, max_retries=0, max_reasks=0, progress=False,
+                cache_dir=str(tmp_path / "cache"))
+    cfg = SimplifyConfig(max_docs_per_genre=3)
+    down = LLMConfig(base_url="http://127.0.0.1:9/v1", **base)
+    with pytest.raises(LLMFailure, match="connection") as exc:
+        simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg, down)
+    assert "nothing was written" in str(exc.value) and "rerun" in str(exc.value)
+    # the fake server reports 0 parameters: with the threshold at 0 its output counts as a result
+    strict = LLMConfig(base_url=server.base_url, max_quarantine_share=0.5, pipeline_check_below_params=0, **base)
+    cfg_small = SimplifyConfig(max_docs_per_genre=3, max_length_ratio=0.21, min_length_ratio=0.2)  # rejects all
+    with pytest.raises(LLMFailure, match="3 of 3 sent to the LLM were quarantined"):
+        simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg_small, strict)
+    # a model below llm.pipeline_check_below_params makes a pipeline check: the gate is waived and says so
+    check = strict.model_copy(update={"pipeline_check_below_params": 10**9})
+    res = simplify_genre("web", shards(prepared, "ori"), shards(prepared, "leaner"), cfg_small, check)
+    gate = res.metrics["quarantine_gate"]
+    assert gate["share"] == 1.0 and gate["status"].startswith("waived: pipeline check, not a result")
+
+
+def test_chunks_shrink_to_fit_a_known_context():
+    assert fitted_budget(700, None, 2048, 1500) == 700  # unknown context: unchanged
+    assert fitted_budget(700, 8192, 2048, 1500) == 700  # fits
+    small = fitted_budget(700, 2048, 256, 1400)  # 2048 - 256 - 1400 = 392 prompt tokens left
+    assert small == 392 * 3 // 4 and small * 4 / 3 + 1400 + 256 <= 2048
+    with pytest.raises(ParamsError, match="no room"):
+        fitted_budget(700, 2048, 1024, 1400)

@@ -1,7 +1,7 @@
 """TinyHelen's First Curriculum: a reproducible DVC implementation of arXiv 2501.00522.
 
 Library modules, one per study component (see README "Where things are"):
-config, io, data, tokenizer, entropy, llm, simplify, benchmarks, models, train, glue, curriculum,
+config, io, data, tokenizer, entropy, llm, simplify, leaner_glue, leaner_eval, models, train, glue, curriculum,
 instruct, judge, report.
 
 Reproducible CPU math. Importing the package pins the CPU kernels of ATen, MKL and oneDNN to AVX2 (unless

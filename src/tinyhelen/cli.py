@@ -11,6 +11,11 @@ from tinyhelen.config import ParamsError
 from tinyhelen.io import InputError
 
 
+class StageFailure(RuntimeError):
+    """The stage cannot produce a result (e.g. its LLM endpoint is down); the message is a one-screen
+    summary. ``stage_main`` prints it and exits with code 3, having written no outputs."""
+
+
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("TINYHELEN_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -65,8 +70,9 @@ def write_timing(stage: str, seconds: float, started: float) -> None:
 
 
 def stage_main(fn: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
-    """Run a stage: parse args, log, turn config/input errors into one clear line and exit code 2.
-    On success the wall time goes to ``reports/timings/<stage>.json`` (see ``write_timing``)."""
+    """Run a stage: parse args, log, turn config/input errors into one clear line and exit code 2, and
+    ``StageFailure`` (e.g. an LLM outage) into its one-screen summary and exit code 3. On success the wall
+    time goes to ``reports/timings/<stage>.json`` (see ``write_timing``)."""
     import time
 
     setup_logging()
@@ -77,6 +83,9 @@ def stage_main(fn: Callable[[argparse.Namespace], None], parser: argparse.Argume
     except (ParamsError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except StageFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
     # only for real stage runs (under DVC, or a script in stages/), not for tests calling stage_main in-process
     if os.environ.get("DVC_STAGE") or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) == "stages":
         write_timing(stage_name(), time.perf_counter() - t0, wall0)

@@ -29,8 +29,8 @@ SECTIONS: dict[str, str] = {
     # -- sections of later study components are registered below this line --
     "llm": "tinyhelen.llm.config:LLMConfig",  # issue 3: LLM layer
     "simplify": "tinyhelen.simplify:SimplifyConfig",  # issue 3
-    "leaner_glue": "tinyhelen.benchmarks:LeanerGlueConfig",  # issue 3
-    "leaner_eval": "tinyhelen.benchmarks:LeanerEvalConfig",  # issue 3
+    "leaner_glue": "tinyhelen.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
+    "leaner_eval": "tinyhelen.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
     "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
     "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
     "judge": "tinyhelen.judge:JudgeConfig",  # EXP2

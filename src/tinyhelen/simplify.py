@@ -6,12 +6,16 @@ Backends (``llm.backend``):
   pairing hash). The validators still run on it and their would-fail counts are reported, but released
   documents are kept (they are the study's data). An original document without a released twin is written to
   the quarantine file with reason ``no_released_twin`` (never dropped silently).
-* ``openai``: the first ``simplify.max_docs_per_genre`` documents of the genre (by pairing hash, i.e. a fixed
-  pseudo-random sample; null = all) are cut into chunks of whole sentences up to a per-genre token budget
-  (fenced code blocks are never split), each chunk is rewritten with the genre's versioned prompt template
-  (``tinyhelen/prompts/simplify_<genre>/v<N>.txt``), each document is reassembled (chunk separators kept) and
-  validated; failures go to quarantine with their reasons. The remaining documents are replayed as above.
-  ``math`` is never rewritten (the study left it unchanged); ``code`` must keep runnable code.
+* ``openai`` / ``local`` (live): the first ``simplify.max_docs_per_genre`` documents of the genre (by pairing
+  hash, i.e. a fixed pseudo-random sample; null = all) among those of at most ``simplify.max_doc_tokens``
+  estimated tokens (null = any length; a CPU pipeline check cannot rewrite 100k-word books) are cut into chunks of whole sentences up to a
+  per-genre token budget (fenced code blocks are never split; with a known context size, ``local``, the
+  budget shrinks so that prompt + chunk + ``llm.max_tokens`` fit), each chunk is rewritten with the genre's
+  versioned prompt template (``tinyhelen/prompts/simplify_<genre>/v<N>.txt``), each document is reassembled
+  (chunk separators kept) and validated; content failures go to quarantine with their reasons (a share
+  above ``llm.max_quarantine_share`` fails the stage), outages fail the stage (``LLMFailure``). The
+  remaining documents are replayed as above. ``math`` is never rewritten (the study left it unchanged);
+  ``code`` must keep runnable code.
 
 Validation rules of a rewrite (``validate``), each a quarantine reason:
 
@@ -25,7 +29,9 @@ Validation rules of a rewrite (``validate``), each a quarantine reason:
 * ``language``: not English: share of word tokens among the 100 most frequent list words below
   ``min_function_word_share``, or share of ASCII letters among letters below ``min_ascii_letter_share``;
 * ``code_broken`` (code): the number of fenced code blocks changed, or a Python block that parsed in the
-  original no longer parses.
+  original no longer parses;
+* ``llm_format`` / ``llm_too_large``: a chunk's reply failed the strict parser after all re-asks, or the
+  endpoint rejected a chunk as larger than its context.
 
 Token counts for chunking are estimated as ceil(UTF-8 bytes / 4) (no tokenizer download needed).
 """
@@ -46,12 +52,15 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from tinyhelen.config import Section, check_subset
+from tinyhelen import timing
+from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import GENRES, RESOURCES, read_docs
 from tinyhelen.entropy import count_unigrams, word_tokens
 from tinyhelen.io import write_json, write_jsonl
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig
+from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
+from tinyhelen.llm.core import estimate_tokens
 from tinyhelen.llm.prompts import MARKERS, load_template, strip_end_marker
+from tinyhelen.llm.provenance import stage_provenance
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,8 @@ class SimplifyConfig(Section):
 
     genres: list[str] = Field(default_factory=lambda: list(GENRES))
     splits: list[str] = Field(default_factory=lambda: ["train", "validation"])
-    max_docs_per_genre: int | None = Field(None, ge=0)  # openai: documents per genre sent to the LLM
+    max_docs_per_genre: int | None = Field(None, ge=0)  # live backends: documents per genre sent to the LLM
+    max_doc_tokens: int | None = Field(None, ge=1)       # live backends: longer documents are not sent (replayed)
     chunk_tokens: dict[str, int] = Field(default_factory=lambda: {"default": 700, "code": 1500})
     prompt_version: int | None = None                    # null: latest file in prompts/simplify_<genre>/
     min_length_ratio: float = Field(0.2, gt=0)
@@ -272,6 +282,29 @@ class GenreResult:
     metrics: dict[str, Any]
 
 
+def fitted_budget(budget: int, context: int | None, max_tokens: int, overhead: int) -> int:
+    """The chunk budget (estimated tokens, UTF-8 bytes / 4) shrunk so that a prompt of ``overhead`` tokens
+    plus the chunk plus ``max_tokens`` of reply fit a ``context`` (None: unknown, no shrinking). Prompt
+    tokens are estimated high (bytes / 3, ``tinyhelen.llm.core.estimate_tokens``)."""
+    if context is None:
+        return budget
+    room = context - max_tokens - overhead
+    if room * 3 // 4 < 50:
+        raise ParamsError(f"llm.local: the context ({context} tokens) leaves no room for a chunk: the prompt takes ~{overhead} "
+                         f"and llm.max_tokens={max_tokens}; raise llm.local.max_ctx / n_ctx or lower llm.max_tokens")
+    return min(budget, room * 3 // 4)
+
+
+REPLY_CAP_RULE = "min(llm.max_tokens, ceil(1.3 * max_length_ratio * chunk tokens) + 64)"
+
+
+def reply_budget(chunk: str, max_length_ratio: float) -> int:
+    """Tokens a chunk's rewrite may take: what the length check could still accept (``max_length_ratio``
+    times the chunk, with a margin for tokenizers that need more tokens than UTF-8 bytes / 4, plus the end
+    marker). Bounds the cost of a model that loops instead of ending its reply."""
+    return math.ceil(approx_tokens(chunk) * max_length_ratio * 1.3) + 64
+
+
 def _doc_parts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(part name, text) to rewrite: code documents are rewritten per part so ``parts`` can be rebuilt."""
     if doc["genre"] == "code" and doc.get("parts"):
@@ -295,7 +328,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[str, Path],
                    cfg: SimplifyConfig, llm: LLMConfig, llm_metrics_path: Path | str | None = None) -> GenreResult:
     """Produce the leaner documents of one genre (both splits). See the module docstring."""
-    t0 = time.time()
+    t0 = time.monotonic()
     ori_docs: list[dict[str, Any]] = []
     twins: dict[str, dict[str, Any]] = {}
     for split in cfg.splits:
@@ -308,33 +341,49 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     ratios, oovs = [], []
     out: dict[str, dict[str, Any]] = {}
     quarantine: list[dict[str, Any]] = []
+    live = llm.backend != "replay"
 
     live_ids: set[str] = set()
-    if llm.backend == "openai" and genre != "math":
-        ids = sorted(d["doc_id"] for d in ori_docs)
+    too_long = 0
+    if live and genre != "math":
+        ids = sorted(d["doc_id"] for d in ori_docs
+                     if cfg.max_doc_tokens is None or approx_tokens(d["text"]) <= cfg.max_doc_tokens)
+        too_long = len(ori_docs) - len(ids)
         live_ids = set(ids if cfg.max_docs_per_genre is None else ids[: cfg.max_docs_per_genre])
 
     # ---- live rewrites
     llm_metrics: dict[str, Any] = {}
+    provenance = stage_provenance(llm)
+    gate: dict[str, Any] = {}
     if live_ids:
         template = load_template(f"simplify_{genre}", cfg.prompt_version)
-        client = ChatClient(llm, metrics_path=llm_metrics_path)
-        plan: dict[str, list[tuple[str, int, str, str]]] = {}  # doc -> [(part, req index, chunk, sep)]
-        requests: list[ChatRequest] = []
         names = names_block()
-        for doc in ori_docs:
-            if doc["doc_id"] not in live_ids:
-                continue
-            items = []
-            for part, text in _doc_parts(doc):
-                for chunk, sep in chunk_text(text, cfg.budget(genre)):
-                    cid = f"{doc['doc_id']}-{len(items):04d}"
-                    items.append((part, len(requests), chunk, sep))
-                    requests.append(ChatRequest(cid, template.render(names=names, text=chunk),
-                                                template.template_id, strip_end_marker))
-            plan[doc["doc_id"]] = items
-        results = client.run(requests)
-        llm_metrics = {**client.metrics(), "template": template.template_id, "chunks": len(requests)}
+        with ChatClient(llm, metrics_path=llm_metrics_path, timing_key=f"llm_{genre}") as client:
+            budget = fitted_budget(cfg.budget(genre), client.context_limit(), llm.max_tokens,
+                                   estimate_tokens(template.render(names=names, text="")))
+            if budget < cfg.budget(genre):
+                log.info("simplify %s: chunks of at most %d tokens (not %d) so that prompt + chunk + max_tokens "
+                         "fit the context of %d", genre, budget, cfg.budget(genre), client.context_limit())
+            plan: dict[str, list[tuple[str, int, str, str]]] = {}  # doc -> [(part, req index, chunk, sep)]
+            requests: list[ChatRequest] = []
+            for doc in ori_docs:
+                if doc["doc_id"] not in live_ids:
+                    continue
+                items = []
+                for part, text in _doc_parts(doc):
+                    for chunk, sep in chunk_text(text, budget):
+                        cid = f"{doc['doc_id']}-{len(items):04d}"
+                        items.append((part, len(requests), chunk, sep))
+                        requests.append(ChatRequest(cid, template.render(names=names, text=chunk),
+                                                    template.template_id, strip_end_marker,
+                                                    max_tokens=reply_budget(chunk, cfg.max_length_ratio)))
+                plan[doc["doc_id"]] = items
+            results = client.run(requests)  # raises LLMFailure on an outage: nothing is written
+        llm_metrics = {**client.metrics(), "template": template.template_id, "chunks": len(requests),
+                       "chunk_tokens": budget}
+        provenance = stage_provenance(llm, results, [template.template_id],
+                                      {**client.decoding(), "max_tokens_per_chunk": REPLY_CAP_RULE},
+                                      replayed=len(live_ids) < len(ori_docs))
         for doc in ori_docs:
             if doc["doc_id"] not in live_ids:
                 continue
@@ -367,12 +416,14 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
                 continue
             out[doc["doc_id"]] = _leaner_record(doc, text, parts)
             counts["rewritten"] += 1
+        gate = quarantine_gate(len(quarantine), len(live_ids), llm, f"simplify@{genre}",
+                               {k: v for k, v in counts.items() if k != "rewritten"}, provenance)
 
     # ---- replay (everything not sent to the LLM)
     for doc in ori_docs:
         if doc["doc_id"] in live_ids:
             continue
-        if llm.backend == "openai" and genre == "math":  # math passes through unchanged
+        if live and genre == "math":  # math passes through unchanged
             out[doc["doc_id"]] = _leaner_record(doc, doc["text"], doc.get("parts"))
             counts["passthrough"] += 1
             continue
@@ -398,14 +449,19 @@ def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[
     assert len(docs) + n_q == len(ori_docs), "every document is either kept or quarantined"
     metrics = {
         "genre": genre, "backend": llm.backend, "docs_in": len(ori_docs), "docs_out": len(docs),
-        "quarantined": n_q, "llm_docs": len(live_ids), "replayed_docs": counts["replayed"],
+        "quarantined": n_q, "llm_docs": len(live_ids), "llm_ineligible_too_long": too_long,
+        "quarantine_gate": gate,
+        "replayed_docs": counts["replayed"],
         "passthrough_docs": counts["passthrough"], "rewritten_docs": counts["rewritten"],
         "quarantine_reasons": {k: v for k, v in sorted(counts.items())
                                if k not in ("replayed", "passthrough", "rewritten")},
         "validation": {"checked": len(ratios), "released_would_fail": dict(sorted(would_fail.items())),
                        "length_ratio": _summary(ratios), "oov_share": _summary(oovs)},
-        "llm": llm_metrics, "seconds": round(time.time() - t0, 2),
+        "llm": llm_metrics, "provenance": provenance,
     }
+    secs = time.monotonic() - t0
+    timing.record(**{f"simplify_{genre}": {"seconds": round(secs, 3), "llm_docs": len(live_ids),
+                                           "llm_docs_per_s": round(len(live_ids) / secs, 4) if live_ids else 0.0}})
     log.info("simplify %s: %d in, %d out, %d quarantined (%s)", genre, len(ori_docs), len(docs), n_q,
              metrics["quarantine_reasons"])
     return GenreResult(docs, quarantine, metrics)

@@ -3,8 +3,8 @@
 Path: build a JSONL request file (one line per uncached request; ``custom_id`` = the request's id, e.g.
 ``<document hash>-<chunk index>``) -> upload it (``files.create(purpose="batch")``) -> ``batches.create`` ->
 poll ``batches.retrieve`` every ``llm.batch_poll_s`` -> download the output (and error) file -> parse each
-line back into a ``ChatResult``, run the strict parser, cache. The request file and a state file holding the
-batch id live in ``llm.batch_dir`` (named by the hash of the request file), so an interrupted stage resumes
+line back (``fetch_batch``); the client then runs the strict parser and caches. The request file and a state
+file holding the batch id live in ``llm.batch_dir`` (named by the hash of the request file), so an interrupted stage resumes
 polling the same batch instead of paying twice. Replies that fail the parser are re-asked through the live
 path (bounded by ``max_reasks``).
 """
@@ -14,31 +14,34 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from tinyhelen.io import atomic_open, write_json
-
-if TYPE_CHECKING:
-    from tinyhelen.llm.client import ChatClient, ChatRequest, ChatResult
+from tinyhelen.llm.core import ChatRequest, http_error
 
 log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-def build_batch_lines(requests: list["ChatRequest"], model: str, decoding: dict[str, Any]) -> list[dict[str, Any]]:
-    """Batch API input lines. Raises ValueError on duplicate custom_ids (the API requires unique ids)."""
+def build_batch_lines(requests: list[ChatRequest], model: str,
+                      decoding: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch API input lines; ``decoding``: one dict for all requests, or one per request (the client's
+    ``decoding(req)``, with the request's reply cap and ``response_format``). Raises ValueError on duplicate
+    custom_ids (the API requires unique ids)."""
+    per = [decoding] * len(requests) if isinstance(decoding, dict) else list(decoding)
     seen: set[str] = set()
     lines = []
-    for r in requests:
+    for r, dec in zip(requests, per, strict=True):
         if r.custom_id in seen:
             raise ValueError(f"duplicate custom_id {r.custom_id!r} in batch")
         seen.add(r.custom_id)
         lines.append({"custom_id": r.custom_id, "method": "POST", "url": ENDPOINT,
-                      "body": {"model": model, "messages": r.messages, **decoding}})
+                      "body": {"model": model, "messages": r.messages, **dec}})
     return lines
 
 
@@ -53,7 +56,7 @@ def write_request_file(lines: list[dict[str, Any]], batch_dir: Path | str) -> Pa
 
 
 def parse_batch_output(text: str) -> dict[str, dict[str, Any]]:
-    """Batch output (or error) file -> custom_id -> {"text", "usage", "error"} (error None on success)."""
+    """Batch output (or error) file -> custom_id -> {"text", "usage", "error", "model"} (error None on success)."""
     out: dict[str, dict[str, Any]] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -64,19 +67,25 @@ def parse_batch_output(text: str) -> dict[str, dict[str, Any]]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"batch output line {lineno}: not a batch result ({exc})") from None
         resp, err = rec.get("response") or {}, rec.get("error")
-        item: dict[str, Any] = {"text": None, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "error": None}
+        item: dict[str, Any] = {"text": None, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "error": None,
+                                "model": None}
         status = resp.get("status_code")
         body = resp.get("body") or {}
         if err:
             item["error"] = f"server_error: batch error {err.get('code', '')} {err.get('message', '')}".strip()
+        elif status == 429:
+            item["error"] = f"rate_limited: HTTP 429 {str(body)[:160]}"
+        elif (status or 0) >= 500:
+            item["error"] = f"server_error: HTTP {status} {str(body)[:160]}"
         elif status != 200:
-            item["error"] = f"http_{status}: {str(body)[:160]}"
+            item["error"] = http_error(int(status or 0), str(body)[:160])
         else:
             try:
                 content = body["choices"][0]["message"]["content"]
                 if not isinstance(content, str):
                     raise TypeError("content is not a string")
                 item["text"] = content
+                item["model"] = body.get("model")
                 u = body.get("usage") or {}
                 item["usage"] = {"prompt_tokens": int(u.get("prompt_tokens", 0)),
                                  "completion_tokens": int(u.get("completion_tokens", 0))}
@@ -126,44 +135,9 @@ def submit_and_wait(cfg, request_file: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-async def run_batch(chat: "ChatClient", requests: list["ChatRequest"], keys: list[str]) -> list["ChatResult"]:
-    """Serve uncached requests through the Batch API; parse failures are re-asked live."""
-    from tinyhelen.llm.client import ChatResult, _RateLimiter
-
-    lines = build_batch_lines(requests, chat.cfg.model, chat.decoding())
-    path = write_request_file(lines, chat.cfg.batch_dir)
-    got = await asyncio.to_thread(submit_and_wait, chat.cfg, path)
-    out: list[ChatResult] = []
-    live = None
-    for req, key in zip(requests, keys):
-        item = got.get(req.custom_id) or {"text": None, "usage": {}, "error": "server_error: missing from batch output"}
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, **item["usage"]}
-        chat.stats["prompt_tokens"] += usage["prompt_tokens"]
-        chat.stats["completion_tokens"] += usage["completion_tokens"]
-        if item["error"]:
-            out.append(ChatResult(req.custom_id, False, None, None, item["error"], False, 1, usage, key))
-            continue
-        try:
-            parsed = req.parse(item["text"]) if req.parse else item["text"]
-            res = ChatResult(req.custom_id, True, item["text"], parsed, None, False, 1, usage, key)
-            chat.store(req, key, res, 0)
-        except ValueError as exc:
-            reasks = chat.cfg.max_reasks if req.max_reasks is None else req.max_reasks
-            if reasks:
-                from tinyhelen.llm.client import ChatRequest
-
-                live = live or chat._client()
-                chat.stats["reasks"] += 1
-                follow = ChatRequest(req.custom_id, chat.reask_messages(req.messages, item["text"], str(exc)),
-                                     req.template_id, req.parse, reasks - 1)
-                res = await chat._serve(live, _RateLimiter(chat.cfg.requests_per_second), follow, key)
-                res.usage = {k: res.usage.get(k, 0) + usage[k] for k in usage}
-                if res.ok or res.reason == "format":
-                    chat.store(req, key, res, reasks)
-            else:
-                res = ChatResult(req.custom_id, False, item["text"], None, f"format: {exc}", False, 1, usage, key)
-                chat.store(req, key, res, 0)
-        out.append(res)
-    if live is not None:
-        await live.close()
-    return out
+async def fetch_batch(cfg, requests: list[ChatRequest], decoding: Sequence[dict[str, Any]]
+                      ) -> dict[str, dict[str, Any]]:
+    """Write the request file, submit (or resume) the batch, wait for it: ``custom_id -> {text, usage,
+    error, model}``. Parsing, re-asks and caching are the client's (``ChatClient``)."""
+    path = write_request_file(build_batch_lines(requests, cfg.model, decoding), cfg.batch_dir)
+    return await asyncio.to_thread(submit_and_wait, cfg, path)

@@ -15,8 +15,15 @@ Faults (for tests) are switched on by tokens in the prompt text, per distinct re
 attempt answers after ``--slow-s`` seconds; ``FAULT_BADJSON``: the first attempt returns a non-JSON body;
 ``FAULT_NOEND``: replies never carry the end marker; ``FAULT_NOEND_ONCE``: only the first ask lacks it;
 ``FAULT_MARKER``: the reply keeps a template delimiter; ``FAULT_LONG``: the reply repeats the text 3 times;
-``FAULT_EMPTY``: an empty reply. ``--fault-rate r`` additionally gives a pseudo-random share r of request
-bodies one transient fault (429, 500, timeout or bad JSON) on their first attempt.
+``FAULT_EMPTY``: an empty reply; ``FAULT_TOOLARGE``: HTTP 400, the request exceeds the context.
+``--fault-rate r`` additionally gives a pseudo-random share r of request
+bodies one transient fault (429, 500, timeout or bad JSON) on their first attempt. ``--fail-share s`` (or
+``POST /faults {"fail_share": s}``) is a lasting partial outage: a pseudo-random share s of the prompts
+(by their text) get HTTP 503 on every attempt, until it is set back to 0.
+
+A request with a JSON ``response_format`` gets the judge's JSON without the end marker (as a server that
+constrains decoding to the schema would). Replies name the model ``fake`` whatever was asked for, and
+``GET /v1/models`` reports ``meta.n_params: 0`` (it is not a model).
 """
 from __future__ import annotations
 
@@ -110,7 +117,9 @@ class FakeModel:
     @staticmethod
     def grade(text: str) -> dict[str, int]:
         """Deterministic 0-5 grades for the judge task (longer answers score higher; not a real judge)."""
-        n = len(text.split()) if text != "(empty answer)" else 0
+        if text.startswith("(empty answer"):  # the note asks for the worst score
+            return {"grammar": 0, "coherence": 0, "specificity": 0}
+        n = len(text.split())
         return {"grammar": min(5, n), "coherence": min(5, n // 2), "specificity": len(text) % 6}
 
     _ANIMALS = ["cat", "dog", "duck", "frog", "bear", "fish", "bird", "cow", "pig", "horse", "mouse", "lion"]
@@ -135,10 +144,12 @@ class FakeServer(ThreadingHTTPServer):
     request_queue_size = 256  # many clients connect at once (default backlog 5 resets connections)
 
     def __init__(self, port: int = 0, *, fault_rate: float = 0.0, slow_s: float = 2.0, latency_s: float = 0.0,
-                 retry_after: float | None = None, host: str = "127.0.0.1"):
+                 retry_after: float | None = None, host: str = "127.0.0.1", fail_share: float = 0.0):
         super().__init__((host, port), _Handler)
         self.model = FakeModel()
         self.fault_rate, self.slow_s, self.latency_s, self.retry_after = fault_rate, slow_s, latency_s, retry_after
+        self.fail_share = fail_share
+        self.in_flight = 0  # chat requests being answered now (stats["max_in_flight"]: the most at once)
         self.lock = threading.Lock()
         self.stats: Counter = Counter()
         self.attempts: Counter = Counter()
@@ -173,6 +184,11 @@ class FakeServer(ThreadingHTTPServer):
             self.attempts[rkey] += 1
             attempt = self.attempts[rkey]
         hdr = {"retry-after": str(self.retry_after)} if self.retry_after is not None else {}
+        if self.fail_share and (_h(text, "outage") % 10_000) / 10_000 < self.fail_share:
+            return 503, {"error": {"message": "service unavailable (lasting outage)", "type": "server_error"}}, {}
+        if "FAULT_TOOLARGE" in text:
+            return 400, {"error": {"code": 400, "type": "exceed_context_size_error",
+                                   "message": "request (9031 tokens) exceeds the available context size (4096 tokens)"}}, {}
         if "FAULT_429" in text and attempt <= 2:
             return 429, {"error": {"message": "rate limited (injected)", "type": "rate_limit_error"}}, hdr
         if "FAULT_500" in text and attempt <= 2:
@@ -196,11 +212,13 @@ class FakeServer(ThreadingHTTPServer):
         reply = self.model.reply(messages)
         if "FAULT_NOEND" in text and ("FAULT_NOEND_ONCE" not in text or len(messages) <= 2):
             reply = reply.replace(END, "").rstrip()
+        if (body.get("response_format") or {}).get("type") in ("json_schema", "json_object"):
+            reply = reply.replace(END, "").rstrip()
         ptoks = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         ctoks = len(reply) // 4 + 1
         return 200, {
             "id": f"chatcmpl-{rkey[:24]}", "object": "chat.completion", "created": 0,
-            "model": body.get("model", "fake"), "system_fingerprint": "fake-deterministic",
+            "model": "fake", "system_fingerprint": "fake-deterministic",
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": reply}}],
             "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
@@ -261,7 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
             with s.lock:
                 return self._send(200, dict(s.stats))
         if self.path.rstrip("/") == "/v1/models":
-            return self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "tinyhelen"}]})
+            return self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "tinyhelen",
+                                                                "meta": {"n_params": 0}}]})
         m = re.fullmatch(r"/v1/batches/([\w-]+)", self.path)
         if m and m.group(1) in s.batches:
             return self._send(200, s.batches[m.group(1)])
@@ -269,6 +288,15 @@ class _Handler(BaseHTTPRequestHandler):
         if m and m.group(1) in s.files:
             return self._send(200, s.files[m.group(1)], {"content-type": "application/octet-stream"})
         self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _chat(self, s: FakeServer, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return self._send(400, {"error": {"message": "body is not JSON"}})
+        status, resp, hdr = s.completion(body, raw)
+        s.count(f"status_{status}")
+        return self._send(status, resp, hdr)
 
     def do_POST(self) -> None:  # noqa: N802
         s = self.server
@@ -278,15 +306,20 @@ class _Handler(BaseHTTPRequestHandler):
                 s.stats.clear()
                 s.attempts.clear()
             return self._send(200, {})
+        if self.path == "/faults":
+            s.fail_share = float(json.loads(raw or b"{}").get("fail_share", 0.0))
+            return self._send(200, {"fail_share": s.fail_share})
         if self.path.rstrip("/") == "/v1/chat/completions":
             s.count("chat_calls")
+            with s.lock:
+                s.in_flight += 1
+                s.stats["max_in_flight"] = max(s.stats["max_in_flight"], s.in_flight)
             try:
-                body = json.loads(raw)
-            except json.JSONDecodeError:
-                return self._send(400, {"error": {"message": "body is not JSON"}})
-            status, resp, hdr = s.completion(body, raw)
-            s.count(f"status_{status}")
-            return self._send(status, resp, hdr)
+                self._chat(s, raw)
+            finally:
+                with s.lock:
+                    s.in_flight -= 1
+            return None
         if self.path.rstrip("/") == "/v1/files":
             msg = email.parser.BytesParser().parsebytes(
                 b"content-type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + raw)
@@ -312,8 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--slow-s", type=float, default=2.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fail-share", type=float, default=0.0, help="share of prompts answered 503 on every attempt")
     a = p.parse_args(argv)
-    srv = FakeServer(a.port, fault_rate=a.fault_rate, slow_s=a.slow_s, latency_s=a.latency_ms / 1000, host=a.host)
+    srv = FakeServer(a.port, fault_rate=a.fault_rate, slow_s=a.slow_s, latency_s=a.latency_ms / 1000, host=a.host,
+                     fail_share=a.fail_share)
     print(f"fake OpenAI server on {srv.base_url} (fault_rate={a.fault_rate})", flush=True)
     try:
         srv.serve_forever()

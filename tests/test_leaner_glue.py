@@ -1,4 +1,4 @@
-"""Leaner-GLUE and Leaner-Eval creation: replay, the openai path on loopback, loaders, parsers, dedup."""
+"""Leaner-GLUE creation: replay, the live path on loopback (rewrite + verify), outages, loaders, parsers."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,10 @@ import urllib.request
 
 import pytest
 
-from tinyhelen.benchmarks import (LeanerEvalConfig, LeanerGlueConfig, Similarity, bin_of, dedupe, leaner_eval,
-                                  leaner_glue, load_glue_tsv, parse_answer, parse_item)
 from tinyhelen.config import ParamsError
 from tinyhelen.io import read_jsonl, write_jsonl
-from tinyhelen.llm import LLMConfig
+from tinyhelen.leaner_glue import LeanerGlueConfig, leaner_glue, load_glue_tsv, parse_answer, parse_item
+from tinyhelen.llm import LLMConfig, LLMFailure
 from tinyhelen.llm.fake_server import FakeServer
 
 # a small fixture of "original" GLUE items in the prepared glue schema (the offline release has none)
@@ -93,6 +92,18 @@ def test_glue_openai_rewrite_and_verify(server, original_glue, tmp_path):
     assert _calls(server) == before
     for name in ORIGINAL:
         assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+    prov = m["provenance"]
+    assert prov["backend"] == "openai" and prov["models"][0]["model"] == "fake" and len(prov["templates"]) == 2
+    assert "seconds" not in m
+
+
+def test_glue_outage_fails_and_writes_nothing(original_glue, tmp_path):
+    cfg = LeanerGlueConfig(tasks=["cola"], source_dir=str(original_glue))
+    down = LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", max_retries=0, progress=False,
+                     cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(LLMFailure, match="connection"):
+        leaner_glue(cfg, down, "unused", tmp_path / "out", tmp_path / "q.jsonl")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "q.jsonl").exists()
 
 
 def test_glue_tsv_loader(tmp_path):
@@ -121,41 +132,3 @@ def test_glue_parsers():
         parse_answer("stsb")("ANSWER: 7\n<<<END>>>")
 
 
-def test_eval_replay_keeps_release_and_adds_similarity(prepared, tmp_path):
-    m = leaner_eval(LeanerEvalConfig(), LLMConfig(), prepared / "eval", prepared / "corpus" / "ori" / "train.jsonl",
-                    tmp_path / "eval", tmp_path / "q.jsonl")
-    rel = read_jsonl(prepared / "eval" / "all.jsonl")
-    out = read_jsonl(tmp_path / "eval" / "all.jsonl")
-    assert [(r["qid"], r["question"], r["bin"]) for r in out] == [(r["qid"], r["question"], r["bin"]) for r in rel]
-    assert all(0 <= r["similarity"] <= 10 for r in out) and m["questions"] == len(rel)
-    assert len(read_jsonl(tmp_path / "eval" / "inner_comparison.jsonl")) == 31
-
-
-def test_eval_openai_generate_dedupe_bin(prepared, server, tmp_path):
-    cfg = LeanerEvalConfig(n_requests=4, questions_per_request=10, inner_comparison_size=5)
-    llm = _llm(server, tmp_path)
-    args = (prepared / "eval", prepared / "corpus" / "ori" / "train.jsonl")
-    m = leaner_eval(cfg, llm, *args, tmp_path / "a", tmp_path / "qa.jsonl")
-    out = read_jsonl(tmp_path / "a" / "all.jsonl")
-    assert m["llm"]["candidates"] == 40 and m["questions"] + m["dropped"] == 40
-    assert m["dropped_reasons"].get("copied_example", 0) >= 4  # the fake model copies one example per 5
-    assert len({r["qid"] for r in out}) == len(out) and all(r["bin"] == bin_of(r["similarity"]) for r in out)
-    seeds = {r["question"] for r in read_jsonl(prepared / "eval" / "all.jsonl")}
-    assert not seeds & {r["question"] for r in out}
-    assert len(read_jsonl(tmp_path / "a" / "inner_comparison.jsonl")) == 5
-    before = _calls(server)
-    leaner_eval(cfg, llm, *args, tmp_path / "b", tmp_path / "qb.jsonl")
-    assert _calls(server) == before
-    assert (tmp_path / "a" / "all.jsonl").read_bytes() == (tmp_path / "b" / "all.jsonl").read_bytes()
-
-
-def test_dedupe_and_similarity():
-    kept, dropped = dedupe(["Why is the sky blue?", "why is the sky blue", "Why is the sky so blue today?",
-                            "Tell a story about a cat.", "What do cows eat?"],
-                           ["What do cows eat?"], threshold=0.6)
-    assert kept == ["Why is the sky blue?", "Tell a story about a cat."]
-    assert [d["reason"] for d in dropped] == ["exact_duplicate", "copied_example", "near_duplicate"]
-    sim = Similarity(["Write a Python function to sort a list.", "Explain how a car engine works."])
-    s = sim.scores(["Write a Python function to sort a list.", "Why do birds sing?"])
-    assert s[0] == pytest.approx(10.0) and s[1] < 3
-    assert [bin_of(x) for x in (0.0, 6.99, 7.0, 8.5, 9.0, 10.0)] == ["0-7", "0-7", "7-8", "8-9", "9-10", "9-10"]

@@ -1,0 +1,102 @@
+"""An LLM outage at the DVC level, in a temporary copy of the repository with the loopback fake server:
+endpoint down -> the stage fails (exit 3, one-screen summary, no outputs, not in dvc.lock); partly down ->
+it fails again but keeps what succeeded in the reply cache; endpoint back -> a plain ``dvc repro simplify@wiki``
+sends exactly the failed requests (the server's /stats counts them) and the stage is recorded."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinyhelen.llm.fake_server import FakeServer
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def _copy(dst: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file() and not f.startswith(("data/", "reports/")) and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dst, check=True, env=env)
+    return dst
+
+
+def _repro(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "TINYHELEN_TIMINGS": "0"}
+    return subprocess.run([DVC, "repro", *args], cwd=repo, capture_output=True, text=True, env=env)
+
+
+def _stats(srv: FakeServer) -> dict[str, int]:
+    with urllib.request.urlopen(srv.base_url.removesuffix("/v1") + "/stats") as r:
+        return json.loads(r.read())
+
+
+def _locked(repo: Path) -> set[str]:
+    lock = repo / "dvc.lock"
+    return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
+
+
+@pytest.mark.slow
+def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_requests(tmp_path, data_dir):
+    repo = _copy(tmp_path / "repo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(local_dir=str(data_dir), genres=["wiki", "web"],
+                          max_words_per_genre={"train": 8000, "validation": 2000})
+    params["llm"].update(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout_s=5.0,
+                         progress=False)
+    params["simplify"].update(genres=["wiki", "web"], max_docs_per_genre=10)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    outputs = [repo / "reports/simplify/wiki.json", repo / "data/leaner/genres/wiki.jsonl"]
+
+    # 1. the endpoint is down: the stage fails, says why in one screen, writes nothing, is not recorded
+    res = _repro(repo, "simplify@wiki")
+    assert res.returncode != 0
+    err = res.stderr[res.stderr.find("error: "):]
+    assert "LLM requests failed" in err and "connection" in err and "nothing was written" in err
+    assert len(err.strip().splitlines()) <= 12, err
+    assert not any(p.exists() for p in outputs) and "simplify@wiki" not in _locked(repo)
+
+    srv = FakeServer(port, fail_share=0.5).start()
+    try:
+        # 2. partly down (half of the prompts get 503 every time): fails again, what succeeded is cached
+        res = _repro(repo, "simplify@wiki")
+        assert res.returncode != 0 and "server_error" in res.stderr
+        st = _stats(srv)
+        failed, sent = st.get("status_503", 0), st["chat_calls"]
+        assert 0 < failed < sent and not any(p.exists() for p in outputs)
+
+        # 3. the endpoint is back: a plain `dvc repro` sends exactly the failed requests and records the stage
+        srv.fail_share = 0.0
+        urllib.request.urlopen(urllib.request.Request(srv.base_url.removesuffix("/v1") + "/stats/reset",
+                                                      data=b"{}", method="POST")).read()
+        res = _repro(repo, "simplify@wiki")
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert _stats(srv)["chat_calls"] == failed, "only the failed requests are sent again"
+        assert "simplify@wiki" in _locked(repo) and all(p.exists() for p in outputs)
+        wiki = json.loads(outputs[0].read_text())
+        assert wiki["llm"]["live_requests"] == failed and wiki["llm"]["cache_hits"] == sent - failed
+        assert wiki["provenance"]["models"][0]["model"] == "fake" and "seconds" not in wiki
+        res = _repro(repo, "simplify@wiki")  # 4. nothing changed: nothing runs, no calls
+        assert res.returncode == 0 and "Running stage 'simplify@wiki'" not in res.stdout
+        assert _stats(srv)["chat_calls"] == failed
+    finally:
+        srv.stop()
