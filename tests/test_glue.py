@@ -112,7 +112,7 @@ def test_exp1_table_and_equal_budget_check(tmp_path):
     res = glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
     assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
     md = glue.exp1_markdown(res, "tiny")
-    assert "| llama | leaner | 60.0 +- 1.0 | **60.0** |" in md
+    assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
     glue.exp1_png(res, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 1000
     p["bert-ori"]["tokens_seen"] = 2048

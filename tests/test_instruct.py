@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tinyhelen.instruct import (RECIPES, SIDES, InstructConfig, OnlineFile, OnlineSources, TuneConfig,
-                                build_instruct_data, encode_example, format_prompt, read_examples, tune)
+                                build_instruct_data, format_prompt, read_examples)
+from tinyhelen.instruct.sft import encode_example, tune
 from tinyhelen.io import InputError
 
 TINY_TUNE = TuneConfig(steps=6, batch_size=4, max_len=96, lr=2e-3, warmup_steps=1, checkpoint_every=3,
@@ -142,6 +143,7 @@ def test_four_recipes_make_four_distinct_models(tuned):
         assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["final", "step-000003", "step-000006"]
         assert metrics["checkpoints"] == ["step-000003", "step-000006"] and metrics["steps"] == 6
         assert metrics["loss_on_prompt"] is False and 0 < metrics["loss_tokens"] < metrics["tokens"]
+        assert [r["step"] for r in metrics["curve"]] == [3, 6] and not {"seconds", "tokens_per_s"} & set(metrics)
         weights[recipe] = load_file(str(out / "final" / "model.safetensors"))
         final_ck = load_file(str(out / "step-000006" / "model.safetensors"))
         assert all((final_ck[k] == weights[recipe][k]).all() for k in final_ck), "final = last checkpoint"
