@@ -2,6 +2,8 @@
 everything else) so that it ends exactly like an uninterrupted run, DVCLive log included."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,23 @@ def test_stale_state_is_ignored(setup, tmp_path):
     other = train_run(pool, val, "sentlen", cfg, 5, tok, scores, resume_dir=resume)  # other seed: fresh start
     fresh = train_run(pool, val, "sentlen", cfg, 5, tok, scores)
     assert other["curve"] == fresh["curve"]
+
+
+@pytest.mark.slow
+def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_path):
+    from test_train import run_stage_twice
+
+    from tinyhelen.curriculum import runs
+    from tinyhelen.curriculum.config import Exp3Config
+
+    train = dict(max_steps=8, batch_size=4, seq_len=32, eval_every=2, patience=1, start_fraction=0.1,
+                 increment=0.1, selfloss_candidates=16, warmup_steps=2)
+    scores = tmp_path / "selfloss.jsonl"
+    runs.difficulty("selfloss", units_dir, tokenizers["leaner"], Exp3Config(), scores)
+    params = {"exp3": {"threads": 1, "device": "cpu", "train": train}}
+    files = run_stage_twice("curriculum.py", ["selfloss", "0", "--units", str(units_dir), "--difficulty", str(scores),
+                                              "--tokenizer", str(tokenizers["leaner"]), "--out", "run", "--live",
+                                              "live", "--resume", "resume"],
+                            params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live"])
+    summary = json.loads(files["run/summary.json"])
+    assert summary["steps"] == 8 and not {"seconds", "cpu_seconds_this_process", "tokens_per_s"} & set(summary)

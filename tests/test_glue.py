@@ -1,6 +1,7 @@
 """GLUE metrics on hand examples, the fine-tuning protocol, the EXP1 table and the EXP1 stage graph."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -173,3 +174,16 @@ def test_changing_pretraining_reruns_pretraining_and_glue_not_scratch(dvc_repo):
     assert {f"pretrain_{s}@{a}" for s in ("leaner", "ori") for a in ("bert", "llama", "xlnet", "mamba")} <= hit
     assert "glue@llama-leaner" in hit and "exp1_report" in hit
     assert not any(n.startswith("glue_scratch@") for n in hit)  # the scratch baseline does not pretrain
+
+
+@pytest.mark.slow
+def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
+    from test_train import run_stage_twice
+
+    params = {"seed": 3, "models": {"preset": "tiny"},
+              "glue": dict(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=8,
+                           max_train_examples=16, max_eval_examples=8, warmup_steps=1, threads=1)}
+    files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--tokenizer",
+                                        str(tokenizers["leaner"]), "--metrics", "glue.json", "--runs", "runs.json"],
+                            params, tmp_path, ["glue.json", "runs.json"])
+    assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))

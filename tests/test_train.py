@@ -166,3 +166,52 @@ def test_pretrain_writes_final_model_with_tokenizer(tmp_path, prepared, tokenize
     assert res["history"][0]["step"] == 0 and res["history"][-1]["val_loss"] is not None
     clf = models.build_classifier("mamba", final, 2)  # the GLUE stage can load it
     assert clf.config.vocab_size == len(load(tokenizers["ori"]))
+
+
+# ------------------------------------------------------------------ same params -> byte-identical metrics
+def run_stage_twice(script: str, args: list[str], params: dict, tmp_path, outputs: list[str]) -> dict[str, bytes]:
+    """Run ``stages/<script>`` twice, each in a fresh process and its own working directory, and assert that
+    the ``outputs`` (files, or directories compared file by file) are byte-identical. Returns run 1's files."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = []
+    for i in (1, 2):
+        cwd = tmp_path / f"run{i}"
+        cwd.mkdir()
+        (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+        env = {**os.environ, "PYTHONPATH": str(repo / "src"), "TINYHELEN_LOG": "WARNING"}
+        res = subprocess.run([sys.executable, str(repo / "stages" / script), *args, "--params", "params.yaml"],
+                             cwd=cwd, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+        files = {}
+        for out in outputs:
+            p = cwd / out
+            assert p.exists(), f"{script} did not write {out}"
+            for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+                if f.is_file():
+                    files[f.relative_to(cwd).as_posix()] = f.read_bytes()
+        assert (cwd / "reports" / "timings").is_dir()  # the wall-clock figures went there instead
+        runs.append(files)
+    assert runs[0] == runs[1], [k for k in runs[0] if runs[0][k] != runs[1].get(k)]
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_pretrain_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
+    params = {"seed": 3, "models": {"preset": "tiny"},
+              "pretrain": dict(token_budget=8 * 32 * 4, seq_len=32, batch_size=8, eval_tokens=256, eval_every=2,
+                               log_every=1, warmup_steps=1, max_train_docs=40, threads=1)}
+    files = run_stage_twice("pretrain.py", ["bert", "leaner", "--corpus", str(prepared / "corpus" / "leaner"),
+                                            "--tokenizer", str(tokenizers["leaner"]), "--out", "run",
+                                            "--metrics", "run.json", "--live", "live"],
+                            params, tmp_path, ["run.json", "live", "run/final/train_info.json"])
+    metrics = json.loads(files["run.json"])
+    assert metrics["tokens_seen"] == 8 * 32 * 4 and not {"seconds", "tokens_per_s", "mfu"} & set(metrics)
+    assert "live/plots/metrics/val_loss.tsv" in files
+
