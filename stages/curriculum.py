@@ -6,7 +6,7 @@ Every path comes from the command line (dvc.yaml). params: exp3.train, exp3 comp
 Writes <out>/ (curve.tsv, summary.json, expansions.json, checkpoint-<step>/ models) and the run's DVCLive
 log (<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
 """
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.curriculum import runs
 from tinyhelen.curriculum.config import Exp3Config
@@ -26,11 +26,9 @@ if __name__ == "__main__":
     p.add_argument("strategy", type=check_strategy,
                    help="a registered scorer or baseline (tinyhelen.curriculum.scorers.strategy_names())")
     p.add_argument("seed", type=int)
-    p.add_argument("--units", required=True, help="curriculum units directory (exp3_units)")
-    p.add_argument("--difficulty", required=True, help="the strategy's difficulty scores (exp3_difficulty)")
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True, help="run directory (a DVC output)")
-    p.add_argument("--live", required=True, help="DVCLive directory of the run's step-wise metrics")
-    p.add_argument("--resume", required=True, help="checkpoint directory of the run (not a DVC output)")
+    add_paths(p, {"--units": "curriculum units directory (exp3_units)", "--difficulty": "the strategy's "
+                  "difficulty scores (exp3_difficulty)", "--tokenizer": "tokenizer directory",
+                  "--out": "run directory (a DVC output)", "--live": "DVCLive directory of the run's metrics",
+                  "--resume": "checkpoint directory of the run (not a DVC output)"})
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = exp3.threads)")
     stage_main(main, p)

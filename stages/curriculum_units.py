@@ -6,7 +6,7 @@ Writes <out>/ (tokens.npy, offsets.npy, units.jsonl, validation.npy, info.json).
 """
 from pathlib import Path
 
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.curriculum.config import Exp3Config
 from tinyhelen.curriculum.units import build_units, load_tokenizer
@@ -20,8 +20,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--corpus", required=True, help="directory with train.jsonl and validation.jsonl")
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True)
+    p = add_paths(parser(__doc__), {"--corpus": "directory with train.jsonl and validation.jsonl",
+                                    "--tokenizer": "tokenizer directory", "--out": "units directory"})
     stage_main(main, p)

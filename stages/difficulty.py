@@ -5,7 +5,7 @@ scorer (each scorer gets the inputs it declares: texts, token ids, the reference
 Every path comes from the command line (dvc.yaml). params: exp3.scorer_seed, exp3 compute keys.
 Writes <out> (one {"unit_id", "score"} per pool unit).
 """
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.curriculum import runs
 from tinyhelen.curriculum.config import Exp3Config
@@ -23,9 +23,7 @@ if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("strategy", type=check_strategy,
                    help="a registered scorer or baseline (tinyhelen.curriculum.scorers.strategy_names())")
-    p.add_argument("--units", required=True, help="curriculum units directory (exp3_units)")
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--reference", required=True, help="reference LM directory (exp3_reference_lm)")
-    p.add_argument("--out", required=True, help="scores JSONL")
+    add_paths(p, {"--units": "curriculum units directory (exp3_units)", "--tokenizer": "tokenizer directory",
+                  "--reference": "reference LM directory (exp3_reference_lm)", "--out": "scores JSONL"})
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = exp3.threads)")
     stage_main(main, p)

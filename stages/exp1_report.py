@@ -8,7 +8,7 @@ writes: the EXP1 metrics (JSON), tables (Markdown), plot data (TSV) and figure (
 from pathlib import Path
 
 from tinyhelen import glue, models
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import InputError, atomic_open, write_json, write_tsv
 from tinyhelen.pretrain import PretrainConfig
@@ -41,11 +41,8 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--glue-reports", required=True, help="directory of the glue stages' metrics")
-    p.add_argument("--pretrain-reports", required=True, help="directory of the pretraining metrics")
-    p.add_argument("--json", required=True, help="EXP1 metrics JSON")
-    p.add_argument("--md", required=True, help="EXP1 tables (Markdown)")
-    p.add_argument("--plot", required=True, help="plot data (TSV)")
-    p.add_argument("--png", required=True, help="figure (PNG)")
+    p = add_paths(parser(__doc__), {
+        "--glue-reports": "directory of the glue stages' metrics", "--pretrain-reports": "directory of the "
+        "pretraining metrics", "--json": "EXP1 metrics JSON", "--md": "EXP1 tables (Markdown)",
+        "--plot": "plot data (TSV)", "--png": "figure (PNG)"})
     stage_main(main, p)

@@ -10,7 +10,7 @@ Writes the metrics JSON. The fine-tuning protocol is EXP1's `glue:` params secti
 """
 from pathlib import Path
 
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import ParamsError, load_section
 from tinyhelen.curriculum.config import CurriculumParam, Exp3Config
 from tinyhelen.io import InputError, write_json
@@ -46,9 +46,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--runs", required=True, help="directory of the exp3_train runs (<strategy>-s<seed>/)")
-    p.add_argument("--glue", required=True, help="Leaner-GLUE directory")
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True, help="metrics JSON")
+    p = add_paths(parser(__doc__), {"--runs": "directory of the exp3_train runs (<strategy>-s<seed>/)",
+                                    "--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory",
+                                    "--out": "metrics JSON"})
     stage_main(main, p)

@@ -6,7 +6,7 @@ params: models.preset, glue.*, seed. Writes the metrics (best lr, test mean/std 
 lr x seed run (validation and test metrics); wall-clock figures go to reports/timings/.
 """
 from tinyhelen import glue, models
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.io import write_json
 from tinyhelen.train.compute import set_threads
@@ -30,9 +30,8 @@ if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
     p.add_argument("init", choices=["leaner", "ori", "scratch"])
-    p.add_argument("--glue", required=True, help="Leaner-GLUE directory (<task>_<split>.jsonl files)")
+    add_paths(p, {"--glue": "Leaner-GLUE directory (<task>_<split>.jsonl files)", "--metrics": "metrics JSON "
+                  "(per task: best lr, test mean/std)", "--runs": "JSON of every lr x seed run"})
     p.add_argument("--checkpoint", help="pretrained model directory (leaner / ori init)")
     p.add_argument("--tokenizer", help="tokenizer directory (scratch init)")
-    p.add_argument("--metrics", required=True, help="metrics JSON (per task: best lr, test mean/std)")
-    p.add_argument("--runs", required=True, help="JSON of every lr x seed run")
     stage_main(main, p)

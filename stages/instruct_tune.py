@@ -6,7 +6,7 @@ Writes <out>/{step-NNNNNN,final} (checkpoints), the run's metrics (JSON) and its
 """
 from pathlib import Path
 
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.instruct import InstructConfig
 from tinyhelen.instruct.sft import tune
@@ -24,10 +24,8 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--base", required=True, help="pretrained model directory (pretrain run's final/)")
-    p.add_argument("--data", required=True, help="instruction data directory (train.jsonl, validation.jsonl)")
-    p.add_argument("--out", required=True, help="output directory of the checkpoints; its name is the recipe")
-    p.add_argument("--metrics", required=True, help="metrics JSON of the run")
-    p.add_argument("--live", required=True, help="DVCLive directory of the run's step-wise metrics")
+    p = add_paths(parser(__doc__), {
+        "--base": "pretrained model directory (pretrain run's final/)", "--data": "instruction data directory "
+        "(train.jsonl, validation.jsonl)", "--out": "output directory of the checkpoints; its name is the recipe",
+        "--metrics": "metrics JSON of the run", "--live": "DVCLive directory of the run's step-wise metrics"})
     stage_main(main, p)

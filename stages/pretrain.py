@@ -8,7 +8,7 @@ checkpoint of the same configuration). Multi-GPU: `accelerate launch stages/pret
 `torchrun --nproc_per_node N stages/pretrain.py ...`.
 """
 from tinyhelen import models
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.io import write_json
 from tinyhelen.pretrain import PretrainConfig, pretrain
@@ -32,10 +32,8 @@ if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
     p.add_argument("side", choices=["leaner", "ori"], help="corpus side (recorded in the metrics)")
-    p.add_argument("--corpus", required=True, help="directory with train.jsonl and validation.jsonl")
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory of the side")
-    p.add_argument("--out", required=True, help="run directory: final/ (the model) and checkpoints/")
-    p.add_argument("--metrics", required=True, help="metrics JSON of the run")
-    p.add_argument("--live", required=True, help="DVCLive directory of the run's step-wise metrics")
+    add_paths(p, {"--corpus": "directory with train.jsonl and validation.jsonl", "--tokenizer": "tokenizer "
+                  "directory of the side", "--out": "run directory: final/ (the model) and checkpoints/",
+                  "--metrics": "metrics JSON of the run", "--live": "DVCLive directory of the run's metrics"})
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     stage_main(main, p)

@@ -5,7 +5,7 @@ Every path comes from the command line (dvc.yaml). params: exp3.reference_lm, ex
 Writes <out> (save_pretrained), its metrics (JSON) and its DVCLive log (<live>/metrics.json,
 <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
 """
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.curriculum import runs
 from tinyhelen.curriculum.config import Exp3Config
@@ -20,11 +20,8 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--units", required=True, help="curriculum units directory (exp3_units)")
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True, help="model directory")
-    p.add_argument("--metrics", required=True, help="metrics JSON")
-    p.add_argument("--live", required=True, help="DVCLive directory of the run's step-wise metrics")
+    p = add_paths(parser(__doc__), {"--units": "curriculum units directory (exp3_units)", "--tokenizer":
+                                    "tokenizer directory", "--out": "model directory", "--metrics": "metrics JSON",
+                                    "--live": "DVCLive directory of the run's step-wise metrics"})
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = exp3.threads)")
     stage_main(main, p)
