@@ -65,20 +65,25 @@ class GlueConfig(OptimConfig, ComputeConfig):
         return v
 
 
+def _registered_archs() -> list[str]:
+    from tinyhelen.models import arch_names
+
+    return arch_names()
+
+
 class Exp1Config(Section):
     """``exp1:`` section: which architectures the EXP1 matrix stages and the report cover."""
 
-    archs: list[str] = Field(default_factory=lambda: ["bert", "llama", "xlnet", "mamba"], min_length=1)
+    archs: list[str] = Field(default_factory=_registered_archs, min_length=1,
+                             description="registered architectures (tinyhelen.models); default: all of them")
     sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"], min_length=1)
 
     @field_validator("archs")
     @classmethod
     def _archs(cls, v: list[str]) -> list[str]:
-        from tinyhelen.models import arch_names
-
-        bad = [a for a in v if a not in arch_names()]
+        bad = [a for a in v if a not in _registered_archs()]
         if bad:
-            raise ValueError(f"unknown archs {bad}; known: {', '.join(arch_names())}")
+            raise ValueError(f"unknown archs {bad}; known: {', '.join(_registered_archs())}")
         return v
 
     @field_validator("sides")
@@ -270,7 +275,7 @@ def _predict(model, data: list[dict[str, Any]], arch: str, pad_id: int, batch_si
 def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, task: str,
                   data: dict[str, tuple[list[dict], list[float]]], cfg: GlueConfig, lr: float,
                   seed: int) -> dict[str, Any]:
-    """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.train_loop``); return validation
+    """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.loop.train_loop``); return validation
     and test metrics."""
     from tinyhelen import models
     from tinyhelen.train.loop import Cadence, train_loop

@@ -6,7 +6,7 @@ Documents are tokenised into one stream (``<eos>`` after every document) and cut
 (``stream_indices``); the architecture's objective (``ArchSpec.objective``) turns them into inputs with a
 generator seeded from ``(seed, step)``. Nothing else decides what a step sees, so a resumed run continues
 exactly. The validation loss is the mean loss over evenly spread validation blocks (``eval_tokens``)
-with fixed masks. Training runs through ``tinyhelen.train.train_loop``; multi-GPU through ``accelerate``.
+with fixed masks. Training runs through ``tinyhelen.train.loop.train_loop``; multi-GPU through ``accelerate``.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ Sampling inside the pool is uniform without replacement: a shuffled pass over th
 the pool grows. Sampled units are packed into ``seq_len`` blocks with ``<|endoftext|>`` separators (a unit
 may continue into the next block). The validation loss is the mean token loss on fixed packed blocks.
 
-Training runs through ``tinyhelen.train.train_loop``: ``Curriculum`` is its batch source and its callback
+Training runs through ``tinyhelen.train.loop.train_loop``: ``Curriculum`` is its batch source and its callback
 (pool updates at each evaluation). Resume: with ``resume_dir`` a checkpoint of the whole run (model,
 optimizer, step, pool, sampler, plateau counter, random states, curve so far) is written atomically after
 every evaluation; a run started with the same inputs resumes from it and yields exactly the result of an
@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinyhelen.curriculum.config import ComputeConfig, TrainConfig
+from tinyhelen.curriculum.config import TrainConfig
 from tinyhelen.curriculum.pacing import PlateauTracker, n_units, target_size
 from tinyhelen.curriculum.scorers import BASELINES, Scorer, get, inputs_for
 from tinyhelen.curriculum.units import Units
+from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
 from tinyhelen.train.loop import Callback, Cadence, LoopContext, train_loop
 

@@ -2,7 +2,7 @@
 
 Each example is ``prompt + response + <eos>`` (``encode_example``), the loss on the response tokens only
 unless ``instruct.tune.loss_on_prompt``. Batches are seeded shuffled passes over the examples
-(``ShuffledExamples``); training runs through ``tinyhelen.train.train_loop`` with warm-up then cosine
+(``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up then cosine
 decay; the validation loss (mean over the tokens with a loss) is computed at every checkpoint
 (``checkpoint_every`` steps and the last step), where the model is saved as ``step-NNNNNN/``.
 """
@@ -111,7 +111,7 @@ def step_dir(step: int) -> str:
 
 def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out_dir: Path | str,
          cfg: TuneConfig, seed: int, recipe: str = "", live_dir: Path | str | None = None) -> dict[str, Any]:
-    """Instruction-tune the causal LM at ``base_dir`` (``tinyhelen.train.train_loop``); write the checkpoints
+    """Instruction-tune the causal LM at ``base_dir`` (``tinyhelen.train.loop.train_loop``); write the checkpoints
     ``step-NNNNNN`` (every ``checkpoint_every`` steps and the last, each with the validation loss) and
     ``final`` to ``out_dir`` atomically. ``live_dir``: DVCLive log of the loss curve.
 

@@ -206,6 +206,10 @@ def train_loop(model: torch.nn.Module, source: BatchSource, optim: OptimConfig, 
         for group in opt.param_groups:
             group["lr"] = lr_now
         batch = source.batch(step)
+        n_rows = next(iter(batch.values())).shape[0]
+        if n_rows % (world * grad_accum):
+            raise ValueError(f"{desc}: a batch of {n_rows} rows does not split into {world} processes x "
+                             f"{grad_accum} micro-batches")
         mine = {k: v[rank::world] for k, v in batch.items()}  # this process's slice of the global batch
         rows = next(iter(mine.values())).shape[0]
         size = math.ceil(rows / grad_accum)
