@@ -123,7 +123,7 @@ class ReportConfig(Section):
 class GlueConfig(Section):
     """``exp3.glue``: Leaner-GLUE of the selected strategy's checkpoints (reuses EXP1's ``tinyhelen.glue``)."""
 
-    enabled: bool = Field(False, description="CPU default off: fine-tuning costs minutes per checkpoint")
+    enabled: bool = Field(True, description="fine-tune and score the checkpoints (minutes per checkpoint on CPU)")
     seed: int = 0
 
 

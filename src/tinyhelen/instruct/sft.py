@@ -2,8 +2,8 @@
 
 Each example is ``prompt + response + <eos>`` (``encode_example``), the loss on the response tokens only
 unless ``instruct.tune.loss_on_prompt``. Batches are seeded shuffled passes over the examples
-(``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up then cosine
-decay; the validation loss (mean over the tokens with a loss) is computed at every checkpoint
+(``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up, then
+``lr_schedule`` (cosine); the validation loss (mean over the tokens with a loss) is computed at every checkpoint
 (``checkpoint_every`` steps and the last step), where the model is saved as ``step-NNNNNN/``.
 """
 from __future__ import annotations
