@@ -17,13 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import tinyhelen  # noqa: E402,F401  (pins the CPU math kernels before torch loads)
+import torch  # noqa: E402
+
 from tinyhelen import models  # noqa: E402
+from tinyhelen.pretrain import PretrainConfig  # noqa: E402
 from tinyhelen.tokenizer import load  # noqa: E402
-from tinyhelen.train import PretrainConfig, make_objective, make_optimizer, peak_tflops  # noqa: E402
+from tinyhelen.train.compute import peak_tflops  # noqa: E402
+from tinyhelen.train.objectives import make_objective  # noqa: E402
+from tinyhelen.train.optim import build_optimizer, lr_at  # noqa: E402
 
 
 def bench(arch: str, preset: str, tok, batch: int, seq_len: int, steps: int, warmup: int,
@@ -31,12 +35,16 @@ def bench(arch: str, preset: str, tok, batch: int, seq_len: int, steps: int, war
     torch.manual_seed(0)
     cfg = PretrainConfig(batch_size=batch, seq_len=seq_len, token_budget=batch * seq_len * 100)
     model = models.build_lm(arch, models.build_config(arch, preset, tok)).to(device)
-    opt, sched = make_optimizer(model, cfg, 100)
-    obj = make_objective(arch, tok, cfg)
+    opt = build_optimizer(model, cfg, cfg.lr)
+    obj = make_objective(models.get(arch).objective, tok, cfg)
+    step = [0]
     gen = torch.Generator().manual_seed(0)
     vocab = len(tok)
 
     def step_lm() -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step[0], cfg.lr, 100, cfg)
+        step[0] += 1
         ids = torch.randint(10, vocab, (batch, seq_len), generator=gen)
         inputs = {k: v.to(device) for k, v in obj({"input_ids": ids}, gen).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -44,7 +52,6 @@ def bench(arch: str, preset: str, tok, batch: int, seq_len: int, steps: int, war
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
         opt.zero_grad(set_to_none=True)
 
     def timed(fn, n) -> float:
@@ -89,7 +96,7 @@ def bench(arch: str, preset: str, tok, batch: int, seq_len: int, steps: int, war
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=models.PRESETS)
-    p.add_argument("--archs", nargs="+", default=list(models.ARCHS), choices=models.ARCHS)
+    p.add_argument("--archs", nargs="+", default=models.arch_names(), choices=models.arch_names())
     p.add_argument("--tokenizer", default="data/tokenizers/leaner")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)

@@ -1,15 +1,17 @@
 """Stage `exp1_report`: the EXP1 table (arch x pretraining corpus x task) from the GLUE stage reports.
 
+Every path comes from the command line (dvc.yaml).
 params: exp1.*, models.preset, pretrain.{token_budget,batch_size,seq_len} (the expected tokens per run)
-deps:   reports/glue/<arch>-<init>.json, reports/pretrain/<arch>-<side>.json
-outs:   reports/exp1.json (metrics), reports/exp1.md, reports/plots/exp1.tsv (plot), reports/figures/exp1.png
+reads:  <glue-reports>/<arch>-<init>.json, <pretrain-reports>/<arch>-<side>.json
+writes: the EXP1 metrics (JSON), tables (Markdown), plot data (TSV) and figure (PNG)
 """
 from pathlib import Path
 
-from tinyhelen import glue, models, train
-from tinyhelen.cli import parser, stage_main
+from tinyhelen import glue, models
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import InputError, atomic_open, write_json, write_tsv
+from tinyhelen.pretrain import PretrainConfig
 
 
 def _read(path: Path) -> dict:
@@ -24,22 +26,23 @@ def _read(path: Path) -> dict:
 def main(args):
     exp1 = load_section("exp1", glue.Exp1Config, args.params)
     preset = load_section("models", models.ModelsConfig, args.params).preset
-    pcfg = load_section("pretrain", train.PretrainConfig, args.params)
+    pcfg = load_section("pretrain", PretrainConfig, args.params)
     gdir, pdir = Path(args.glue_reports), Path(args.pretrain_reports)
     glue_reports = {p.stem: _read(p) for p in sorted(gdir.glob("*.json"))}
     pre_reports = {p.stem: _read(p) for p in sorted(pdir.glob("*.json"))}
     res = glue.exp1_table(glue_reports, pre_reports, exp1.archs, exp1.sides, pcfg.tokens_per_run)
     res["preset"] = preset
-    write_json("reports/exp1.json", res)
-    with atomic_open("reports/exp1.md") as fh:
+    write_json(args.json, res)
+    with atomic_open(args.md) as fh:
         fh.write(glue.exp1_markdown(res, preset))
     rows = glue.exp1_plot_rows(res)
-    write_tsv("reports/plots/exp1.tsv", rows, list(rows[0]))
-    glue.exp1_png(res, "reports/figures/exp1.png")
+    write_tsv(args.plot, rows, list(rows[0]))
+    glue.exp1_png(res, args.png)
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--glue-reports", default="reports/glue")
-    p.add_argument("--pretrain-reports", default="reports/pretrain")
+    p = add_paths(parser(__doc__), {
+        "--glue-reports": "directory of the glue stages' metrics", "--pretrain-reports": "directory of the "
+        "pretraining metrics", "--json": "EXP1 metrics JSON", "--md": "EXP1 tables (Markdown)",
+        "--plot": "plot data (TSV)", "--png": "figure (PNG)"})
     stage_main(main, p)

@@ -1,18 +1,16 @@
 """Stage `exp3_glue`: Leaner-GLUE scores of the selected strategy's proxy (`curriculum`) at the fixed
 checkpoints `exp3.train.checkpoint_steps`, for every seed, fine-tuned and scored with EXP1's
-`tinyhelen.glue.evaluate_checkpoint`. Off by default (`exp3.glue.enabled: false`: minutes per checkpoint
-on CPU); then it only records that it was skipped.
+`tinyhelen.glue.evaluate_checkpoint`. With `exp3.glue.enabled: false` it only records that it was skipped.
 
+Every path comes from the command line (dvc.yaml).
 params: curriculum, exp3.glue, exp3.seeds, exp3.train.checkpoint_steps, exp3.train.model, glue
-deps: data/curriculum/runs, data/leaner/glue, leaner tokenizer
-outs: reports/exp3_glue.json (metrics)
-
-The fine-tuning protocol is EXP1's `glue:` params section (`tinyhelen.glue.GlueConfig`), so proxy and
-EXP1 scores are comparable; `exp3.glue.seed` is the base seed passed to `evaluate_checkpoint`.
+Writes the metrics JSON. The fine-tuning protocol is EXP1's `glue:` params section
+(`tinyhelen.glue.GlueConfig`, incl. its threads), so proxy and EXP1 scores are comparable;
+`exp3.glue.seed` is the base seed passed to `evaluate_checkpoint`.
 """
 from pathlib import Path
 
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import ParamsError, load_section
 from tinyhelen.curriculum.config import CurriculumParam, Exp3Config
 from tinyhelen.io import InputError, write_json
@@ -28,8 +26,10 @@ def main(args):
     if not cfg.train.checkpoint_steps:
         raise ParamsError(f"{args.params}: exp3.train.checkpoint_steps: empty, but exp3.glue.enabled is true")
     from tinyhelen.glue import GlueConfig, evaluate_checkpoint  # EXP1
+    from tinyhelen.train.compute import set_threads
 
     glue_cfg = load_section("glue", GlueConfig, args.params)
+    set_threads(glue_cfg.threads)
     scores: dict = {}
     for seed in cfg.seeds:
         run = Path(args.runs) / f"{selected}-s{seed}"
@@ -46,9 +46,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--runs", default="data/curriculum/runs")
-    p.add_argument("--glue", default="data/leaner/glue")
-    p.add_argument("--tokenizer", default="data/tokenizers/leaner")
-    p.add_argument("--out", default="reports/exp3_glue.json")
+    p = add_paths(parser(__doc__), {"--runs": "directory of the exp3_train runs (<strategy>-s<seed>/)",
+                                    "--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory",
+                                    "--out": "metrics JSON"})
     stage_main(main, p)

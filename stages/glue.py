@@ -1,44 +1,37 @@
 """Stage `glue@<arch>-<side>` / `glue_scratch@<arch>`: fine-tune one initialisation on Leaner-GLUE.
 
-init = a pretrained checkpoint data/models/pretrain/<arch>-<side>/final, or `scratch` (random init of the
-`models.preset` shape with the leaner tokenizer's vocabulary).
-params: models.preset, glue.*, seed     deps: the checkpoint (or data/tokenizers/leaner), data/leaner/glue
-outs:   reports/glue/<arch>-<init>.json (metrics: best lr, test mean/std per task),
-        reports/glue_runs/<arch>-<init>.json (every lr x seed run, validation and test metrics)
+init = a pretrained checkpoint (--checkpoint <pretrain run>/final), or `scratch` (random init of the
+`models.preset` shape with the vocabulary of --tokenizer). Every path comes from the command line (dvc.yaml).
+params: models.preset, glue.*, seed. Writes the metrics (best lr, test mean/std per task) and every
+lr x seed run (validation and test metrics); wall-clock figures go to reports/timings/.
 """
-from pathlib import Path
-
-from tinyhelen import glue, models, train
-from tinyhelen.cli import parser, stage_main
+from tinyhelen import glue, models
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.io import write_json
+from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     preset = load_section("models", models.ModelsConfig, args.params).preset
     cfg = load_section("glue", glue.GlueConfig, args.params)
     seed = load_seed(args.params)
-    train.set_threads()
-    if args.init == "scratch":
-        ckpt, tokdir = None, Path(args.tokenizer_dir or "data/tokenizers/leaner")
-    else:
-        ckpt = Path(args.checkpoint or f"data/models/pretrain/{args.arch}-{args.init}/final")
-        tokdir = None
-    res = glue.evaluate_checkpoint(ckpt, args.arch, preset, tokdir, Path(args.glue_dir), cfg, seed)
-    name = f"{args.arch}-{args.init}"
-    summary = {"arch": args.arch, "init": args.init, "preset": preset,
-               "mean_test_score": res["mean_test_score"], "seconds": res["seconds"],
-               "sequences_per_s": res["sequences_per_s"],
+    set_threads(cfg.threads)
+    if (args.init == "scratch") != (args.checkpoint is None) or (args.init == "scratch") != bool(args.tokenizer):
+        raise SystemExit("scratch needs --tokenizer (and no --checkpoint); a pretrained init needs --checkpoint")
+    res = glue.evaluate_checkpoint(args.checkpoint, args.arch, preset, args.tokenizer, args.glue, cfg, seed)
+    summary = {"arch": args.arch, "init": args.init, "preset": preset, "mean_test_score": res["mean_test_score"],
                "tasks": {t: {k: v for k, v in r.items() if k != "runs"} for t, r in res["tasks"].items()}}
-    write_json(f"reports/glue/{name}.json", summary)
-    write_json(f"reports/glue_runs/{name}.json", {t: r["runs"] for t, r in res["tasks"].items()})
+    write_json(args.metrics, summary)
+    write_json(args.runs, {t: r["runs"] for t, r in res["tasks"].items()})
 
 
 if __name__ == "__main__":
     p = parser(__doc__)
-    p.add_argument("arch", choices=models.ARCHS)
+    p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
     p.add_argument("init", choices=["leaner", "ori", "scratch"])
-    p.add_argument("--glue-dir", default="data/leaner/glue", help="Leaner-GLUE <task>_<split>.jsonl files")
-    p.add_argument("--checkpoint", help="default: data/models/pretrain/<arch>-<init>/final")
-    p.add_argument("--tokenizer-dir", help="scratch only; default: data/tokenizers/leaner")
+    add_paths(p, {"--glue": "Leaner-GLUE directory (<task>_<split>.jsonl files)", "--metrics": "metrics JSON "
+                  "(per task: best lr, test mean/std)", "--runs": "JSON of every lr x seed run"})
+    p.add_argument("--checkpoint", help="pretrained model directory (leaner / ori init)")
+    p.add_argument("--tokenizer", help="tokenizer directory (scratch init)")
     stage_main(main, p)

@@ -1,28 +1,31 @@
-"""Stage `instruct_tune` (matrix pretrain x tune side): instruction-tune one pretrained LLaMA.
+"""Stage `instruct_tune` (matrix pretrain side x tune side): instruction-tune one pretrained LLaMA.
 
-params: instruct.tune, seed
-deps: data/models/pretrain/llama-<pretrain>/final, data/instruct/<tune>
-outs: data/models/instruct/<pretrain>-<tune>/{step-NNNNNN,final}; metrics reports/instruct/<pretrain>-<tune>.json;
-      plot reports/plots/instruct/<pretrain>-<tune>.tsv (train/validation loss per checkpoint)
+Every path comes from the command line (dvc.yaml). params: instruct.tune, seed.
+Writes <out>/{step-NNNNNN,final} (checkpoints), the run's metrics (JSON) and its DVCLive log
+(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
 """
-from tinyhelen.cli import parser, stage_main
+from pathlib import Path
+
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
-from tinyhelen.instruct import SIDES, InstructConfig, tune
-from tinyhelen.io import write_json, write_tsv
+from tinyhelen.instruct import InstructConfig
+from tinyhelen.instruct.sft import tune
+from tinyhelen.io import write_json
+from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     cfg = load_section("instruct", InstructConfig, args.params)
-    recipe = f"{args.pretrain}-{args.tune}"
-    metrics = tune(f"data/models/pretrain/llama-{args.pretrain}/final",
-                   f"data/instruct/{args.tune}/train.jsonl", f"data/instruct/{args.tune}/validation.jsonl",
-                   f"data/models/instruct/{recipe}", cfg.tune, load_seed(args.params), recipe)
-    write_json(f"reports/instruct/{recipe}.json", {k: v for k, v in metrics.items() if k != "curve"})
-    write_tsv(f"reports/plots/instruct/{recipe}.tsv", metrics["curve"], ["step", "train_loss", "val_loss", "lr"])
+    set_threads(cfg.tune.threads)
+    data = Path(args.data)
+    metrics = tune(args.base, data / "train.jsonl", data / "validation.jsonl", args.out, cfg.tune,
+                   load_seed(args.params), Path(args.out).name, live_dir=args.live)
+    write_json(args.metrics, {k: v for k, v in metrics.items() if k != "curve"})
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--pretrain", required=True, choices=SIDES, help="corpus side the base model was pretrained on")
-    p.add_argument("--tune", required=True, choices=SIDES, help="side of the instruction data")
+    p = add_paths(parser(__doc__), {
+        "--base": "pretrained model directory (pretrain run's final/)", "--data": "instruction data directory "
+        "(train.jsonl, validation.jsonl)", "--out": "output directory of the checkpoints; its name is the recipe",
+        "--metrics": "metrics JSON of the run", "--live": "DVCLive directory of the run's step-wise metrics"})
     stage_main(main, p)

@@ -9,7 +9,7 @@ import pytest
 
 from tinyhelen.config import ParamsError, validate_section
 from tinyhelen.curriculum import pacing, report, scorers
-from tinyhelen.curriculum.config import STRATEGIES, CurriculumParam, Exp3Config, UnitsConfig
+from tinyhelen.curriculum.config import CurriculumParam, Exp3Config, UnitsConfig
 from tinyhelen.curriculum.units import build_units, load_units
 from tinyhelen.io import InputError
 
@@ -21,7 +21,7 @@ def _inp(texts, **kw):
 
 
 def test_registry_has_study_scorers_and_one_beyond():
-    assert {"random", "sentlen", "lmloss", "unigram"} <= set(scorers.REGISTRY)
+    assert {"random", "sentlen", "lmloss", "unigram", "selfloss"} <= set(scorers.SCORERS)
     assert scorers.score("selfloss", _inp(["a"])) is None  # online: scored in the trainer
     assert scorers.score("full-random", _inp(["a"])) is None
     with pytest.raises(ValueError, match="unknown scorer"):
@@ -128,8 +128,8 @@ def test_params_validation_names_the_key():
         validate_section("exp3", {"train": {"checkpoint_steps": [7], "eval_every": 5, "max_steps": 20}})
     with pytest.raises(ParamsError, match="exp3.strategies"):
         validate_section("exp3", {"strategies": ["lmloss", "bogus"]})
-    assert set(Exp3Config().strategies) == set(STRATEGIES)
-    assert CurriculumParam().value in STRATEGIES
+    assert Exp3Config().strategies == scorers.strategy_names()
+    assert CurriculumParam().value in scorers.strategy_names()
 
 
 # ------------------------------------------------------------------ units

@@ -1,6 +1,8 @@
-"""EXP3 (issue 6): the curriculum trainer expands exactly on plateau, and a resumed run restores the pool
-(and everything else) so that it ends exactly like an uninterrupted run."""
+"""EXP3: the curriculum trainer expands exactly on plateau, and a resumed run restores the pool (and
+everything else) so that it ends exactly like an uninterrupted run, DVCLive log included."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -30,8 +32,8 @@ def setup(units_dir, tokenizers):
     return pool, val[:256], tok, scores
 
 
-def _strip(res):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in res["curve"]]
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_iterative_pacing_expands_exactly_on_plateau(setup):
@@ -58,21 +60,27 @@ def test_iterative_pacing_expands_exactly_on_plateau(setup):
 def test_resume_mid_curriculum_equals_uninterrupted(setup, tmp_path, strategy):
     pool, val, tok, scores = setup
     sc = scores if strategy == "sentlen" else None
-    full = train_run(pool, val, strategy, CFG, 1, tok, sc)
+    full = train_run(pool, val, strategy, CFG, 1, tok, sc, live_dir=tmp_path / "live_full")
     assert full["expansions"], "test needs at least one expansion"
     stop = full["expansions"][0]["step"]  # interrupt right after the first expansion, mid-curriculum
-    state = tmp_path / "state.pt"
-    assert train_run(pool, val, strategy, CFG, 1, tok, sc, state_path=state, stop_at_step=stop) is None
+    resume = tmp_path / "resume"
+    assert train_run(pool, val, strategy, CFG, 1, tok, sc, resume_dir=resume, stop_after=stop,
+                     live_dir=tmp_path / "live") is None
     import torch
 
-    saved = torch.load(state, weights_only=False)
-    assert saved["step"] == stop < CFG.max_steps
+    from tinyhelen.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(resume)
+    saved = torch.load(ckpt / "loop_state.pt", weights_only=False)["callbacks"][0]
+    assert ckpt.name == f"step-{stop:07d}" and stop < CFG.max_steps
     assert int(np.ceil(0.1 * len(pool))) < len(saved["pool"]) == full["expansions"][0]["pool_units"] < len(pool)
-    resumed = train_run(pool, val, strategy, CFG, 1, tok, sc, state_path=state)
-    assert _strip(resumed) == _strip(full)
+    resumed = train_run(pool, val, strategy, CFG, 1, tok, sc, resume_dir=resume, live_dir=tmp_path / "live")
+    assert resumed["curve"] == full["curve"] and resumed["summary"] == full["summary"]
     assert resumed["expansions"] == full["expansions"]
     for a, b in zip(resumed["model"].parameters(), full["model"].parameters()):
         assert torch.equal(a, b)
+    assert _files(tmp_path / "live") == _files(tmp_path / "live_full")  # the DVCLive log, byte for byte
+    assert "plots/metrics/pool_fraction.tsv" in _files(tmp_path / "live")
 
 
 def test_baselines_full_pool_and_fixed_packing(setup):
@@ -90,8 +98,28 @@ def test_baselines_full_pool_and_fixed_packing(setup):
 def test_stale_state_is_ignored(setup, tmp_path):
     pool, val, tok, scores = setup
     cfg = CFG.model_copy(update={"max_steps": 4})
-    state = tmp_path / "state.pt"
-    train_run(pool, val, "sentlen", cfg, 0, tok, scores, state_path=state, stop_at_step=2)
-    other = train_run(pool, val, "sentlen", cfg, 5, tok, scores, state_path=state)  # other seed: fresh start
+    resume = tmp_path / "resume"
+    train_run(pool, val, "sentlen", cfg, 0, tok, scores, resume_dir=resume, stop_after=2)
+    other = train_run(pool, val, "sentlen", cfg, 5, tok, scores, resume_dir=resume)  # other seed: fresh start
     fresh = train_run(pool, val, "sentlen", cfg, 5, tok, scores)
-    assert _strip(other) == _strip(fresh)
+    assert other["curve"] == fresh["curve"]
+
+
+@pytest.mark.slow
+def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_path):
+    from test_train import run_stage_twice
+
+    from tinyhelen.curriculum import runs
+    from tinyhelen.curriculum.config import Exp3Config
+
+    train = dict(max_steps=8, batch_size=4, seq_len=32, eval_every=2, patience=1, start_fraction=0.1,
+                 increment=0.1, selfloss_candidates=16, warmup_steps=2)
+    scores = tmp_path / "selfloss.jsonl"
+    runs.difficulty("selfloss", units_dir, tokenizers["leaner"], Exp3Config(), scores)
+    params = {"exp3": {"threads": 1, "device": "cpu", "train": train}}
+    files = run_stage_twice("curriculum.py", ["selfloss", "0", "--units", str(units_dir), "--difficulty", str(scores),
+                                              "--tokenizer", str(tokenizers["leaner"]), "--out", "run", "--live",
+                                              "live", "--resume", "resume"],
+                            params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live"])
+    summary = json.loads(files["run/summary.json"])
+    assert summary["steps"] == 8 and not {"seconds", "cpu_seconds_this_process", "tokens_per_s"} & set(summary)

@@ -1,6 +1,7 @@
 """GLUE metrics on hand examples, the fine-tuning protocol, the EXP1 table and the EXP1 stage graph."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_exp1_table_and_equal_budget_check(tmp_path):
     res = glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
     assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
     md = glue.exp1_markdown(res, "tiny")
-    assert "| llama | leaner | 60.0 +- 1.0 | **60.0** |" in md
+    assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
     glue.exp1_png(res, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 1000
     p["bert-ori"]["tokens_seen"] = 2048
@@ -174,3 +175,16 @@ def test_changing_pretraining_reruns_pretraining_and_glue_not_scratch(dvc_repo):
     assert {f"pretrain_{s}@{a}" for s in ("leaner", "ori") for a in ("bert", "llama", "xlnet", "mamba")} <= hit
     assert "glue@llama-leaner" in hit and "exp1_report" in hit
     assert not any(n.startswith("glue_scratch@") for n in hit)  # the scratch baseline does not pretrain
+
+
+@pytest.mark.slow
+def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
+    from test_train import run_stage_twice
+
+    params = {"seed": 3, "models": {"preset": "tiny"},
+              "glue": dict(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=8,
+                           max_train_examples=16, max_eval_examples=8, warmup_steps=1, threads=1)}
+    files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--tokenizer",
+                                        str(tokenizers["leaner"]), "--metrics", "glue.json", "--runs", "runs.json"],
+                            params, tmp_path, ["glue.json", "runs.json"])
+    assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tinyhelen.instruct import (RECIPES, SIDES, InstructConfig, OnlineFile, OnlineSources, TuneConfig,
-                                build_instruct_data, encode_example, format_prompt, read_examples, tune)
+                                build_instruct_data, format_prompt, read_examples)
+from tinyhelen.instruct.sft import encode_example, tune
 from tinyhelen.io import InputError
 
 TINY_TUNE = TuneConfig(steps=6, batch_size=4, max_len=96, lr=2e-3, warmup_steps=1, checkpoint_every=3,
@@ -142,6 +143,7 @@ def test_four_recipes_make_four_distinct_models(tuned):
         assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["final", "step-000003", "step-000006"]
         assert metrics["checkpoints"] == ["step-000003", "step-000006"] and metrics["steps"] == 6
         assert metrics["loss_on_prompt"] is False and 0 < metrics["loss_tokens"] < metrics["tokens"]
+        assert [r["step"] for r in metrics["curve"]] == [3, 6] and not {"seconds", "tokens_per_s"} & set(metrics)
         weights[recipe] = load_file(str(out / "final" / "model.safetensors"))
         final_ck = load_file(str(out / "step-000006" / "model.safetensors"))
         assert all((final_ck[k] == weights[recipe][k]).all() for k in final_ck), "final = last checkpoint"
@@ -169,3 +171,19 @@ def test_missing_base_model_is_a_clear_error(instruct_dir, tmp_path):
     with pytest.raises(InputError, match="pretrained model not found"):
         tune(tmp_path / "nope", instruct_dir / "ori/train.jsonl", instruct_dir / "ori/validation.jsonl",
              tmp_path / "o", TINY_TUNE, 1)
+
+
+@pytest.mark.slow
+def test_instruct_tune_stage_metrics_are_byte_identical(pretrained, instruct_dir, tmp_path):
+    from test_train import run_stage_twice
+
+    params = {"seed": 5, "instruct": {"tune": dict(steps=4, batch_size=4, max_len=64, lr=2e-3, warmup_steps=1,
+                                                   checkpoint_every=2, eval_examples=8, device="cpu", threads=1)}}
+    files = run_stage_twice("instruct_tune.py", ["--base", str(pretrained["leaner"]), "--data",
+                                                 str(instruct_dir / "ori"), "--out", "leaner-ori", "--metrics",
+                                                 "tune.json", "--live", "live"],
+                            params, tmp_path, ["tune.json", "live", "leaner-ori/tune_metrics.json"])
+    metrics = json.loads(files["tune.json"])
+    assert metrics["recipe"] == "leaner-ori" and metrics["checkpoints"] == ["step-000002", "step-000004"]
+    assert files["live/plots/metrics/val_loss.tsv"].decode().splitlines()[1:] == [
+        f"{r['step']}\t{r['val_loss']}" for r in json.loads(files["leaner-ori/tune_metrics.json"])["curve"]]

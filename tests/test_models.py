@@ -1,12 +1,17 @@
-"""EXP1 models: preset sizes, a few training steps per arch, classification heads and padding."""
+"""EXP1 models: preset sizes, a few training steps per arch, classification heads and padding, and the
+architecture registry (a toy fifth architecture registered here runs through pretraining, GLUE and EXP1)."""
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from tinyhelen import models
+from tinyhelen.pretrain import PretrainConfig
 from tinyhelen.tokenizer import load
-from tinyhelen.train import PretrainConfig, make_objective, make_optimizer
+from tinyhelen.train.objectives import make_objective
+from tinyhelen.train.optim import build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +22,7 @@ def tok(tokenizers):
 @pytest.mark.parametrize("preset", models.PRESETS)
 def test_preset_non_embedding_params_within_5_percent(tok, preset):
     target = models.TARGET_NON_EMBEDDING[preset]
-    for arch in models.ARCHS:
+    for arch in models.arch_names():
         model = models.build_lm(arch, models.build_config(arch, preset, tok))
         n = models.non_embedding_params(model)
         assert abs(n - target) / target <= 0.05, f"{arch}/{preset}: {n:,} vs target {target:,}"
@@ -31,33 +36,32 @@ def test_non_embedding_excludes_tied_and_untied_tables(tok):
     assert models.total_params(model) - models.non_embedding_params(model) == len(tok) * d  # tied: once
 
 
-@pytest.mark.parametrize("arch", models.ARCHS)
+@pytest.mark.parametrize("arch", models.arch_names())
 def test_each_arch_loss_decreases_in_a_few_steps(tok, arch, tokenizers):
     """Train 8 steps on one fixed batch of real text: the pretraining loss must drop clearly."""
     torch.manual_seed(0)
-    cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 8, lr=3e-3, warmup_ratio=0.0,
-                         schedule="constant")
+    cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 8, lr=3e-3, warmup_steps=0,
+                         lr_schedule="constant")
     text = " ".join(["The little cat sat on the warm mat and looked at the red ball."] * 40)
     ids = tok(text)["input_ids"][: 8 * 32]
     batch = {"input_ids": torch.tensor(ids).view(8, 32)}
     model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
     model.train()
-    opt, sched = make_optimizer(model, cfg, 8)
-    obj = make_objective(arch, tok, cfg)
+    opt = build_optimizer(model, cfg, cfg.lr)
+    obj = make_objective(models.get(arch).objective, tok, cfg)
     losses = []
     for step in range(8):
         gen = torch.Generator().manual_seed(step)
         loss = model(**obj(batch, gen)).loss
         loss.backward()
         opt.step()
-        sched.step()
         opt.zero_grad()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.5, f"{arch}: {losses}"
 
 
-@pytest.mark.parametrize("arch", models.ARCHS)
+@pytest.mark.parametrize("arch", models.arch_names())
 def test_classifier_padding_does_not_change_logits(tok, arch):
     """Pooling uses the right token for each arch's padding side: padded and unpadded logits agree."""
     from tinyhelen.glue import collate, encode_pair
@@ -66,8 +70,7 @@ def test_classifier_padding_does_not_change_logits(tok, arch):
     clf = models.build_classifier(arch, models.build_config(arch, "tiny", tok), 3).eval()
     short = encode_pair(tok, arch, "A dog runs.", "A cat sleeps.", 64)
     long = encode_pair(tok, arch, "The old man walked slowly to the shop at the end of the road.", None, 64)
-    with_types = arch in ("bert", "xlnet")
-    side = models.PADDING_SIDE[arch]
+    with_types, side = models.get(arch).token_type_ids, models.get(arch).padding_side
     both = collate([short, long], tok.pad_token_id, side, with_types)
     alone = collate([short], tok.pad_token_id, side, with_types)
     assert both["input_ids"].shape[1] > alone["input_ids"].shape[1]  # `short` really is padded
@@ -78,7 +81,7 @@ def test_classifier_padding_does_not_change_logits(tok, arch):
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch", models.ARCHS)
+@pytest.mark.parametrize("arch", models.arch_names())
 def test_classifier_from_pretrained_checkpoint_keeps_backbone(tok, arch, tmp_path):
     torch.manual_seed(0)
     lm = models.build_lm(arch, models.build_config(arch, "tiny", tok))
@@ -106,7 +109,9 @@ def test_wrong_checkpoint_arch_is_rejected(tok, tmp_path):
 def test_cpu_selective_scan_matches_reference():
     from transformers.models.mamba import modeling_mamba as mm
 
-    models._install_cpu_scan()
+    from tinyhelen.models.mamba import install_cpu_scan
+
+    install_cpu_scan()
     g = torch.Generator().manual_seed(0)
     b, d, n, length = 2, 6, 4, 9
     hs = torch.randn(b, d, length, generator=g, requires_grad=True)
@@ -123,3 +128,54 @@ def test_cpu_selective_scan_matches_reference():
     ref = (torch.stack(ref, -1) + hs * D[None, :, None]) * torch.nn.functional.silu(z)
     out = mm.mamba_selective_scan(hs, dt, A, B, C, D=D, z=z, delta_softplus=True)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ the architecture registry
+def test_registry_is_the_only_list_of_architectures():
+    from tinyhelen.glue import Exp1Config
+
+    assert models.arch_names() == ["bert", "llama", "xlnet", "mamba"] == list(models.ARCHITECTURES)
+    assert {models.get(a).objective for a in models.arch_names()} == {"mlm", "clm", "plm"}
+    with pytest.raises(ValueError, match="unknown archs"):
+        Exp1Config(archs=["llama", "gpt2"])
+    with pytest.raises(ValueError, match="already registered"):
+        models.register(models.get("llama"))
+
+
+@pytest.fixture
+def toy_arch(monkeypatch):
+    """A fifth architecture, registered for this test only: a tiny GPT-2 from transformers."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    spec = models.ArchSpec(
+        name="gpt2", description="GPT-2, causal LM (test only)", config_class=GPT2Config, lm_class=GPT2LMHeadModel,
+        classifier_class=GPT2ForSequenceClassification, objective="clm", padding_side="right",
+        layout=models.PairLayout(), presets={"tiny": dict(n_embd=64, n_layer=2, n_head=2, n_positions=256)})
+    monkeypatch.setitem(models.ARCHITECTURES, "gpt2", spec)
+    return spec
+
+
+def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, tokenizers, tmp_path):
+    """Registering a spec is all it takes: pretraining, GLUE fine-tuning and the EXP1 table work for it."""
+    from tinyhelen import glue
+    from tinyhelen.pretrain import pretrain
+
+    assert glue.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
+    cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2,
+                         log_every=2, warmup_steps=1, max_train_docs=40, device="cpu")
+    pre = pretrain("gpt2", "tiny", prepared / "corpus" / "leaner", tokenizers["leaner"], tmp_path / "gpt2-leaner",
+                   cfg, seed=1, live_dir=tmp_path / "live")
+    assert pre["final"]["tokens_seen"] == cfg.tokens_per_run and pre["final"]["val_loss"] is not None
+    assert pre["final"]["flops_per_token"] > 6 * pre["final"]["params"]  # the transformer formula
+    assert (tmp_path / "live" / "plots" / "metrics" / "train_loss.tsv").exists()
+    gcfg = glue.GlueConfig(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0], epochs=1, batch_size=8,
+                           max_train_examples=16, max_eval_examples=8, device="cpu")
+    reports = {"gpt2-leaner": glue.evaluate_checkpoint(tmp_path / "gpt2-leaner" / "final", "gpt2", "tiny", None,
+                                                       prepared / "glue", gcfg, seed=0),
+               "gpt2-scratch": glue.evaluate_checkpoint(None, "gpt2", "tiny", tokenizers["leaner"], prepared / "glue",
+                                                        gcfg, seed=0)}
+    for rep in reports.values():
+        assert set(rep["tasks"]) == {"wnli", "stsb"} and math.isfinite(rep["mean_test_score"])
+    table = glue.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
+    assert set(table["table"]["gpt2"]) == {"leaner", "scratch"}
+    assert "| gpt2 | clm | leaner |" in glue.exp1_markdown(table, "tiny")

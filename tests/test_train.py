@@ -1,13 +1,20 @@
-"""The generic training loop: exact resume, equal token budget, data order, objectives, schedule."""
+"""The shared training loop: exact resume (weights, rows and DVCLive log), equal token budget, data order,
+objectives, the optimiser builder and the learning-rate schedule."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from tinyhelen import models, train
+from tinyhelen import models, pretrain
 from tinyhelen.tokenizer import load
+from tinyhelen.train import checkpoint, objectives
+from tinyhelen.train.config import OptimConfig
+from tinyhelen.train.live import TrainLog
+from tinyhelen.train.loop import Cadence, train_loop
+from tinyhelen.train.optim import build_optimizer, lr_at
 
 
 @pytest.fixture(scope="module")
@@ -20,76 +27,108 @@ def blocks(prepared, tok):
     from tinyhelen.data import read_docs
 
     texts = [r["text"] for r in read_docs(prepared / "corpus" / "leaner" / "train.jsonl")][:60]
-    return train.pack(train.tokenize_docs(texts, tok), 32)
+    return pretrain.pack(pretrain.tokenize_docs(texts, tok), 32)
 
 
 def _cfg(**kw):
-    base = dict(seq_len=32, batch_size=8, token_budget=8 * 32 * 6, lr=2e-3, warmup_ratio=0.2, log_every=1,
-                eval_every=3, checkpoint_every=100)
-    return train.PretrainConfig(**{**base, **kw})
+    base = dict(seq_len=32, batch_size=8, token_budget=8 * 32 * 6, lr=2e-3, warmup_steps=1, log_every=1,
+                eval_every=3, checkpoint_every=100, device="cpu")
+    return pretrain.PretrainConfig(**{**base, **kw})
+
+
+def _run(arch, tok, cfg, data, val, out, *, seed=7, stop_after=None, live=None):
+    torch.manual_seed(0)
+    model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
+    obj = objectives.make_objective(models.get(arch).objective, tok, cfg)
+    return train_loop(model, pretrain.BlockSource(data, cfg.batch_size, seed, obj), cfg, cfg, lr=cfg.lr,
+                      steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every),
+                      evaluate=pretrain.block_loss(val, obj, seed, cfg.batch_size), ckpt_dir=out / "checkpoints",
+                      fingerprint="run", stop_after=stop_after, train_log=TrainLog(live) if live else None)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])  # MLM (random masks, dropout) and CLM
 def test_resume_equals_uninterrupted(tmp_path, tok, blocks, arch):
     cfg = _cfg()
     data, val = {"input_ids": blocks[:-8]}, {"input_ids": blocks[-8:]}
-
-    def run(out, stop_after=None):
-        torch.manual_seed(0)
-        model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
-        return train.train_loop(model, data, cfg, steps=cfg.steps, seed=7, objective=train.make_objective(arch, tok, cfg),
-                                out_dir=out, val=val, stop_after=stop_after)
-
-    full = run(tmp_path / "full")
-    part = run(tmp_path / "part", stop_after=2)  # "interrupted" after 2 of 6 steps, checkpoint written
-    assert part["final"]["steps"] == 2
+    full = _run(arch, tok, cfg, data, val, tmp_path / "full", live=tmp_path / "live_full")
+    part = _run(arch, tok, cfg, data, val, tmp_path / "part", stop_after=2, live=tmp_path / "live_part")
+    assert part.final["steps"] == 2 and not part.finished  # "interrupted" after 2 of 6 steps
     assert (tmp_path / "part" / "checkpoints" / "step-0000002" / "optimizer.pt").exists()
     torch.manual_seed(123)  # a different global RNG state: the checkpoint must restore it
-    resumed = run(tmp_path / "part")
-    assert resumed["final"]["steps"] == cfg.steps == 6
-    assert resumed["final"]["tokens_seen"] == full["final"]["tokens_seen"] == cfg.tokens_per_run
-    for (k, a), (k2, b) in zip(full["model"].state_dict().items(), resumed["model"].state_dict().items()):
+    resumed = _run(arch, tok, cfg, data, val, tmp_path / "part", live=tmp_path / "live_part")
+    assert resumed.final["steps"] == cfg.steps == 6
+    assert resumed.final["tokens_seen"] == full.final["tokens_seen"] == cfg.tokens_per_run
+    for (k, a), (k2, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert k == k2
         assert torch.equal(a, b), f"{arch}: {k} differs after resume"
-    strip = lambda h: [(r["step"], r["train_loss"], r["val_loss"]) for r in h]  # noqa: E731
-    assert strip(full["history"]) == strip(resumed["history"])
+    assert full.history == resumed.history
+    # the DVCLive log of the resumed run is byte for byte the log of the uninterrupted one
+    assert _files(tmp_path / "live_full") == _files(tmp_path / "live_part")
+    assert sorted(_files(tmp_path / "live_full")) == ["metrics.json", "plots/metrics/lr.tsv",
+                                                      "plots/metrics/train_loss.tsv", "plots/metrics/val_loss.tsv"]
+    summary = json.loads((tmp_path / "live_full" / "metrics.json").read_text())
+    assert summary == {"step": 6, "train_loss": full.history[-1]["train_loss"],
+                       "val_loss": full.history[-1]["val_loss"]}
 
 
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path, tok, blocks):
     cfg = _cfg()
-    model = models.build_lm("llama", models.build_config("llama", "tiny", tok))
-    train.train_loop(model, {"input_ids": blocks}, cfg, steps=cfg.steps, seed=1,
-                     objective=train.clm_objective(), out_dir=tmp_path, stop_after=1)
-    fp_other = train._fingerprint(_cfg(lr=1e-3), {})
-    assert train.latest_checkpoint(tmp_path / "checkpoints", fp_other) is None
-    assert train.latest_checkpoint(tmp_path / "checkpoints") is not None
+    data = {"input_ids": blocks}
+    _run("llama", tok, cfg, data, data, tmp_path, stop_after=1)
+    assert checkpoint.latest_checkpoint(tmp_path / "checkpoints", "other") is None
+    assert checkpoint.latest_checkpoint(tmp_path / "checkpoints", "run") is not None
 
 
 def test_stream_indices_cover_every_block_once_per_epoch():
     n, b = 10, 4
-    seen = torch.cat([train.stream_indices(s, b, n, seed=3) for s in range(5)])  # 20 = 2 epochs
+    seen = torch.cat([pretrain.stream_indices(s, b, n, seed=3) for s in range(5)])  # 20 = 2 epochs
     assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
     assert not torch.equal(seen[:10], seen[10:])  # reshuffled per epoch
-    assert torch.equal(train.stream_indices(2, b, n, 3), train.stream_indices(2, b, n, 3))
+    assert torch.equal(pretrain.stream_indices(2, b, n, 3), pretrain.stream_indices(2, b, n, 3))
 
 
-def test_lr_schedule_warmup_and_decay():
-    lrs = [train.lr_lambda(s, 100, 10, "cosine", 0.1) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_lr_schedule_warmup_and_decay(schedule):
+    cfg = OptimConfig(warmup_steps=10, lr_schedule=schedule, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 2.0, 100, cfg) for s in range(100)]
+    assert lrs[:10] == [2.0 * (s + 1) / 10 for s in range(10)]  # linear warm-up to the peak
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+    if schedule == "constant":
+        assert set(lrs[10:]) == {2.0}
+    else:
+        assert lr_at(100, 2.0, 100, cfg) == pytest.approx(0.2)  # min_lr_ratio x peak after the last step
+        t = 45 / 90
+        mid = 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1 - t
+        assert lrs[55] == pytest.approx(2.0 * (0.1 + 0.9 * mid))
+
+
+def test_optimizer_groups_by_weight_decay_scope(tok):
+    model = models.build_lm("bert", models.build_config("bert", "tiny", tok))
+    names = {id(p): n for n, p in model.named_parameters()}
+    matrices = build_optimizer(model, OptimConfig(weight_decay=0.1), 1e-3)
+    decay, rest = matrices.param_groups
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 and "embed" not in names[id(p)].lower() for p in decay["params"])
+    assert any("LayerNorm" in names[id(p)] for p in rest["params"]) and any(p.ndim == 1 for p in rest["params"])
+    everything = build_optimizer(model, OptimConfig(weight_decay=0.1, weight_decay_scope="all", adam_beta2=0.95), 1e-3)
+    (group,) = everything.param_groups
+    assert len(group["params"]) == len(decay["params"]) + len(rest["params"]) and group["betas"] == (0.9, 0.95)
 
 
 def test_token_budget_validation():
     with pytest.raises(ValueError, match="smaller than one batch"):
-        train.PretrainConfig(token_budget=100, batch_size=8, seq_len=32)
+        pretrain.PretrainConfig(token_budget=100, batch_size=8, seq_len=32)
     with pytest.raises(ValueError, match="even"):
-        train.PretrainConfig(seq_len=33)
+        pretrain.PretrainConfig(seq_len=33)
 
 
 def test_plm_objective_hides_targets(tok):
     ids = torch.randint(10, len(tok), (3, 24), generator=torch.Generator().manual_seed(0))
-    out = train.plm_objective(tok)({"input_ids": ids}, torch.Generator().manual_seed(1))
+    out = objectives.plm_objective(tok)({"input_ids": ids}, torch.Generator().manual_seed(1))
     tm, perm, labels = out["target_mapping"], out["perm_mask"], out["labels"]
     k = tm.shape[1]
     assert tm.shape == (3, k, 24) and labels.shape == (3, k) and perm.shape == (3, 24, 24)
@@ -105,22 +144,74 @@ def test_plm_objective_hides_targets(tok):
 
 def test_mlm_objective_masks_about_15_percent(tok):
     ids = torch.randint(10, len(tok), (16, 64), generator=torch.Generator().manual_seed(0))
-    out = train.mlm_objective(tok)({"input_ids": ids}, torch.Generator().manual_seed(0))
+    out = objectives.mlm_objective(tok)({"input_ids": ids}, torch.Generator().manual_seed(0))
     frac = (out["labels"] != -100).float().mean().item()
     assert 0.10 < frac < 0.20
     picked = out["labels"] != -100
     assert (out["input_ids"][picked] == tok.mask_token_id).float().mean() > 0.6
     assert torch.equal(out["input_ids"][~picked], ids[~picked])
+    with pytest.raises(ValueError, match="unknown pretraining objective"):
+        objectives.make_objective("nope", tok, _cfg())
 
 
 def test_pretrain_writes_final_model_with_tokenizer(tmp_path, prepared, tokenizers):
     cfg = _cfg(token_budget=8 * 32 * 3, eval_tokens=256)
-    res = train.pretrain("mamba", "tiny", prepared / "corpus" / "ori", tokenizers["ori"], tmp_path / "m",
-                         cfg, seed=5, name="mamba-ori")
+    res = pretrain.pretrain("mamba", "tiny", prepared / "corpus" / "ori", tokenizers["ori"], tmp_path / "m",
+                            cfg, seed=5, name="mamba-ori")
     final = tmp_path / "m" / "final"
     assert (final / "config.json").exists() and (final / "tokenizer.json").exists()
     info = json.loads((final / "train_info.json").read_text())
     assert info["tokens_seen"] == cfg.tokens_per_run == res["final"]["tokens_seen"]
+    assert not {"seconds", "tokens_per_s", "mfu"} & set(info)  # wall clock is not a figure of the run
     assert res["history"][0]["step"] == 0 and res["history"][-1]["val_loss"] is not None
     clf = models.build_classifier("mamba", final, 2)  # the GLUE stage can load it
     assert clf.config.vocab_size == len(load(tokenizers["ori"]))
+
+
+# ------------------------------------------------------------------ same params -> byte-identical metrics
+def run_stage_twice(script: str, args: list[str], params: dict, tmp_path, outputs: list[str]) -> dict[str, bytes]:
+    """Run ``stages/<script>`` twice, each in a fresh process and its own working directory, and assert that
+    the ``outputs`` (files, or directories compared file by file) are byte-identical. Returns run 1's files."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = []
+    for i in (1, 2):
+        cwd = tmp_path / f"run{i}"
+        cwd.mkdir()
+        (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+        env = {**os.environ, "PYTHONPATH": str(repo / "src"), "TINYHELEN_LOG": "WARNING"}
+        res = subprocess.run([sys.executable, str(repo / "stages" / script), *args, "--params", "params.yaml"],
+                             cwd=cwd, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+        files = {}
+        for out in outputs:
+            p = cwd / out
+            assert p.exists(), f"{script} did not write {out}"
+            for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+                if f.is_file():
+                    files[f.relative_to(cwd).as_posix()] = f.read_bytes()
+        assert (cwd / "reports" / "timings").is_dir()  # the wall-clock figures went there instead
+        runs.append(files)
+    assert runs[0] == runs[1], [k for k in runs[0] if runs[0][k] != runs[1].get(k)]
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_pretrain_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
+    params = {"seed": 3, "models": {"preset": "tiny"},
+              "pretrain": dict(token_budget=8 * 32 * 4, seq_len=32, batch_size=8, eval_tokens=256, eval_every=2,
+                               log_every=1, warmup_steps=1, max_train_docs=40, threads=1)}
+    files = run_stage_twice("pretrain.py", ["bert", "leaner", "--corpus", str(prepared / "corpus" / "leaner"),
+                                            "--tokenizer", str(tokenizers["leaner"]), "--out", "run",
+                                            "--metrics", "run.json", "--live", "live"],
+                            params, tmp_path, ["run.json", "live", "run/final/train_info.json"])
+    metrics = json.loads(files["run.json"])
+    assert metrics["tokens_seen"] == 8 * 32 * 4 and not {"seconds", "tokens_per_s", "mfu"} & set(metrics)
+    assert "live/plots/metrics/val_loss.tsv" in files
+

@@ -95,3 +95,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return p
+
+
+def add_paths(p: argparse.ArgumentParser, paths: dict[str, str]) -> argparse.ArgumentParser:
+    """Required path arguments ``{"--flag": "what it is"}``: a stage's paths come from its ``dvc.yaml`` cmd."""
+    for flag, what in paths.items():
+        p.add_argument(flag, required=True, help=what)
+    return p

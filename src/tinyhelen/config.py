@@ -39,7 +39,7 @@ SECTIONS: dict[str, str] = {
     "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3 (issue 6): selected strategy
     "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3 (issue 6)
     "models": "tinyhelen.models:ModelsConfig",  # EXP1 (issue 4): size preset
-    "pretrain": "tinyhelen.train:PretrainConfig",  # EXP1 (issue 4)
+    "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1 (issue 4)
     "glue": "tinyhelen.glue:GlueConfig",  # EXP1 (issue 4)
     "exp1": "tinyhelen.glue:Exp1Config",  # EXP1 (issue 4)
 }

@@ -17,14 +17,16 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.io import InputError, read_jsonl
+from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ EVAL_SPLITS = {t: ("validation", "test") for t in ALL_TASKS}
 EVAL_SPLITS["mnli"] = ("validation_matched", "test_matched")
 
 
-class GlueConfig(Section):
+class GlueConfig(OptimConfig, ComputeConfig):
     """``glue:`` section: fine-tuning protocol of EXP1 (and of the curriculum proxy evaluations)."""
 
     tasks: list[str] = Field(default_factory=lambda: ["cola", "mrpc", "rte", "stsb", "wnli"],
@@ -48,9 +50,9 @@ class GlueConfig(Section):
     max_seq_len: int = Field(128, ge=8, description="tokens per example incl. special tokens")
     max_train_examples: int | None = Field(512, ge=1, description="per task (seeded subsample); null: all")
     max_eval_examples: int | None = Field(256, ge=1, description="per validation/test split; null: all")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
+    warmup_steps: int = Field(2, ge=0, description="steps of linear warm-up")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
 
     @field_validator("tasks")
     @classmethod
@@ -63,20 +65,25 @@ class GlueConfig(Section):
         return v
 
 
+def _registered_archs() -> list[str]:
+    from tinyhelen.models import arch_names
+
+    return arch_names()
+
+
 class Exp1Config(Section):
     """``exp1:`` section: which architectures the EXP1 matrix stages and the report cover."""
 
-    archs: list[str] = Field(default_factory=lambda: ["bert", "llama", "xlnet", "mamba"], min_length=1)
+    archs: list[str] = Field(default_factory=_registered_archs, min_length=1,
+                             description="registered architectures (tinyhelen.models); default: all of them")
     sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"], min_length=1)
 
     @field_validator("archs")
     @classmethod
     def _archs(cls, v: list[str]) -> list[str]:
-        from tinyhelen.models import ARCHS
-
-        bad = [a for a in v if a not in ARCHS]
+        bad = [a for a in v if a not in _registered_archs()]
         if bad:
-            raise ValueError(f"unknown archs {bad}; known: {', '.join(ARCHS)}")
+            raise ValueError(f"unknown archs {bad}; known: {', '.join(_registered_archs())}")
         return v
 
     @field_validator("sides")
@@ -177,13 +184,14 @@ def subsample(rows: list[dict[str, Any]], k: int | None, seed: int) -> list[dict
 
 
 def encode_pair(tok: Any, arch: str, text_a: str, text_b: str | None, max_len: int) -> dict[str, list[int]]:
-    """Token ids (+ segment ids) in the layout of ``arch`` (see ``tinyhelen.models``), truncated to
-    ``max_len`` by shortening the longer text first."""
+    """Token ids (+ segment ids) in the input layout of ``arch`` (``ArchSpec.layout``, see
+    ``tinyhelen.models``), truncated to ``max_len`` by shortening the longer text first."""
+    from tinyhelen.models import get
+
+    layout = get(arch).layout
     a = tok(text_a, add_special_tokens=False)["input_ids"]
     b = tok(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else None
-    # special tokens: bert <cls> a <sep> b <sep>; xlnet a <sep> b <sep> <cls>; causal a <sep> b <eos>
-    n_special = 3 if (b is not None and arch in ("bert", "xlnet")) else 2
-    budget = max_len - n_special
+    budget = max_len - layout.n_special(b is not None)
     if b is None:
         a = a[:budget]
     else:
@@ -192,16 +200,7 @@ def encode_pair(tok: Any, arch: str, text_a: str, text_b: str | None, max_len: i
                 a = a[:-1]
             else:
                 b = b[:-1]
-    cls, sep, eos = tok.cls_token_id, tok.sep_token_id, tok.eos_token_id
-    if arch == "bert":
-        ids = [cls, *a, sep] + ([*b, sep] if b is not None else [])
-        types = [0] * (len(a) + 2) + ([1] * (len(b) + 1) if b is not None else [])
-    elif arch == "xlnet":
-        ids = [*a, sep] + ([*b, sep] if b is not None else []) + [cls]
-        types = [0] * (len(a) + 1) + ([1] * (len(b) + 1) if b is not None else []) + [2]
-    else:
-        ids = [*a, sep] + ([*b] if b is not None else []) + [eos]
-        types = [0] * len(ids)
+    ids, types = layout.build(tok, a, b)
     return {"input_ids": ids, "token_type_ids": types}
 
 
@@ -224,17 +223,49 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int, side: str, with_t
 
 
 # ----------------------------------------------------------------------------------------- training
-def _predict(model, data: list[dict[str, Any]], labels: list[float], arch: str, pad_id: int,
-             batch_size: int, regression: bool, device: torch.device) -> list[float]:
-    from tinyhelen.models import PADDING_SIDE
+class ExampleBatches:
+    """Batch source of one fine-tuning run: ``epochs`` passes over the examples, each in the order of a
+    ``randperm`` drawn from ``gen`` (one after the other), cut into batches of ``batch_size``."""
 
+    def __init__(self, x: list[dict], y: list[float], batch_size: int, gen: torch.Generator, *, pad_id: int,
+                 side: str, with_types: bool, regression: bool):
+        self.x, self.y, self.batch_size, self.gen = x, y, batch_size, gen
+        self.pad_id, self.side, self.with_types, self.regression = pad_id, side, with_types, regression
+        self.per_epoch = math.ceil(len(x) / batch_size)
+        self.orders: list[list[int]] = []
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, i = divmod(step, self.per_epoch)
+        while len(self.orders) <= epoch:
+            self.orders.append(torch.randperm(len(self.x), generator=self.gen).tolist())
+        idx = self.orders[epoch][i * self.batch_size:(i + 1) * self.batch_size]
+        batch = collate([self.x[j] for j in idx], self.pad_id, self.side, self.with_types)
+        batch["labels"] = torch.tensor([self.y[j] for j in idx], dtype=torch.float if self.regression else torch.long)
+        return batch
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _predict(model, data: list[dict[str, Any]], arch: str, pad_id: int, batch_size: int, regression: bool,
+             device: torch.device, bf16: bool) -> list[float]:
+    from tinyhelen.models import get
+    from tinyhelen.train.compute import autocast
+
+    spec = get(arch)
     model.eval()
     preds: list[float] = []
     with torch.no_grad():
         for i in range(0, len(data), batch_size):
-            batch = collate(data[i:i + batch_size], pad_id, PADDING_SIDE[arch], arch in ("bert", "xlnet"))
+            batch = collate(data[i:i + batch_size], pad_id, spec.padding_side, spec.token_type_ids)
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device, bf16):
                 logits = model(**batch).logits.float()
             preds.extend(logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist())
     model.train()
@@ -242,50 +273,33 @@ def _predict(model, data: list[dict[str, Any]], labels: list[float], arch: str, 
 
 
 def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, task: str,
-                  data: dict[str, tuple[list[dict], list[float]]], cfg: GlueConfig, lr: float, seed: int,
-                  device: torch.device) -> dict[str, Any]:
-    """Fine-tune one model on one task with one lr/seed; return validation and test metrics."""
+                  data: dict[str, tuple[list[dict], list[float]]], cfg: GlueConfig, lr: float,
+                  seed: int) -> dict[str, Any]:
+    """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.loop.train_loop``); return validation
+    and test metrics."""
     from tinyhelen import models
-    from tinyhelen.train import _mix, lr_lambda
+    from tinyhelen.train.loop import Cadence, train_loop
+    from tinyhelen.train.rng import mix_seed
 
+    spec = models.get(arch)
     regression = task in REGRESSION
-    torch.manual_seed(_mix("glue-init", task, lr, seed) % (2**31))
+    torch.manual_seed(mix_seed("glue-init", task, lr, seed) % (2**31))
     source = init if init is not None else models.build_config(arch, preset, tok)
-    model = models.build_classifier(arch, source, NUM_LABELS[task]).to(device)
-    model.train()
+    model = models.build_classifier(arch, source, NUM_LABELS[task])
     train_x, train_y = data["train"]
-    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n.lower()]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n.lower())]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    warmup = int(round(cfg.warmup_ratio * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup, "linear", 0.0))
-    gen = torch.Generator().manual_seed(_mix("glue-order", task, lr, seed))
-    side = models.PADDING_SIDE[arch]
-    pad = tok.pad_token_id
-    losses = []
-    for _epoch in range(cfg.epochs):
-        order = torch.randperm(len(train_x), generator=gen).tolist()
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            batch = collate([train_x[j] for j in idx], pad, side, arch in ("bert", "xlnet"))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            y = torch.tensor([train_y[j] for j in idx], dtype=torch.float if regression else torch.long,
-                             device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch, labels=y).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-    out: dict[str, Any] = {"lr": lr, "seed": seed, "train_loss_last": float(np.mean(losses[-steps_per_epoch:]))}
+    batches = ExampleBatches(train_x, train_y, cfg.batch_size, torch.Generator().manual_seed(
+        mix_seed("glue-order", task, lr, seed)), pad_id=tok.pad_token_id, side=spec.padding_side,
+        with_types=spec.token_type_ids, regression=regression)
+    total = batches.per_epoch * cfg.epochs
+    res = train_loop(model, batches, cfg, cfg, lr=lr, steps=total, cadence=Cadence(total, total, total),
+                     desc=f"glue {arch} {task}", progress=False)
+    out: dict[str, Any] = {"lr": lr, "seed": seed,
+                           "train_loss_last": float(np.mean(res.step_losses[-batches.per_epoch:]))}
+    device = res.accelerator.device
     for split in ("validation", "test"):
         x, y = data[split]
-        preds = _predict(model, x, y, arch, pad, cfg.batch_size * 2, regression, device)
+        preds = _predict(res.model, x, arch, tok.pad_token_id, cfg.batch_size * 2, regression, device,
+                         res.final["bf16"])
         out[split] = task_metrics(task, y, preds)
     return out
 
@@ -313,18 +327,20 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
     ``checkpoint_dir``: a pretrained LM directory (``.../final``; its tokenizer files are used unless
     ``tokenizer_dir`` is given) or None for the from-scratch baseline (``preset`` shape, ``tokenizer_dir``
     vocabulary). ``seed`` is the base seed: example subsampling depends on it, each fine-tuning run on
-    ``(seed, glue.seeds[i])``. Returns ``{"tasks": {task: aggregate + runs}, "mean_test_score": ...}``."""
-    from tinyhelen.models import _check
+    ``(seed, glue.seeds[i])``. Returns ``{"tasks": {task: aggregate + runs}, "mean_test_score": ...}``;
+    the wall-clock figures go to ``tinyhelen.timing`` (keyed by the checkpoint)."""
+    from tinyhelen.models import PRESETS, get
     from tinyhelen.tokenizer import load as load_tokenizer
-    from tinyhelen.train import _mix
+    from tinyhelen.train.rng import mix_seed
 
-    _check(arch, preset)
+    get(arch)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}")
     if checkpoint_dir is None and tokenizer_dir is None:
         raise ValueError("a from-scratch baseline needs tokenizer_dir")
     if checkpoint_dir is not None and not (Path(checkpoint_dir) / "config.json").exists():
         raise InputError(checkpoint_dir, "not a pretrained model directory (config.json missing)")
     tok = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else checkpoint_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     n_seqs = 0
@@ -334,7 +350,7 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
         for name, split in splits.items():
             rows = load_split(glue_dir, task, split)
             k = cfg.max_train_examples if name == "train" else cfg.max_eval_examples
-            rows = subsample(rows, k, _mix(seed, "glue-subsample", task, name) % (2**32))
+            rows = subsample(rows, k, mix_seed(seed, "glue-subsample", task, name) % (2**32))
             x = [encode_pair(tok, arch, r["text_a"], r.get("text_b"), cfg.max_seq_len) for r in rows]
             y = [float(r["label"]) if task in REGRESSION else int(r["label"]) for r in rows]
             data[name] = (x, y)
@@ -343,7 +359,7 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
         for lr in cfg.lr:
             for s in cfg.seeds:
                 runs.append(finetune_task(checkpoint_dir, arch, preset, tok, task, data, cfg, lr,
-                                          _mix(seed, s) % (2**31), device))
+                                          mix_seed(seed, s) % (2**31)))
                 runs[-1]["seed"] = s
         n = len(runs) * (cfg.epochs * len(data["train"][0]) + len(data["validation"][0]) + len(data["test"][0]))
         n_seqs += n
@@ -354,8 +370,9 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
         log.info("glue %s %s: test %.3f +- %.3f (best lr %g) in %.1fs (%.0f seqs/s)", arch, task,
                  agg["test_score"], agg["test_std"], agg["best_lr"], secs, n / max(secs, 1e-9))
     secs = time.perf_counter() - t0
-    return {"tasks": results, "mean_test_score": float(np.mean([r["test_score"] for r in results.values()])),
-            "seconds": round(secs, 2), "sequences_per_s": round(n_seqs / max(secs, 1e-9), 1)}
+    timing.record(**{str(checkpoint_dir or "scratch"): {"seconds": round(secs, 2),
+                                                       "sequences_per_s": round(n_seqs / max(secs, 1e-9), 1)}})
+    return {"tasks": results, "mean_test_score": float(np.mean([r["test_score"] for r in results.values()]))}
 
 
 # ------------------------------------------------------------------------------------ EXP1 report
@@ -405,33 +422,38 @@ def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[s
     claims[f"best_arch_{best_init}"] = ranking[0]
     claims["pretraining_helps"] = {a: max(table[a][s]["mean"]["test"] for s in sides)
                                    > table[a]["scratch"]["mean"]["test"] for a in archs} if sides else {}
-    pre = {n: {k: r.get(k) for k in ("tokens_seen", "train_loss", "val_loss", "tokens_per_s", "seconds",
-                                      "non_embedding_params")} for n, r in sorted(pretrain_reports.items())}
+    pre = {n: {k: r.get(k) for k in ("tokens_seen", "train_loss", "val_loss", "non_embedding_params")}
+           for n, r in sorted(pretrain_reports.items())}
     return {"tasks": tasks, "inits": inits, "table": table, "claims": claims, "pretrain": pre,
             "tokens_per_run": expected_tokens}
 
 
 def exp1_markdown(res: dict[str, Any], preset: str) -> str:
+    """The EXP1 tables in Markdown (each architecture with its pretraining objective from the registry)."""
+    from tinyhelen.models import get
+
     tasks, inits = res["tasks"], res["inits"]
     lines = [f"# EXP1: pretraining corpus x architecture on Leaner-GLUE (preset `{preset}`)", "",
              f"Every pretraining run saw {res['tokens_per_run']:,} tokens. Test scores x100 (mean +- std "
              "over seeds at the learning rate best on validation). CoLA: MCC; MRPC: mean(F1, acc); "
              "STS-B: mean(Pearson, Spearman); others: accuracy.", "",
-             "| arch | pretrained on | " + " | ".join(tasks) + " | mean |",
-             "|---|---|" + "---|" * (len(tasks) + 1)]
+             "| arch | objective | pretrained on | " + " | ".join(tasks) + " | mean |",
+             "|---|---|---|" + "---|" * (len(tasks) + 1)]
     for arch, by_init in res["table"].items():
         for init in inits:
             row = by_init[init]
             cells = [f"{100 * row[t]['test']:.1f} +- {100 * row[t]['std']:.1f}" for t in tasks]
-            lines.append(f"| {arch} | {init} | " + " | ".join(cells) + f" | **{100 * row['mean']['test']:.1f}** |")
+            lines.append(f"| {arch} | {get(arch).objective} | {init} | " + " | ".join(cells)
+                         + f" | **{100 * row['mean']['test']:.1f}** |")
     lines += ["", "## Study claims on this table", ""]
     for k, v in res["claims"].items():
         lines.append(f"- `{k}`: {v}")
-    lines += ["", "## Pretraining runs", "", "| run | tokens | train loss | val loss | tokens/s | s |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Pretraining runs", "", "| run | tokens | train loss | val loss | non-embedding params |",
+              "|---|---|---|---|---|"]
     for name, r in res["pretrain"].items():
+        params = r["non_embedding_params"]
         lines.append(f"| {name} | {r['tokens_seen']:,} | {r['train_loss']} | {r['val_loss']} | "
-                     f"{r['tokens_per_s']} | {r['seconds']} |")
+                     f"{'n/a' if params is None else f'{params:,}'} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -8,18 +8,16 @@ stages that read ``curriculum`` (``exp3_report`` and ``exp3_glue``).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from tinyhelen.config import Section
+from tinyhelen.curriculum.scorers import check_strategy, strategy_names
+from tinyhelen.train.config import ComputeConfig, OptimConfig
 
-# difficulty scorers (curriculum strategies ordered by a score) and the two full-data baselines
-STATIC_SCORERS: tuple[str, ...] = ("random", "sentlen", "unigram", "lmloss")  # scored once, a DVC output
-ONLINE_SCORERS: tuple[str, ...] = ("selfloss",)                                # scored inside the trainer
-BASELINES: tuple[str, ...] = ("full-random", "full-repeated")
-STRATEGIES: tuple[str, ...] = (*STATIC_SCORERS, *ONLINE_SCORERS, *BASELINES)
-Strategy = Literal["random", "sentlen", "unigram", "lmloss", "selfloss", "full-random", "full-repeated"]
+# a registered difficulty scorer (``tinyhelen.curriculum.scorers``) or one of the two full-data baselines
+Strategy = Annotated[str, AfterValidator(check_strategy)]
 PACINGS: tuple[str, ...] = ("iterative", "linear", "root", "step")
 
 
@@ -44,13 +42,33 @@ class UnitsConfig(Section):
 
 
 class ModelConfig(Section):
-    """Model of the proxy / reference LM: a ``tinyhelen.models`` preset of the LLaMA architecture."""
+    """Model of the proxy / reference LM: a causal-LM architecture of ``tinyhelen.models`` at a size preset."""
 
-    arch: Literal["llama"] = "llama"
+    arch: str = "llama"
     preset: Literal["tiny", "paper"] = "tiny"
 
+    @field_validator("arch")
+    @classmethod
+    def _causal(cls, v: str) -> str:
+        from tinyhelen.models import arch_names, get
 
-class ReferenceLMConfig(Section):
+        if v not in arch_names() or get(v).objective != "clm":
+            causal = [a for a in arch_names() if get(a).objective == "clm"]
+            raise ValueError(f"{v!r} is not a registered causal-LM architecture; known: {', '.join(causal)}")
+        return v
+
+
+class ProxyOptimConfig(OptimConfig):
+    """Optimiser defaults of the EXP3 runs: weight decay on every parameter, AdamW betas (0.9, 0.95)."""
+
+    weight_decay_scope: Literal["matrices", "all"] = "all"
+    adam_beta2: float = Field(0.95, ge=0, lt=1)
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="constant: plateaus come from the data, not the LR")
+    warmup_steps: int = Field(10, ge=0)
+
+
+class ReferenceLMConfig(ProxyOptimConfig):
     """``exp3.reference_lm``: the LM trained on held-out data whose per-unit loss is ``lmloss``."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -58,11 +76,10 @@ class ReferenceLMConfig(Section):
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(10, ge=0)
     seed: int = 0
 
 
-class TrainConfig(Section):
+class TrainConfig(ProxyOptimConfig):
     """``exp3.train``: the proxy's training run (identical for every strategy: same token budget)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -70,10 +87,6 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(2e-3, gt=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(10, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(6, ge=1, description="validation loss every N steps (pool updates happen here)")
     pacing: Literal["iterative", "linear", "root", "step"] = "iterative"
     start_fraction: float = Field(0.05, gt=0, le=1, description="initial pool: easiest share of units")
@@ -83,8 +96,9 @@ class TrainConfig(Section):
     min_delta: float = Field(0.0, ge=0, description="an improvement must beat the best loss by this much")
     full_at: float = Field(0.8, gt=0, le=1, description="linear/root/step pacing: share of max_steps at "
                                                         "which the pool reaches 100%")
-    selfloss_candidates: int = Field(512, ge=1, description="selfloss: units (random sample of those not in "
-                                                            "the pool) scored by the current model per expansion")
+    selfloss_candidates: int = Field(512, ge=1, description="online scorers: units (random sample of those "
+                                                            "not in the pool) scored by the current model "
+                                                            "per expansion")
     checkpoint_steps: list[int] = Field(default_factory=list, description="steps at which model checkpoints "
                                                                           "are saved (GLUE of the proxy)")
 
@@ -109,18 +123,16 @@ class ReportConfig(Section):
 class GlueConfig(Section):
     """``exp3.glue``: Leaner-GLUE of the selected strategy's checkpoints (reuses EXP1's ``tinyhelen.glue``)."""
 
-    enabled: bool = Field(False, description="CPU default off: fine-tuning costs minutes per checkpoint")
+    enabled: bool = Field(True, description="fine-tune and score the checkpoints (minutes per checkpoint on CPU)")
     seed: int = 0
 
 
-class Exp3Config(Section):
-    """``exp3:`` section of params.yaml."""
+class Exp3Config(ComputeConfig):
+    """``exp3:`` section of params.yaml (its compute keys, e.g. ``threads``, serve every EXP3 stage)."""
 
-    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES))
+    strategies: list[Strategy] = Field(default_factory=strategy_names)
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     scorer_seed: int = Field(0, description="seed of the random scorer's scores")
-    threads: int = Field(2, ge=1, description="torch CPU threads of the training/scoring stages (fixed, so "
-                                               "the same params give the same metrics on any machine)")
     units: UnitsConfig = Field(default_factory=UnitsConfig)
     reference_lm: ReferenceLMConfig = Field(default_factory=ReferenceLMConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

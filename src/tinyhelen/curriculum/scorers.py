@@ -1,4 +1,11 @@
-"""Difficulty scorers: a registry of functions that give every pool unit a score (low = easy).
+"""Difficulty scorers: a registry of functions that give units a score (low = easy).
+
+Each ``Scorer`` declares what it needs (``NEEDS``: ``texts`` decoded unit texts, ``tokens`` unit token ids,
+``reference_model`` the reference LM of ``exp3_reference_lm``, ``model`` the proxy being trained) and
+whether it is *static* (every pool unit scored once by the ``exp3_difficulty`` stage) or *online* (scored
+inside the trainer with the current model at each expansion). The strategy names of params.yaml
+(``curriculum``, ``exp3.strategies``) are the registered scorers plus the two full-data baselines
+(``BASELINES``: trainer modes without a scorer); a scorer receives exactly the inputs it declares.
 
 =============  =======  ==========================================================================
 scorer         kind     score of a unit
@@ -14,10 +21,10 @@ selfloss       online   mean token cross-entropy under the *current* proxy, reco
 
 Static scores are written by the ``exp3_difficulty`` stage to ``data/curriculum/difficulty/<name>.jsonl``
 (one ``{"unit_id", "score"}`` per pool unit, in pool order), a DVC output keyed by its inputs (units,
-tokenizer, reference LM for ``lmloss``, ``exp3.scorer_seed``). Online scorers and the full-data
-baselines get a file with ``"score": null`` so every strategy has the same stage inputs.
-Units with no word (e.g. pure symbols) score 0 under ``sentlen``/``unigram``; their count is logged.
-Ties are broken by pool order (stable sort).
+tokenizer, reference LM, ``exp3.scorer_seed``). Online scorers and the full-data baselines get a file with
+``"score": null`` so every strategy has the same stage inputs. Units with no word (e.g. pure symbols)
+score 0 under ``sentlen``/``unigram``; their count is logged. Ties are broken by pool order (stable sort).
+Adding a scorer: ``docs/extending.md``.
 """
 from __future__ import annotations
 
@@ -32,38 +39,78 @@ from typing import Any
 
 import numpy as np
 
-from tinyhelen.curriculum.config import BASELINES, ONLINE_SCORERS, STATIC_SCORERS
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
+NEEDS = frozenset({"texts", "tokens", "reference_model", "model"})
+BASELINES: tuple[str, ...] = ("full-random", "full-repeated")  # whole pool from the start, no scorer
+
 
 @dataclass
 class ScoringInputs:
-    """What static scorers may use: unit ids, decoded texts, token ids, and optional extras."""
+    """What a scorer may use (only what it declares is filled in): unit ids, decoded texts, token ids, the
+    reference LM or the current model, and settings."""
 
     unit_ids: list[str]
     texts: list[str]
     tokens: list[np.ndarray]
     seed: int = 0
     reference_model: Any = None
+    model: Any = None
     eos_id: int = 0
     pad_id: int = 0
     batch_size: int = 32
 
 
 ScoreFn = Callable[[ScoringInputs], np.ndarray]
-REGISTRY: dict[str, ScoreFn] = {}
 
 
-def register(name: str) -> Callable[[ScoreFn], ScoreFn]:
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    fn: ScoreFn
+    needs: frozenset[str]
+    online: bool = False
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register(name: str, *, needs: Sequence[str], online: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator: register ``fn`` as scorer ``name`` needing ``needs`` (a subset of ``NEEDS``); ``online``:
+    scored by the trainer with the current model (needs ``model``) instead of once by a stage."""
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise ValueError(f"scorer {name!r}: unknown needs {sorted(unknown)}; known: {sorted(NEEDS)}")
+    if name in BASELINES:
+        raise ValueError(f"{name!r} is a baseline strategy, not a scorer name")
+    if online and "model" not in needs:
+        raise ValueError(f"online scorer {name!r} must need 'model'")
+
     def deco(fn: ScoreFn) -> ScoreFn:
-        REGISTRY[name] = fn
+        SCORERS[name] = Scorer(name, fn, frozenset(needs), online)
         return fn
     return deco
 
 
-@register("random")
+def strategy_names() -> list[str]:
+    """Every strategy params.yaml may name: the registered scorers, then the baselines."""
+    return [*SCORERS, *BASELINES]
+
+
+def static_names() -> list[str]:
+    return [n for n, s in SCORERS.items() if not s.online]
+
+
+def check_strategy(name: str) -> str:
+    """Pydantic validator helper: ``name`` must be a registered scorer or a baseline."""
+    if name not in strategy_names():
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+    return name
+
+
+@register("random", needs=())
 def score_random(inp: ScoringInputs) -> np.ndarray:
     """Uniform in [0, 1) from a hash of (seed, unit id): independent of pool order and size."""
     return np.array([int(hashlib.sha256(f"{inp.seed}:{u}".encode()).hexdigest()[:13], 16) / 16 ** 13
@@ -78,7 +125,7 @@ def mean_sentence_length(text: str) -> float:
     return float(sum(lens) / len(lens)) if lens else 0.0
 
 
-@register("sentlen")
+@register("sentlen", needs=("texts",))
 def score_sentlen(inp: ScoringInputs) -> np.ndarray:
     return np.array([mean_sentence_length(t) for t in inp.texts], dtype=np.float64)
 
@@ -97,12 +144,12 @@ def unigram_rarity(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-@register("unigram")
+@register("unigram", needs=("texts",))
 def score_unigram(inp: ScoringInputs) -> np.ndarray:
     return unigram_rarity(inp.texts)
 
 
-@register("lmloss")
+@register("lmloss", needs=("tokens", "reference_model"))
 def score_lmloss(inp: ScoringInputs) -> np.ndarray:
     if inp.reference_model is None:
         raise ValueError("lmloss needs the reference LM (exp3_reference_lm stage)")
@@ -120,6 +167,7 @@ def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int,
 
     out = np.zeros(len(units), dtype=np.float64)
     order = sorted(range(len(units)), key=lambda i: len(units[i]))
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -133,6 +181,7 @@ def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int,
                 x[r, 0] = eos_id
                 x[r, 1:1 + len(ids)] = ids
                 mask[r, :1 + len(ids)] = 1
+            x, mask = x.to(device), mask.to(device)
             logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
             tgt = x[:, 1:]
             m = mask[:, 1:].float()
@@ -145,17 +194,41 @@ def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int,
     return out
 
 
+@register("selfloss", needs=("tokens", "model"), online=True)
+def score_selfloss(inp: ScoringInputs) -> np.ndarray:
+    return unit_losses(inp.model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id, batch_size=inp.batch_size)
+
+
+def get(name: str) -> Scorer:
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
+    return SCORERS[name]
+
+
 def score(name: str, inp: ScoringInputs) -> np.ndarray | None:
-    """Scores of a strategy's scorer (None for online scorers and baselines)."""
-    if name in ONLINE_SCORERS or name in BASELINES:
+    """Static scores of strategy ``name`` (None for online scorers and baselines: nothing to score up
+    front); checks one finite score per unit."""
+    if name in BASELINES or get(name).online:
         return None
-    if name not in REGISTRY:
-        raise ValueError(f"unknown scorer {name!r}; known: {sorted(REGISTRY)}")
-    s = REGISTRY[name](inp)
+    s = get(name).fn(inp)
     if len(s) != len(inp.unit_ids) or not np.all(np.isfinite(s)):
         raise ValueError(f"scorer {name!r} returned {len(s)} scores for {len(inp.unit_ids)} units "
                          f"or non-finite values")
-    return s
+    return np.asarray(s, dtype=np.float64)
+
+
+def inputs_for(scorer: Scorer, unit_ids: list[str], tokens: list[np.ndarray], tokenizer: Any, **extra: Any
+               ) -> ScoringInputs:
+    """The ``ScoringInputs`` of ``scorer``: texts decoded only when it needs them; ``extra``: seed,
+    models, batch size (a model it does not declare is not passed)."""
+    texts = [tokenizer.decode(np.asarray(t).tolist()) for t in tokens] if "texts" in scorer.needs else []
+    for key in ("reference_model", "model"):
+        if key not in scorer.needs:
+            extra.pop(key, None)
+        elif extra.get(key) is None:
+            raise ValueError(f"scorer {scorer.name!r} needs {key}")
+    return ScoringInputs(unit_ids=unit_ids, texts=texts, tokens=tokens, eos_id=tokenizer.eos_token_id,
+                         pad_id=tokenizer.pad_token_id, **extra)
 
 
 def write_scores(path: Path | str, unit_ids: list[str], scores: np.ndarray | None) -> None:
@@ -180,7 +253,3 @@ def read_scores(path: Path | str, unit_ids: list[str]) -> np.ndarray | None:
     if any(v is None for v in vals):
         raise InputError(path, "mixture of null and numeric scores")
     return np.asarray(vals, dtype=np.float64)
-
-
-def is_static(name: str) -> bool:
-    return name in STATIC_SCORERS

@@ -2,11 +2,12 @@
 
 One run = one strategy x one seed with the same token budget (``max_steps * batch_size * seq_len``):
 
-* curriculum strategies (``random``, ``sentlen``, ``unigram``, ``lmloss``, ``selfloss``): the pool starts
+* curriculum strategies (every registered scorer of ``tinyhelen.curriculum.scorers``): the pool starts
   with the easiest ``start_fraction`` of units and grows by ``pacing`` (``tinyhelen.curriculum.pacing``)
-  at evaluation points. Static scorers fix the order up front; ``selfloss`` scores a random sample of
-  ``selfloss_candidates`` units outside the pool with the current model at each expansion and adds the
-  lowest-loss ones (scoring every remaining unit at every expansion would cost more than training here).
+  at evaluation points. Static scorers fix the order up front; an online scorer (``selfloss``) scores a
+  random sample of ``selfloss_candidates`` units outside the pool with the current model at each expansion
+  and adds the lowest-scoring ones (scoring every remaining unit at every expansion would cost more than
+  training here).
 * ``full-random``: every unit from the start, reshuffled each pass.
 * ``full-repeated``: every unit, packed once in a fixed (seeded) order; the same blocks in the same
   order every epoch.
@@ -15,34 +16,36 @@ Sampling inside the pool is uniform without replacement: a shuffled pass over th
 the pool grows. Sampled units are packed into ``seq_len`` blocks with ``<|endoftext|>`` separators (a unit
 may continue into the next block). The validation loss is the mean token loss on fixed packed blocks.
 
-Resume: with ``state_path`` the whole run state (model, optimizer, step, pool, sampler, plateau counter,
-NumPy and torch RNG states, curve so far) is saved atomically after every evaluation; a run started with
-the same inputs resumes from it and yields exactly the result of an uninterrupted run (a state whose
-fingerprint does not match the inputs is ignored and replaced).
+Training runs through ``tinyhelen.train.loop.train_loop``: ``Curriculum`` is its batch source and its callback
+(pool updates at each evaluation). Resume: with ``resume_dir`` a checkpoint of the whole run (model,
+optimizer, step, pool, sampler, plateau counter, random states, curve so far) is written atomically after
+every evaluation; a run started with the same inputs resumes from it and yields exactly the result of an
+uninterrupted run (a checkpoint whose fingerprint does not match the inputs is ignored).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from tinyhelen.curriculum.config import BASELINES, TrainConfig
+from tinyhelen.curriculum.config import TrainConfig
 from tinyhelen.curriculum.pacing import PlateauTracker, n_units, target_size
-from tinyhelen.curriculum.scorers import unit_losses
+from tinyhelen.curriculum.scorers import BASELINES, Scorer, get, inputs_for
 from tinyhelen.curriculum.units import Units
-from tinyhelen.io import atomic_path
+from tinyhelen.train.config import ComputeConfig
+from tinyhelen.train.live import TrainLog
+from tinyhelen.train.loop import Callback, Cadence, LoopContext, train_loop
 
 log = logging.getLogger(__name__)
 
 CURVE_COLUMNS = ["step", "tokens", "val_loss", "best_val_loss", "train_loss", "pool_units", "pool_fraction",
-                 "pool_tokens", "lr", "seconds"]
+                 "pool_tokens", "lr"]
 
 
 @dataclass
@@ -93,15 +96,6 @@ def fixed_packing(units: Units, order: np.ndarray, length: int, eos: int) -> tup
     return stream[:n * length].reshape(n, length), int(len(stream) - n * length)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-    return cfg.lr
-
-
 def val_blocks(val: np.ndarray, length: int) -> np.ndarray:
     n = len(val) // length
     if n == 0:
@@ -109,18 +103,17 @@ def val_blocks(val: np.ndarray, length: int) -> np.ndarray:
     return val[:n * length].astype(np.int64).reshape(n, length)
 
 
-def evaluate(model, blocks: np.ndarray, batch_size: int) -> float:
-    """Mean token cross-entropy (nats) over the fixed validation blocks."""
-    import torch
+def block_loss(blocks: np.ndarray, batch_size: int):
+    """Evaluation function: mean token cross-entropy (nats) over the fixed validation blocks."""
 
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
+    def evaluate(model, ctx: LoopContext) -> float:
+        total = 0.0
         for b in range(0, len(blocks), batch_size):
-            x = torch.as_tensor(blocks[b:b + batch_size])
+            x = torch.as_tensor(blocks[b:b + batch_size]).to(ctx.device)
             total += float(model(input_ids=x, labels=x).loss) * len(x)
-    model.train()
-    return total / len(blocks)
+        return total / len(blocks)
+
+    return evaluate
 
 
 def fingerprint(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: np.ndarray,
@@ -132,159 +125,140 @@ def fingerprint(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: n
     h.update(val.tobytes())
     if scores is not None:
         h.update(np.asarray(scores, dtype=np.float64).tobytes())
-    return h.hexdigest()
+    return h.hexdigest()[:16]
 
 
 def build_model(cfg_model, tokenizer, seed: int):
     """A randomly initialised causal LM from a ``tinyhelen.models`` preset (seeded)."""
-    import torch
-
     from tinyhelen.models import build_config, build_lm
 
     torch.manual_seed(seed)
     return build_lm(cfg_model.arch, build_config(cfg_model.arch, cfg_model.preset, tokenizer))
 
 
+class Curriculum(Callback):
+    """The pool of one run: batch source of the training loop (uniform sampling inside the pool) and its
+    callback (plateau tracking and pool growth at every evaluation, model checkpoints for GLUE)."""
+
+    def __init__(self, units: Units, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
+                 scores: np.ndarray | None, checkpoint_dir: Path | str | None):
+        self.units, self.strategy, self.cfg, self.tokenizer = units, strategy, cfg, tokenizer
+        self.total, self.lengths = len(units), units.lengths()
+        self.scorer: Scorer | None = None if strategy in BASELINES else get(strategy)
+        if self.scorer is not None and not self.scorer.online and scores is None:
+            raise ValueError(f"strategy {strategy!r} needs difficulty scores")
+        self.order = np.argsort(scores, kind="stable") if scores is not None else None
+        self.checkpoint_dir = checkpoint_dir
+        self.rng = np.random.default_rng(seed)
+        self.tracker = PlateauTracker(cfg.patience, cfg.min_delta)
+        self.sampler = Sampler()
+        self.extra: dict[str, Any] = {}
+        if strategy == "full-repeated":
+            self.sampler.fixed_blocks, self.extra["tokens_cut_by_packing"] = fixed_packing(
+                units, self.rng.permutation(self.total), cfg.seq_len, tokenizer.eos_token_id)
+        self.pool: list[int] = []
+        self.expansions: list[dict[str, Any]] = []
+
+    # -- the pool
+    def expand_to(self, size: int, model) -> None:
+        if size <= len(self.pool):
+            return
+        if self.order is not None:
+            self.pool = [int(i) for i in self.order[:size]]
+            return
+        # online scorer: score a random sample of the remaining units with the current model
+        in_pool = set(self.pool)
+        remaining = np.array([i for i in range(self.total) if i not in in_pool], dtype=np.int64)
+        n_add = size - len(self.pool)
+        n_cand = min(len(remaining), max(self.cfg.selfloss_candidates, n_add))
+        cand = np.sort(self.rng.choice(remaining, size=n_cand, replace=False))
+        inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
+                         [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
+                         batch_size=self.cfg.batch_size)
+        chosen = cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]
+        self.pool = self.pool + [int(i) for i in chosen]
+
+    def pool_tokens(self) -> int:
+        return int(self.lengths[self.pool].sum())
+
+    # -- batch source
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        x = torch.as_tensor(self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size,
+                                               self.cfg.seq_len, self.tokenizer.eos_token_id))
+        return {"input_ids": x, "labels": x}
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return self.cfg.batch_size * self.cfg.seq_len
+
+    # -- callback
+    def on_start(self, model, resumed: bool) -> None:
+        if not resumed:
+            self.pool = list(range(self.total)) if self.scorer is None else []
+            self.expand_to(n_units(self.cfg.start_fraction, self.total), model)
+
+    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model) -> None:
+        cfg, pool_before = self.cfg, len(self.pool)
+        plateau = self.tracker.update(val_loss)
+        row.update(best_val_loss=round(self.tracker.best, 5), pool_units=pool_before,
+                   pool_fraction=round(pool_before / self.total, 5), pool_tokens=self.pool_tokens())
+        if self.scorer is not None and pool_before < self.total and step < cfg.max_steps:  # none after the end
+            size = target_size(cfg.pacing, pool_before, self.total, step=step, max_steps=cfg.max_steps,
+                               start=cfg.start_fraction, increment=cfg.increment, full_at=cfg.full_at,
+                               plateau=plateau)
+            if size > pool_before:
+                self.expand_to(size, model)
+                self.sampler.restart()
+                self.expansions.append({"step": step, "pool_units": len(self.pool), "val_loss": round(val_loss, 5)})
+        if self.checkpoint_dir is not None and step in cfg.checkpoint_steps:
+            model.save_pretrained(str(Path(self.checkpoint_dir) / f"checkpoint-{step}"))
+        log.info("%s step %d/%d: pool %d/%d units", self.strategy, step, cfg.max_steps, len(self.pool), self.total)
+
+    # -- checkpoint state (saved for the batch source and for the callback: the same state, loaded twice)
+    def state(self) -> dict[str, Any]:
+        return {"pool": list(self.pool), "tracker": self.tracker.state(), "sampler": self.sampler.state(),
+                "rng": self.rng.bit_generator.state, "expansions": list(self.expansions)}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.pool, self.expansions = list(st["pool"]), list(st["expansions"])
+        self.tracker = PlateauTracker(**st["tracker"])
+        self.sampler.load(st["sampler"])
+        self.rng.bit_generator.state = st["rng"]
+
+
 def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
-              scores: np.ndarray | None = None, *, state_path: Path | str | None = None,
-              checkpoint_dir: Path | str | None = None, stop_at_step: int | None = None,
+              scores: np.ndarray | None = None, *, compute: ComputeConfig | None = None,
+              resume_dir: Path | str | None = None, checkpoint_dir: Path | str | None = None,
+              stop_after: int | None = None, live_dir: Path | str | None = None,
               label: str | None = None) -> dict[str, Any] | None:
     """Train one run; returns ``{"curve", "summary", "expansions", "model", "pool"}`` (pool: unit indices).
 
     ``units``: the pool units. ``scores``: static difficulty (low = easy), required for static scorers.
-    ``stop_at_step``: stop after the evaluation at that step (simulated interruption; returns None).
-    """
-    import torch
+    ``resume_dir``: checkpoints for an exact resume; ``checkpoint_dir``: model saves at
+    ``cfg.checkpoint_steps``; ``live_dir``: DVCLive log of the curve. ``stop_after``: stop after that many
+    steps of this call (a simulated interruption; returns None unless the run is complete). Wall-clock
+    figures go to ``tinyhelen.timing``."""
+    from tinyhelen import timing
 
     label = label or f"{strategy}-s{seed}"
-    total = len(units)
-    if total == 0:
+    if len(units) == 0:
         raise ValueError("no pool units")
-    curriculum = strategy not in BASELINES
-    if curriculum and strategy != "selfloss" and scores is None:
-        raise ValueError(f"strategy {strategy!r} needs difficulty scores")
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    lengths = units.lengths()
-    vblocks = val_blocks(val, cfg.seq_len)
-    fp = fingerprint(cfg, strategy, seed, units, val, scores)
-
+    curriculum = Curriculum(units, strategy, cfg, seed, tokenizer, scores, checkpoint_dir)
     model = build_model(cfg.model, tokenizer, seed)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    rng = np.random.default_rng(seed)
-    tracker = PlateauTracker(cfg.patience, cfg.min_delta)
-    sampler = Sampler()
-    order = np.argsort(scores, kind="stable") if scores is not None else None
-    extra: dict[str, Any] = {}
-    if strategy == "full-repeated":
-        sampler.fixed_blocks, extra["tokens_cut_by_packing"] = fixed_packing(
-            units, rng.permutation(total), cfg.seq_len, eos)
-
-    def expand_to(pool: list[int], size: int) -> list[int]:
-        if size <= len(pool):
-            return pool
-        if order is not None:
-            return [int(i) for i in order[:size]]
-        # selfloss: score a random sample of the remaining units with the current model
-        in_pool = set(pool)
-        remaining = np.array([i for i in range(total) if i not in in_pool], dtype=np.int64)
-        n_add = size - len(pool)
-        n_cand = min(len(remaining), max(cfg.selfloss_candidates, n_add))
-        cand = np.sort(rng.choice(remaining, size=n_cand, replace=False))
-        losses = unit_losses(model, [units.ids(int(i)) for i in cand], eos_id=eos, pad_id=pad,
-                             batch_size=cfg.batch_size)
-        chosen = cand[np.argsort(losses, kind="stable")[:n_add]]
-        return pool + [int(i) for i in chosen]
-
-    state: dict[str, Any] | None = None
-    if state_path is not None and Path(state_path).exists():
-        state = torch.load(state_path, weights_only=False)
-        if state.get("fingerprint") != fp:
-            log.warning("%s: %s was written for other inputs; starting afresh", label, state_path)
-            state = None
-
-    t_start, cpu_start = time.time(), time.process_time()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, pool = state["step"], state["pool"]
-        tracker = PlateauTracker(**state["tracker"])
-        sampler.load(state["sampler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        curve, expansions = state["curve"], state["expansions"]
-        train_sum, train_n, seconds0 = state["train_sum"], state["train_n"], state["seconds"]
-        log.info("%s: resumed at step %d with %d/%d units in the pool", label, step, len(pool), total)
-    else:
-        step, train_sum, train_n, seconds0 = 0, 0.0, 0, 0.0
-        pool = list(range(total)) if not curriculum else expand_to([], n_units(cfg.start_fraction, total))
-        curve, expansions = [], []
-
-    def pool_tokens() -> int:
-        return int(lengths[pool].sum())
-
-    def on_eval() -> None:
-        nonlocal pool, train_sum, train_n
-        loss = evaluate(model, vblocks, cfg.batch_size)
-        plateau = tracker.update(loss)
-        secs = seconds0 + time.time() - t_start
-        curve.append({"step": step, "tokens": step * cfg.batch_size * cfg.seq_len, "val_loss": round(loss, 5),
-                      "best_val_loss": round(tracker.best, 5),
-                      "train_loss": round(train_sum / train_n, 5) if train_n else None,
-                      "pool_units": len(pool), "pool_fraction": round(len(pool) / total, 5),
-                      "pool_tokens": pool_tokens(), "lr": lr_at(max(0, step - 1), cfg), "seconds": round(secs, 2)})
-        train_sum, train_n = 0.0, 0
-        if curriculum and len(pool) < total and step < cfg.max_steps:  # no expansion after the last step
-            size = target_size(cfg.pacing, len(pool), total, step=step, max_steps=cfg.max_steps,
-                               start=cfg.start_fraction, increment=cfg.increment, full_at=cfg.full_at,
-                               plateau=plateau)
-            if size > len(pool):
-                pool = expand_to(pool, size)
-                sampler.restart()
-                expansions.append({"step": step, "pool_units": len(pool), "val_loss": round(loss, 5)})
-        if checkpoint_dir is not None and step in cfg.checkpoint_steps:
-            model.save_pretrained(str(Path(checkpoint_dir) / f"checkpoint-{step}"))
-        if state_path is not None:
-            save_state()
-        tps = step * cfg.batch_size * cfg.seq_len / max(secs, 1e-9)
-        log.info("%s step %d/%d val_loss %.4f pool %d/%d units (%.0f tokens/s)", label, step, cfg.max_steps,
-                 loss, len(pool), total, tps)
-
-    def save_state() -> None:
-        st = {"fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-              "pool": list(pool), "tracker": tracker.state(), "sampler": sampler.state(),
-              "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "curve": curve,
-              "expansions": expansions, "train_sum": train_sum, "train_n": train_n,
-              "seconds": seconds0 + time.time() - t_start}
-        with atomic_path(state_path) as tmp:
-            torch.save(st, tmp)
-
-    if state is None:
-        on_eval()
-        if stop_at_step is not None and step >= stop_at_step:
-            return None
-    while step < cfg.max_steps:
-        x = torch.as_tensor(sampler.batch(rng, pool, units, cfg.batch_size, cfg.seq_len, eos))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        train_sum += loss.item()
-        train_n += 1
-        step += 1
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            on_eval()
-            if stop_at_step is not None and step >= stop_at_step and step < cfg.max_steps:
-                return None
-    secs = seconds0 + time.time() - t_start
+    res = train_loop(model, curriculum, cfg, compute or ComputeConfig(), lr=cfg.lr,
+                     steps=cfg.max_steps, cadence=Cadence(cfg.eval_every, cfg.eval_every, cfg.eval_every),
+                     evaluate=block_loss(val_blocks(val, cfg.seq_len), cfg.batch_size), callbacks=[curriculum],
+                     ckpt_dir=resume_dir, fingerprint=fingerprint(cfg, strategy, seed, units, val, scores),
+                     stop_after=stop_after, train_log=TrainLog(live_dir) if live_dir is not None else None,
+                     desc=label)
+    timing.record(**res.timing)
+    if not res.finished:
+        return None
+    curve = [{k: r.get(k) for k in CURVE_COLUMNS} for r in res.history]
     final = curve[-1]
-    summary = {"strategy": strategy, "seed": seed, "steps": step, "tokens": step * cfg.batch_size * cfg.seq_len,
+    summary = {"strategy": strategy, "seed": seed, "steps": final["step"], "tokens": final["tokens"],
                "final_val_loss": final["val_loss"], "best_val_loss": min(r["val_loss"] for r in curve),
                "pool_fraction": final["pool_fraction"], "pool_tokens": final["pool_tokens"],
-               "total_units": total, "total_tokens": int(lengths.sum()), "expansions": len(expansions),
-               "seconds": round(secs, 2), "cpu_seconds_this_process": round(time.process_time() - cpu_start, 2),
-               "tokens_per_s": round(final["tokens"] / max(secs, 1e-9)), **extra}
-    return {"curve": curve, "summary": summary, "expansions": expansions, "model": model, "pool": list(pool)}
+               "total_units": curriculum.total, "total_tokens": int(curriculum.lengths.sum()),
+               "expansions": len(curriculum.expansions), **curriculum.extra}
+    return {"curve": curve, "summary": summary, "expansions": curriculum.expansions, "model": res.model,
+            "pool": list(curriculum.pool)}

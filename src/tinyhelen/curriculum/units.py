@@ -166,6 +166,15 @@ def build_units(train_path: Path | str, val_path: Path | str, tokenizer, cfg: Un
     return info
 
 
+def load_tokenizer(path: Path | str):
+    """The tokenizer of the units (a clear error when its directory is missing)."""
+    from tinyhelen.tokenizer import load
+
+    if not Path(path).is_dir():
+        raise InputError(path, "tokenizer directory not found (run the tokenizer stage)")
+    return load(path)
+
+
 def load_units(units_dir: Path | str) -> tuple[Units, np.ndarray]:
     """``(all units, validation stream)`` from a ``build_units`` directory."""
     d = Path(units_dir)

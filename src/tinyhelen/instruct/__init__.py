@@ -21,8 +21,8 @@ Every example is formatted with ONE instruction template (``PROMPT_TEMPLATE``), 
 
     id, side, split, source, instruction, input, output, prompt (template applied), response (= output)
 
-Instruction tuning (``instruct.tune``)
---------------------------------------
+Instruction tuning (``instruct.tune``, ``tinyhelen.instruct.sft``)
+------------------------------------------------------------------
 Starting from ``data/models/pretrain/llama-<pretrain side>/final`` (HF ``save_pretrained`` + tokenizer),
 each of the four recipes {pretrain leaner, ori} x {tune leaner, ori} is tuned with AdamW, linear warm-up
 then cosine decay, gradient clipping, seeded batches. The loss covers the response tokens (+ the closing
@@ -35,9 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
-import shutil
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -46,8 +44,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tinyhelen import timing
 from tinyhelen.config import Section
-from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_json, write_jsonl
+from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_jsonl
+from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +95,23 @@ class OnlineSources(_Sub):
     retries: int = Field(3, ge=0)
 
 
-class TuneConfig(_Sub):
+class TuneConfig(OptimConfig, ComputeConfig):
     """``instruct.tune``: supervised fine-tuning hyper-parameters (CPU default: tiny, seconds per recipe)."""
 
     steps: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     max_len: int = Field(192, ge=16, description="tokens per example (prompt is cut first, keeping >= 1/2)")
     lr: float = Field(1e-3, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    weight_decay_scope: Literal["matrices", "all"] = "all"
+    adam_beta2: float = Field(0.95, ge=0, lt=1)
     loss_on_prompt: bool = Field(False, description="true: loss on prompt tokens too (the study's setting)")
-    checkpoint_every: int = Field(25, ge=1)
+    checkpoint_every: int = Field(25, ge=1, description="steps between saved checkpoints (each with the "
+                                                        "validation loss)")
     eval_examples: int = Field(64, ge=1, description="validation examples for the loss at each checkpoint")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default). 1: tiny models gain "
-                                              "little from more; several threads slow ~10x on busy cores")
+    threads: int = Field(1, ge=1, description="torch CPU threads; 1: tiny models gain little from more, "
+                                              "several threads slow ~10x on busy cores")
 
 
 class InstructConfig(Section):
@@ -255,7 +255,8 @@ def released_examples(path: Path, side: str, validation_fraction: float, source:
     return out, stats
 
 
-def _cap(examples: list[dict], n: int | None, seed: int) -> list[dict]:
+def cap_examples(examples: list[dict], n: int | None, seed: int) -> list[dict]:
+    """A seeded subsample of ``n`` examples in their order (all if ``n`` is None or larger)."""
     if n is None or len(examples) <= n:
         return examples
     idx = sorted(random.Random(seed).sample(range(len(examples)), n))
@@ -289,7 +290,7 @@ def build_instruct_data(cfg: InstructConfig, out_dir: Path | str = "data/instruc
     with atomic_path(out_dir) as tmp:
         for side in SIDES:
             for split in SPLITS:
-                exs = _cap(data[side][split], cfg.max_examples.get(split), seed)
+                exs = cap_examples(data[side][split], cfg.max_examples.get(split), seed)
                 if not exs:
                     raise InputError(out_dir, f"no {split} instruction examples for side {side} "
                                               f"(source {cfg.source}); check the inputs")
@@ -297,7 +298,7 @@ def build_instruct_data(cfg: InstructConfig, out_dir: Path | str = "data/instruc
                 stats.setdefault("examples", {}).setdefault(side, {})[split] = len(exs)
                 stats.setdefault("words", {}).setdefault(side, {})[split] = sum(
                     len(e["prompt"].split()) + len(e["response"].split()) for e in exs)
-    stats["seconds"] = round(time.time() - t0, 2)
+    timing.record(seconds=round(time.time() - t0, 2))
     log.info("instruct data: %s", {k: stats[k] for k in ("source", "examples")})
     return stats
 
@@ -312,165 +313,3 @@ def read_examples(path: Path | str) -> list[dict[str, Any]]:
     if not out:
         raise InputError(path, "no instruction examples")
     return out
-
-
-# ----------------------------------------------------------------------------------------- SFT
-def encode_example(tok: Any, prompt: str, response: str, max_len: int, loss_on_prompt: bool
-                   ) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 = no loss) of ``prompt + response + <eos>``, cut to ``max_len``.
-
-    The prompt keeps at least its first ``max_len // 2`` tokens; the response fills the rest (its tail is
-    cut, losing the closing eos when it does not fit)."""
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
-    r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    if len(p) + len(r) > max_len:
-        p = p[:max(max_len // 2, max_len - len(r))]
-        r = r[:max_len - len(p)]
-    ids = p + r
-    labels = (list(p) if loss_on_prompt else [-100] * len(p)) + list(r)
-    return ids, labels
-
-
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
-    import torch
-
-    n = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), n), dtype=torch.long)
-    for i, (ids, lab) in enumerate(batch):  # right padding (training)
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(lab)] = torch.tensor(lab)
-        mask[i, :len(ids)] = 1
-    return input_ids, mask, labels
-
-
-def lr_at(step: int, cfg: TuneConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("instruct.tune.device: cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def _eval_loss(model, data: list, cfg: TuneConfig, pad_id: int, device) -> float:
-    import torch
-
-    model.eval()
-    tot, n = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(data), cfg.batch_size):
-            ids, mask, labels = (t.to(device) for t in collate(data[i:i + cfg.batch_size], pad_id))
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            tgt = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                                                     ignore_index=-100, reduction="sum")
-            tot += float(loss)
-            n += int((tgt != -100).sum())
-    model.train()
-    return tot / max(n, 1)
-
-
-def checkpoint_steps(cfg: TuneConfig) -> list[int]:
-    """Steps at which checkpoints are saved (every ``checkpoint_every`` and always the last step)."""
-    steps = list(range(cfg.checkpoint_every, cfg.steps + 1, cfg.checkpoint_every))
-    return steps if steps and steps[-1] == cfg.steps else [*steps, cfg.steps]
-
-
-def step_dir(step: int) -> str:
-    return f"step-{step:06d}"
-
-
-def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out_dir: Path | str,
-         cfg: TuneConfig, seed: int, recipe: str = "") -> dict[str, Any]:
-    """Instruction-tune the causal LM at ``base_dir``; write checkpoints to ``out_dir`` atomically.
-
-    Returns the metrics (losses per checkpoint, throughput, settings)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from tqdm import tqdm
-
-    base_dir = Path(base_dir)
-    if not (base_dir / "config.json").exists():
-        raise InputError(base_dir, "pretrained model not found (config.json missing); run the pretrain stage")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(seed)
-    device = _device(cfg.device)
-    tok = AutoTokenizer.from_pretrained(str(base_dir))
-    if tok.pad_token_id is None or tok.eos_token_id is None:
-        raise InputError(base_dir, "tokenizer lacks pad/eos tokens")
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device)
-    model.train()
-    enc = lambda exs: [encode_example(tok, e["prompt"], e["response"], cfg.max_len, cfg.loss_on_prompt)  # noqa: E731
-                       for e in exs]
-    train = enc(read_examples(train_path))
-    val_all = read_examples(val_path)
-    val = enc(_cap(val_all, cfg.eval_examples, seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    rng = random.Random(seed)
-    order: list[int] = []
-    saves = set(checkpoint_steps(cfg))
-    curve: list[dict[str, Any]] = []
-    n_tokens, n_loss_tokens, t0 = 0, 0, time.time()
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        bar = tqdm(range(1, cfg.steps + 1), desc=f"tune {recipe}", mininterval=5, leave=False)
-        running = []
-        for step in bar:
-            if len(order) < cfg.batch_size:
-                perm = list(range(len(train)))
-                rng.shuffle(perm)
-                order.extend(perm)
-            batch = [train[order.pop(0)] for _ in range(cfg.batch_size)]
-            ids, mask, labels = (t.to(device) for t in collate(batch, tok.pad_token_id))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step - 1, cfg)
-            out = model(input_ids=ids, attention_mask=mask, labels=labels)
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{recipe}: non-finite loss at step {step}; lower instruct.tune.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            running.append(loss.item())
-            n_tokens += int(mask.sum())
-            n_loss_tokens += int((labels[:, 1:] != -100).sum())
-            if step in saves:
-                val_loss = _eval_loss(model, val, cfg, tok.pad_token_id, device)
-                train_loss = sum(running) / len(running)
-                running = []
-                curve.append({"step": step, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
-                              "lr": lr_at(step - 1, cfg)})
-                d = tmp / step_dir(step)
-                model.save_pretrained(str(d))
-                tok.save_pretrained(str(d))
-                log.info("%s step %d: train loss %.4f, val loss %.4f (%.0f tokens/s)", recipe, step,
-                         train_loss, val_loss, n_tokens / max(time.time() - t0, 1e-9))
-        shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
-        secs = time.time() - t0
-        metrics = {
-            "recipe": recipe, "base": str(base_dir), "train_examples": len(train), "val_examples": len(val),
-            "steps": cfg.steps, "checkpoints": [step_dir(s) for s in sorted(saves)],
-            "loss_on_prompt": cfg.loss_on_prompt, "final_train_loss": curve[-1]["train_loss"],
-            "final_val_loss": curve[-1]["val_loss"], "curve": curve, "tokens": n_tokens,
-            "loss_tokens": n_loss_tokens, "seconds": round(secs, 2),
-            "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1), "device": str(device),
-        }
-        (tmp / "tune_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
-
-
-def write_tune_metrics(path: Path | str, metrics: dict[str, Any]) -> None:
-    write_json(path, metrics)

@@ -1,0 +1,247 @@
+"""EXP1 pretraining: one architecture on one corpus side, every run with the same token budget.
+
+Documents are tokenised into one stream (``<eos>`` after every document) and cut into ``seq_len`` blocks
+("packed sequences"). Data order: the blocks of epoch ``e`` are visited in the order
+``randperm(N, seed=(seed, e))``; global step ``s`` takes stream positions ``[s*B, (s+1)*B)``
+(``stream_indices``); the architecture's objective (``ArchSpec.objective``) turns them into inputs with a
+generator seeded from ``(seed, step)``. Nothing else decides what a step sees, so a resumed run continues
+exactly. The validation loss is the mean loss over evenly spread validation blocks (``eval_tokens``)
+with fixed masks. Training runs through ``tinyhelen.train.loop.train_loop``; multi-GPU through ``accelerate``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from tinyhelen import timing
+from tinyhelen.io import atomic_path, write_json
+from tinyhelen.train.checkpoint import fingerprint
+from tinyhelen.train.config import ComputeConfig, OptimConfig
+from tinyhelen.train.live import TrainLog
+from tinyhelen.train.loop import Batch, Cadence, LoopContext, train_loop
+from tinyhelen.train.objectives import Objective, make_objective
+from tinyhelen.train.rng import mix_seed
+
+log = logging.getLogger(__name__)
+
+
+class PretrainConfig(OptimConfig, ComputeConfig):
+    """``pretrain:`` section: one pretraining run per arch x corpus side, all with the same token budget."""
+
+    token_budget: int = Field(600_000, ge=1, description="training tokens seen by every run (equal for all)")
+    seq_len: int = Field(128, ge=8, description="packed block length (even, XLNet's perm mask needs it)")
+    batch_size: int = Field(32, ge=1, description="sequences per optimizer step (global, all processes)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step and process")
+    lr: float = Field(2e-3, gt=0)
+    adam_beta2: float = Field(0.98, ge=0, lt=1)
+    warmup_steps: int = Field(6, ge=0, description="steps of linear warm-up")
+    max_train_docs: int | None = Field(None, ge=1, description="null: all training documents")
+    eval_tokens: int = Field(32_768, ge=0, description="validation tokens scored at each evaluation")
+    eval_every: int = Field(100, ge=1, description="steps between validation-loss evaluations")
+    log_every: int = Field(10, ge=1, description="steps between train-loss log rows")
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(1, ge=1)
+    peak_tflops: float | None = Field(
+        None, gt=0, description="accelerator peak TFLOP/s for MFU; null: looked up from the GPU name")
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    plm_probability: float = Field(1 / 6, gt=0, lt=1)
+    plm_max_span: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _even(self):
+        if self.seq_len % 2:
+            raise ValueError(f"seq_len must be even (got {self.seq_len})")
+        if self.token_budget < self.batch_size * self.seq_len:
+            raise ValueError(f"token_budget {self.token_budget} is smaller than one batch "
+                             f"(batch_size*seq_len = {self.batch_size * self.seq_len})")
+        return self
+
+    @property
+    def steps(self) -> int:
+        return self.token_budget // (self.batch_size * self.seq_len)
+
+    @property
+    def tokens_per_run(self) -> int:
+        """Tokens actually seen: whole steps of ``batch_size * seq_len`` (identical for every run)."""
+        return self.steps * self.batch_size * self.seq_len
+
+
+# keys that do not change what a run computes (a checkpoint written with other values is resumed)
+_NOT_IDENTITY = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "peak_tflops", "compile",
+                 "device", "threads"}
+
+
+# ----------------------------------------------------------------------------------------------- data
+def tokenize_docs(texts: Iterable[str], tokenizer: Any, batch: int = 256) -> np.ndarray:
+    """Token ids of all texts as one stream, ``<eos>`` after every document (int32)."""
+    eos = tokenizer.eos_token_id
+    out: list[np.ndarray] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        for ids in tokenizer(buf, add_special_tokens=False)["input_ids"]:
+            out.append(np.asarray([*ids, eos], dtype=np.int32))
+        buf.clear()
+
+    for text in texts:
+        buf.append(text)
+        if len(buf) >= batch:
+            flush()
+    if buf:
+        flush()
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
+
+
+def pack(stream: np.ndarray, seq_len: int) -> torch.Tensor:
+    """Cut a token stream into ``(n_blocks, seq_len)`` blocks; the incomplete tail is dropped (logged)."""
+    n = len(stream) // seq_len
+    if n == 0:
+        raise ValueError(f"only {len(stream)} tokens; need at least one block of {seq_len}")
+    if len(stream) % seq_len:
+        log.debug("pack: dropping the last %d tokens (partial block)", len(stream) % seq_len)
+    return torch.from_numpy(stream[: n * seq_len].astype(np.int64)).view(n, seq_len)
+
+
+def even_blocks(blocks: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """An evenly spread subset of blocks with at most ``max_tokens`` tokens (whole set if it fits)."""
+    want = max(1, max_tokens // blocks.shape[1])
+    if want >= len(blocks):
+        return blocks
+    idx = torch.linspace(0, len(blocks) - 1, want).round().long().unique()
+    return blocks[idx]
+
+
+def stream_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Block indices of global step ``step``: positions ``[step*B, (step+1)*B)`` of the epoch-shuffled stream."""
+    out = []
+    pos, end = step * batch_size, (step + 1) * batch_size
+    cache: dict[int, torch.Tensor] = {}
+    while pos < end:
+        epoch, off = divmod(pos, n)
+        if epoch not in cache:
+            g = torch.Generator().manual_seed(mix_seed(seed, "epoch", epoch))
+            cache[epoch] = torch.randperm(n, generator=g)
+        take = min(end - pos, n - off)
+        out.append(cache[epoch][off:off + take])
+        pos += take
+    return torch.cat(out)
+
+
+class BlockSource:
+    """Batch source of packed blocks: step ``s`` takes ``stream_indices(s)`` through the objective, with a
+    generator seeded from ``(seed, s)``. Stateless: a step's batch depends on the step only."""
+
+    def __init__(self, blocks: Batch, batch_size: int, seed: int, objective: Objective):
+        self.blocks, self.batch_size, self.seed, self.objective = blocks, batch_size, seed, objective
+        self.n = int(blocks["input_ids"].shape[0])
+
+    def batch(self, step: int) -> Batch:
+        idx = stream_indices(step, self.batch_size, self.n, self.seed)
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, "step", step))
+        return self.objective({k: v[idx] for k, v in self.blocks.items()}, gen)
+
+    def tokens(self, batch: Batch) -> int:
+        return self.batch_size * int(self.blocks["input_ids"].shape[1])
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def block_loss(val: Batch, objective: Objective, seed: int, per_batch: int):
+    """Evaluation function: mean loss over ``val`` blocks in batches of ``per_batch`` with fixed masks
+    (generator seeded from ``(seed, "eval")``), batches spread over the processes."""
+
+    def evaluate(model: torch.nn.Module, ctx: LoopContext) -> float | None:
+        acc = ctx.accelerator
+        n_val = int(val["input_ids"].shape[0])
+        tot, cnt = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
+        gen = torch.Generator().manual_seed(mix_seed(seed, "eval"))  # same masks at every evaluation
+        for i in range(0, n_val, per_batch):
+            inputs = objective({k: v[i:i + per_batch] for k, v in val.items()}, gen)
+            if (i // per_batch) % ctx.world != ctx.rank:
+                continue
+            inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
+            with acc.autocast():
+                loss = model(**inputs).loss
+            tot += loss.float()
+            cnt += 1
+        tot, cnt = acc.reduce(tot, "sum"), acc.reduce(cnt, "sum")
+        return float(tot / cnt) if float(cnt) else None
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------------------------- a run
+def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path | str,
+             out_dir: Path | str, cfg: PretrainConfig, seed: int, *, resume: bool = True,
+             stop_after: int | None = None, name: str | None = None,
+             live_dir: Path | str | None = None) -> dict[str, Any]:
+    """One EXP1 pretraining run: ``corpus_dir/{train,validation}.jsonl`` tokenised with ``tokenizer_dir``,
+    packed into ``cfg.seq_len`` blocks, trained for exactly ``cfg.tokens_per_run`` tokens.
+
+    Writes ``out_dir/final/`` (``save_pretrained`` model + tokenizer files + ``train_info.json``) on the main
+    process; checkpoints go to ``out_dir/checkpoints/``; ``live_dir``: DVCLive log of the history rows.
+    Returns ``{"final": metrics, "history": rows}`` (deterministic); wall-clock figures (seconds, tokens/s,
+    MFU) go to ``tinyhelen.timing``."""
+    from tinyhelen import models
+    from tinyhelen.data import read_docs
+    from tinyhelen.tokenizer import load as load_tokenizer
+
+    spec = models.get(arch)
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    name = name or out_dir.name
+    tok = load_tokenizer(tokenizer_dir)
+    t0 = time.perf_counter()
+    docs = (r["text"] for i, r in enumerate(read_docs(corpus_dir / "train.jsonl"))
+            if cfg.max_train_docs is None or i < cfg.max_train_docs)
+    train_blocks = pack(tokenize_docs(docs, tok), cfg.seq_len)
+    val_stream = tokenize_docs((r["text"] for r in read_docs(corpus_dir / "validation.jsonl")), tok)
+    val_blocks = even_blocks(pack(val_stream, cfg.seq_len), cfg.eval_tokens) if cfg.eval_tokens else None
+    log.info("%s: %d train blocks (%d tokens), %d val blocks, tokenised in %.1fs", name, len(train_blocks),
+             train_blocks.numel(), 0 if val_blocks is None else len(val_blocks), time.perf_counter() - t0)
+
+    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
+    model = models.build_lm(arch, models.build_config(arch, preset, tok))
+    fpt = models.flops_per_token(model, cfg.seq_len, arch)
+    objective = make_objective(spec.objective, tok, cfg)
+    identity = {"cfg": cfg.model_dump(exclude=_NOT_IDENTITY), "steps": cfg.steps, "seed": seed,
+                "rows": int(train_blocks.shape[0]), "arch": arch, "preset": preset, "corpus": str(corpus_dir),
+                "train_tokens": int(train_blocks.numel())}
+    res = train_loop(
+        model, BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective), cfg, cfg, lr=cfg.lr,
+        steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
+                                         keep_checkpoints=cfg.keep_checkpoints),
+        evaluate=None if val_blocks is None else block_loss({"input_ids": val_blocks}, objective, seed,
+                                                            cfg.batch_size // cfg.grad_accum),
+        ckpt_dir=out_dir / "checkpoints", fingerprint=fingerprint(identity), resume=resume,
+        stop_after=stop_after, train_log=TrainLog(live_dir) if live_dir is not None else None,
+        grad_accum=cfg.grad_accum, flops_per_token=fpt, peak=cfg.peak_tflops, loss_dtype=torch.float32,
+        desc=f"pretrain {name}")
+    final = res.final
+    if res.finished:
+        # the equal-budget guarantee of EXP1: every run sees exactly tokens_per_run tokens
+        assert final["tokens_seen"] == cfg.tokens_per_run, (final["tokens_seen"], cfg.tokens_per_run)
+    final.update({"arch": arch, "preset": preset, "non_embedding_params": models.non_embedding_params(model),
+                  "params": models.total_params(model), "train_blocks": int(len(train_blocks)),
+                  "train_epochs": round(cfg.tokens_per_run / train_blocks.numel(), 3),
+                  "flops_per_token": fpt})
+    log.info("pretrain %s: %s (%s)", name, final, {k: v for k, v in res.timing.items() if k != "throughput"})
+    timing.record(**res.timing)
+    acc = res.accelerator
+    if acc.is_main_process and res.finished:
+        with atomic_path(out_dir / "final") as tmp:
+            res.model.save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
+            write_json(tmp / "train_info.json", final)
+    acc.wait_for_everyone()
+    return {"final": final, "history": res.history}

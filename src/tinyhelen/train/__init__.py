@@ -1,0 +1,14 @@
+"""Shared training machinery: one loop, one optimiser builder, one learning-rate schedule.
+
+- ``config``: ``OptimConfig`` and ``ComputeConfig``, the keys every training section of params.yaml shares;
+- ``optim``: ``build_optimizer`` (AdamW) and ``lr_at`` (warm-up, then constant / cosine / linear decay);
+- ``loop``: ``train_loop`` with its extension points (batch source, evaluation function, callbacks, log);
+- ``checkpoint``: exact resume; ``live``: DVCLive logging (``TrainLog``); ``compute``: device, precision,
+  threads, MFU; ``objectives``: the pretraining objectives named by ``tinyhelen.models``; ``rng``: seeds.
+
+Import the modules (``from tinyhelen.train.loop import train_loop``): this package file imports
+nothing, so a module that only needs ``tinyhelen.train.config`` does not depend on the loop.
+
+Users: EXP1 pretraining (``tinyhelen.pretrain``) and GLUE fine-tuning (``tinyhelen.glue``), instruction
+tuning (``tinyhelen.instruct``), the curriculum proxy and its reference LM (``tinyhelen.curriculum.trainer``).
+"""

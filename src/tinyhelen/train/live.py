@@ -1,0 +1,52 @@
+"""Step-wise training metrics through DVCLive.
+
+``TrainLog(dir)`` writes DVCLive's layout: ``<dir>/plots/metrics/<name>.tsv`` (one ``step, value`` row per
+logged step of every figure: DVC plots, ``x: step``) and ``<dir>/metrics.json`` (the latest train and
+validation loss and the step: a DVC metrics file, rewritten at every logged step, so ``dvc exp show`` sees a
+running experiment; the other figures are plots only, to keep ``dvc metrics diff`` short). The stage's
+``dvc.yaml`` entry declares both (``dvcyaml=False``: DVCLive does not edit ``dvc.yaml``).
+
+Only deterministic figures are logged (losses, learning rate, a callback's figures such as the curriculum
+pool): the files are git-tracked and the same params give byte-identical files. Wall-clock figures
+(tokens/s, MFU) never go here; the loop returns them and the stage records them with
+``tinyhelen.timing.record`` (``reports/timings/<stage>.json``, git-ignored).
+
+A resumed run starts a fresh log and replays the history saved in its checkpoint, so an interrupted and
+resumed run writes exactly the files of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+NOT_LOGGED = frozenset({"step", "tokens"})  # the x axis, and a figure that is step x batch x length
+SUMMARY = ("train_loss", "val_loss")  # figures in metrics.json (the others: plots only)
+
+
+class TrainLog:
+    """DVCLive logger of one training run's history rows (``{"step": ..., "train_loss": ..., ...}``)."""
+
+    def __init__(self, directory: Path | str):
+        from dvclive import Live
+
+        self.directory = Path(directory)
+        self.live = Live(dir=str(self.directory), dvcyaml=False, save_dvc_exp=False, report=None)
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Log every numeric figure of a history row at its step (None values are skipped)."""
+        self.live.step = int(row["step"])
+        for key, val in row.items():
+            if key in NOT_LOGGED or val is None or isinstance(val, bool) or not isinstance(val, numbers.Number):
+                continue
+            self.live.log_metric(key, val)
+            if key not in SUMMARY:
+                self.live.summary.pop(key, None)
+        self.live.next_step()
+
+    def replay(self, history: list[dict[str, Any]]) -> None:
+        for r in history:
+            self.row(r)
+
+    def close(self) -> None:
+        self.live.end()
