@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from tinyhelen import timing
 from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import EVAL_BINS, GLUE_TASKS, read_docs
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
@@ -267,7 +268,8 @@ def leaner_glue(cfg: LeanerGlueConfig, llm: LLMConfig, prepared_glue: Path | str
     metrics = {"backend": llm.backend, "files": len(files), "kept": sum(t["kept"] for t in per.values()),
                "dropped": sum(t["dropped"] for t in per.values()),
                "dropped_reasons": dict(Counter(r["reason"] for r in dropped_recs)), "tasks": per,
-               "llm": llm_metrics, "seconds": round(time.time() - t0, 2)}
+               "llm": llm_metrics}
+    timing.record(seconds=round(time.time() - t0, 2))
     log.info("leaner_glue: kept %d, dropped %d", metrics["kept"], metrics["dropped"])
     return metrics
 
@@ -438,8 +440,9 @@ def leaner_eval(cfg: LeanerEvalConfig, llm: LLMConfig, prepared_eval: Path | str
         "similarity_bins": {b: computed.get(b, 0) for b in EVAL_BINS},
         "similarity_mean": round(float(scores.mean()), 4) if len(scores) else 0.0,
         "dropped": len(dropped), "dropped_reasons": dict(Counter(d["reason"] for d in dropped)),
-        "llm": llm_metrics, "seconds": round(time.time() - t0, 2),
+        "llm": llm_metrics,
     }
+    timing.record(seconds=round(time.time() - t0, 2))
     if llm.backend == "replay" and len(scores):
         from scipy.stats import spearmanr
 

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator, model_validator
 
+from tinyhelen import timing
 from tinyhelen.config import Section, check_subset
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_json, write_jsonl
 
@@ -508,8 +509,8 @@ def prepare(cfg: DataConfig, out_dir: Path | str = "data/prepared", metrics_path
         "unpaired_ori": stats.get("unpaired_ori", 0), "skipped_records": stats.get("skipped_records", 0),
         "truncated_files": stats.get("truncated_files", 0), "absent_files": stats.get("absent_files", 0),
         "documents": totals, "glue_items": sum(glue.values()), "eval_questions": ev.get("all", 0),
-        "seconds": round(time.time() - t0, 2),
     }
+    timing.record(seconds=round(time.time() - t0, 2))
     result.detail = {"documents": table, "glue_items": glue, "eval_questions": ev,
                      "counts": dict(sorted(stats.items()))}
     if metrics_path:
