@@ -324,8 +324,9 @@ def compare(params: dict[str, Any], results: dict[str, Any] | None = None,
     for k in knobs:
         try:
             ours = k.value(x)
-        except KeyError as exc:
-            rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study), f"unknown ({exc.args[0]})", True,
+        except Exception as exc:  # noqa: BLE001 - a knob that cannot be read is shown, never fatal
+            rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study),
+                            f"unknown ({exc.args[0] if isinstance(exc, KeyError) else repr(exc)})", True,
                             k.reason, k.why))
             continue
         rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study), k.show_ours(ours),
