@@ -28,8 +28,8 @@ def main(args):
     jcfg = load_section("judge", judge.JudgeConfig, args.params)
     gcfg = load_section("generate", GenerateConfig, args.params)
     icfg = load_section("instruct", instruct.InstructConfig, args.params)
-    scores = read_jsonl("data/judge/scores.jsonl")
-    summary = json.loads(Path("data/judge/summary.json").read_text())
+    scores = read_jsonl(Path(args.judge) / "scores.jsonl")
+    summary = json.loads((Path(args.judge) / "summary.json").read_text())
     rep = judge.report(scores, jcfg.backend, cfg.recipes, cfg.n_boot, load_seed(args.params), cfg.selection_metric,
                        cfg.max_unscored_share)
     is_llm, main_metric = backend_traits(jcfg.backend, rep["metrics"])
@@ -54,6 +54,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = parser(__doc__)
+    p.add_argument("--judge", default="data/judge", help="the judge stage's output (scores.jsonl, summary.json)")
     p.add_argument("--instruct-reports", default="reports/instruct")
     p.add_argument("--pretrain-report", default="reports/pretrain/llama-leaner.json")
     stage_main(main, p)

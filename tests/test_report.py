@@ -230,6 +230,37 @@ def test_entropy_table_shows_conditional_next_to_plain():
     assert rows.index("word h2 (bits/token)") == rows.index("word H2 (bits)") + 1
 
 
+# ------------------------------------------------------------------------------------ results from stage outputs
+def test_entropy_result_from_the_entropy_stage_output():
+    from tinyhelen import entropy
+
+    cfg = entropy.EntropyConfig(max_n=2, genres=["web"], pooled_genres=["web"])
+    docs = {"leaner": [{"genre": "web", "doc_id": "a", "text": "the cat sat. the cat ran."}],
+            "ori": [{"genre": "web", "doc_id": "a", "text": "the feline sat down. a cat ran off quickly."}]}
+    res = entropy.compare({s: entropy.scope_samples(d, cfg) for s, d in docs.items()}, cfg)
+    e = T.EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, cfg.pooled_genres)
+    eq = e.settings["equal_budget"]
+    assert eq.leaner.tokens == eq.ori.tokens == 6 and eq.leaner.H("word", 2, conditional=True) is not None
+    assert e.metrics()["paired"]["ori"]["vocab"] == 9 and "word_h2" not in e.metrics()["paired"]["ori"]
+
+
+def test_exp2_result_from_the_judge_report():
+    from tinyhelen import judge
+
+    recipes = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
+    scores = [{"set": "all", "recipe": r, "qid": q, "bin": "0-7", "step": 10,
+               **{m: float(q + i) for m in judge.PROXY_METRICS}} for i, r in enumerate(recipes) for q in range(6)]
+    rep = judge.report(scores, "proxy", recipes, n_boot=200, seed=0)
+    e2 = T.Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
+                            template=None, questions=None, tune_reports={"ori-ori": {"steps": 5, "tokens": 50}},
+                            non_embedding_params=None)
+    est = e2.recipe("ori-ori").scores["proxy_ref_ppl"]
+    assert est.mean == 5.5 and est.lo < est.mean < est.hi and est.n == 6
+    assert e2.higher_is_better["proxy_ref_ppl"] is False and e2.recipe("ori-ori").tune_tokens == 50
+    assert e2.metrics()["recipes"]["leaner-leaner"]["proxy_ref_ppl_lo"] == e2.recipe("leaner-leaner").scores[
+        "proxy_ref_ppl"].lo
+
+
 # ------------------------------------------------------------------------------------ protocol
 def test_protocol_table_lists_a_changed_knob_and_follows_params(tmp_path):
     p = tmp_path / "params.yaml"

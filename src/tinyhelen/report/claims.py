@@ -95,9 +95,11 @@ def decide(iv: Interval | None, threshold: float = 0.0, can_reproduce: bool = Tr
     if iv.lo > 0 and iv.effect >= threshold and can_reproduce:
         return REPRODUCED, "the interval lies above zero" + (f" and the mean reaches {threshold:.0%}"
                                                               if threshold else "")
-    if iv.lo > 0 and iv.effect < threshold:
+    if iv.lo <= 0:
+        return INCONCLUSIVE, "the interval contains zero"
+    if iv.effect < threshold:
         return INCONCLUSIVE, f"above zero but the mean is below the claimed {threshold:.0%}"
-    return INCONCLUSIVE, "the interval contains zero" if iv.lo <= 0 else "runs never reached the target"
+    return INCONCLUSIVE, "runs never reached the target: their reductions are upper bounds"
 
 
 # ------------------------------------------------------------------------------------ scale
@@ -119,8 +121,10 @@ def scale_text(fractions: dict[str, float | None]) -> str:
              if f is not None and not 0.95 <= f <= 1.05]
     if not parts:
         return "at the study's scale" if any(f is not None for f in fractions.values()) else ""
-    items = [f"{r} {'' if more else 'of '}{'the study' if i == 0 else 'it'}'s {name}".replace("it's", "its")
-             for i, (r, name, more) in enumerate(parts)]
+    items = []
+    for i, (r, name, more) in enumerate(parts):
+        whose = "the study's" if i == 0 else "its"
+        items.append(f"{r} {whose} {name}" if more else f"{r} of {whose} {name}")
     return "at " + (items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1])
 
 
