@@ -354,8 +354,10 @@ def claims_exp3(e3: Exp3Result | None, cfg: ReportConfig, problem: str | None = 
             out.append(Claim(cid, "EXP3", text, NOT_RUN, "-", f"no seed where `{b}` reached the target"))
             continue
         verdict, why = decide(iv, cfg.exp3_min_reduction, can_reproduce=not censored)
-        note = f"; {s} never reached the target in {censored} of {len(reds)} runs" if censored else ""
+        note = (f" (an upper bound: {s} never reached the target in {censored} of {len(reds)} runs, counted at "
+                "the end of its budget)") if censored else ""
         out.append(Claim(cid, "EXP3", text, verdict,
-                         f"reduction vs `{b}` = {iv.text('+.1%')} over {iv.n} seed(s){note}", why,
+                         f"reduction vs `{b}` {'at most' if censored else '='} {iv.text('+.1%')} over {iv.n} "
+                         f"seed(s){note}", why,
                          scale_text(fr), _numbers(iv, fr, not_reached=censored)))
     return out
