@@ -1,12 +1,12 @@
 """Stage `entropy`: n-gram entropy and vocabulary statistics, leaner vs ori.
 
 params: entropy.*    deps: leaner corpus (data/leaner/corpus), ori corpus (data/prepared/corpus/ori), both tokenizers
-outs: reports/entropy.json (metrics), reports/entropy_by_genre.json, reports/entropy.md,
-      reports/plots/entropy.tsv (plot), reports/figures/entropy.png
+outs: reports/results/entropy.json (typed result), reports/entropy.json (metrics), reports/entropy_by_genre.json,
+      reports/entropy.md, reports/plots/entropy.tsv (plot), reports/figures/entropy.png
 """
 from pathlib import Path
 
-from tinyhelen import entropy, timing, tokenizer
+from tinyhelen import entropy, results, timing, tokenizer
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import atomic_open, write_json, write_tsv
@@ -20,12 +20,10 @@ def main(args):
     toks = {s: tokenizer.load(f"data/tokenizers/{s}") for s in sides}
     run = entropy.run(shards, toks, cfg)
     timing.record(**run.perf)
-    summary = entropy.summary(run.results, cfg.max_n, cfg.top_k)
-    summary["leaner_vs_ori"] = entropy.leaner_vs_ori(run.results, cfg.max_n)
-    summary["pooled_genres"] = run.coverage["pooled_genres"]
-    summary["dropped_genres"] = run.coverage["dropped"]
-    write_json("reports/entropy.json", summary)
-    write_json("reports/entropy_by_genre.json", {"results": run.results, "coverage": run.coverage})
+    results.write(results.EntropyResult.from_stage(run.results, cfg.max_n, cfg.top_k, run.coverage["pooled_genres"],
+                                                   run.coverage["dropped"]))
+    write_json("reports/entropy_by_genre.json", {"results": run.results, "coverage": run.coverage,
+                                                  "leaner_vs_ori": entropy.leaner_vs_ori(run.results, cfg.max_n)})
     with atomic_open("reports/entropy.md") as fh:
         fh.write(entropy.markdown(run.results, cfg.max_n, cfg.top_k, run.coverage))
     rows = entropy.plot_rows(run.results, cfg.max_n)

@@ -1,16 +1,17 @@
 """Stage `exp1_report`: the EXP1 table (arch x pretraining corpus x task) from the GLUE stage reports.
 
-Every path comes from the command line (dvc.yaml).
+Every path but the typed result's (tinyhelen.results) comes from the command line (dvc.yaml).
 params: exp1.*, models.preset, pretrain.{token_budget,batch_size,seq_len} (the expected tokens per run)
-reads:  <glue-reports>/<arch>-<init>.json, <pretrain-reports>/<arch>-<side>.json
-writes: the EXP1 metrics (JSON), tables (Markdown), plot data (TSV) and figure (PNG)
+reads:  <glue-reports>/<arch>-<init>.json, <glue-runs>/<arch>-<init>.json, <pretrain-reports>/<arch>-<side>.json
+writes: reports/results/exp1.json (typed result), reports/exp1.json (metrics), tables (Markdown),
+        plot data (TSV) and figure (PNG)
 """
 from pathlib import Path
 
-from tinyhelen import glue, models
+from tinyhelen import glue, models, results
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.io import InputError, atomic_open, write_json, write_tsv
+from tinyhelen.io import InputError, atomic_open, write_tsv
 from tinyhelen.pretrain import PretrainConfig
 
 
@@ -27,12 +28,13 @@ def main(args):
     exp1 = load_section("exp1", glue.Exp1Config, args.params)
     preset = load_section("models", models.ModelsConfig, args.params).preset
     pcfg = load_section("pretrain", PretrainConfig, args.params)
-    gdir, pdir = Path(args.glue_reports), Path(args.pretrain_reports)
+    gdir, rdir, pdir = Path(args.glue_reports), Path(args.glue_runs), Path(args.pretrain_reports)
     glue_reports = {p.stem: _read(p) for p in sorted(gdir.glob("*.json"))}
+    glue_runs = {p.stem: _read(p) for p in sorted(rdir.glob("*.json"))}
     pre_reports = {p.stem: _read(p) for p in sorted(pdir.glob("*.json"))}
     res = glue.exp1_table(glue_reports, pre_reports, exp1.archs, exp1.sides, pcfg.tokens_per_run)
-    res["preset"] = preset
-    write_json(args.json, res)
+    results.write(results.Exp1Result.build(glue_reports, glue_runs, pre_reports, exp1.archs, exp1.sides,
+                                           pcfg.tokens_per_run, preset))
     with atomic_open(args.md) as fh:
         fh.write(glue.exp1_markdown(res, preset))
     rows = glue.exp1_plot_rows(res)
@@ -42,7 +44,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = add_paths(parser(__doc__), {
-        "--glue-reports": "directory of the glue stages' metrics", "--pretrain-reports": "directory of the "
-        "pretraining metrics", "--json": "EXP1 metrics JSON", "--md": "EXP1 tables (Markdown)",
-        "--plot": "plot data (TSV)", "--png": "figure (PNG)"})
+        "--glue-reports": "directory of the glue stages' reports", "--glue-runs": "directory of the glue stages' "
+        "per-run detail", "--pretrain-reports": "directory of the pretraining reports",
+        "--md": "EXP1 tables (Markdown)", "--plot": "plot data (TSV)", "--png": "figure (PNG)"})
     stage_main(main, p)

@@ -1,8 +1,9 @@
 """Stage `report` (last in the DAG): one report card for the whole study.
 
-params: the whole params.yaml (the card lists every key that differs from its default; `report.*` holds
-        the verdict rules)
-deps:   the metrics files of every experiment (reports/entropy.json, exp1.json, exp2.json, exp3.json, ...)
+params: the whole params.yaml (the card lists every key that differs from its default and compares the
+        params in effect with the study's protocol; `report.*` holds the verdict rules)
+deps:   the typed results reports/results/{entropy,exp1,exp2,exp3}.json, reports/prepare.json and the LLM
+        stages' metrics (reports/simplify/, leaner_glue.json, leaner_eval.json, judge.json)
 reads (not deps, on purpose): dvc.lock, reports/timings/, reports/figures/*.png, git HEAD
 outs:   reports/README.md (report card), reports/summary.json (metrics: verdicts and their numbers)
 """

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,23 +165,32 @@ def _run(s, seed, losses, pool=1.0):
                         "expansions": 0, "seconds": 1.0}, "curve": curve}
 
 
+TRAIN = SimpleNamespace(max_steps=40, eval_every=10, batch_size=2, seq_len=5, model=SimpleNamespace(preset="tiny"))
+
+
+def _build(runs, selected="lmloss", target=None):
+    return report.build(runs, ["full-random", "lmloss"], [0, 1], selected, target, "full-random", TRAIN,
+                        pool_units=10, pool_tokens=4500, non_embedding_params=1000)
+
+
 def test_report_target_and_reductions():
     runs = {("full-random", 0): _run("full-random", 0, [5, 4, 3.5, 3.0, 2.9]),
             ("full-random", 1): _run("full-random", 1, [5, 4, 3.6, 3.2, 3.1]),
             ("lmloss", 0): _run("lmloss", 0, [5, 3.5, 3.05, 3.0, 3.0], pool=0.5),
             ("lmloss", 1): _run("lmloss", 1, [5, 3.9, 3.1, 3.1, 3.1], pool=0.5)}
-    rep = report.build(runs, ["full-random", "lmloss"], [0, 1], "lmloss", None, "full-random")
-    m = rep["metrics"]
+    res = _build(runs)
+    m = res.metrics()
     assert m["target_loss"] == 3.1  # max over full-random seeds of their best loss
-    fr, lm = m["strategies"]["full-random"], m["strategies"]["lmloss"]
-    assert fr["steps_to_target"]["per_seed"] == [30, 40] and lm["steps_to_target"]["per_seed"] == [20, 20]
+    assert [r.steps_to_target for r in res.runs_of("full-random").values()] == [30, 40]
+    assert [r.steps_to_target for r in res.runs_of("lmloss").values()] == [20, 20]
+    lm = m["strategies"]["lmloss"]
     assert lm["step_reduction"] == pytest.approx(1 - 20 / 35, abs=1e-4)
     assert lm["data_reduction"] == pytest.approx(1 - 1500 / 4500, abs=1e-4)
-    assert m["selected"]["strategy"] == "lmloss"
-    md = report.markdown(rep)
+    assert m["selected"]["strategy"] == "lmloss" and res.tokens_per_run == 400
+    md = report.markdown(res)
     assert "| lmloss |" in md and "+42.9%" in md
-    rep2 = report.build(runs, ["full-random", "lmloss"], [0, 1], "lmloss", 3.05, "full-random")
-    assert rep2["metrics"]["strategies"]["lmloss"]["reached"] == "1/2"
-    assert rep2["metrics"]["strategies"]["lmloss"]["step_reduction"] is None
+    res2 = _build(runs, target=3.05)
+    assert res2.metrics()["strategies"]["lmloss"]["reached"] == 1
+    assert res2.metrics()["strategies"]["lmloss"]["step_reduction"] is None
     with pytest.raises(ValueError, match="curriculum"):
-        report.build(runs, ["full-random", "lmloss"], [0, 1], "sentlen", None, "full-random")
+        _build(runs, selected="sentlen")

@@ -1,9 +1,12 @@
-"""The report card: the stage on a fixture of every experiment's metrics, the verdict rules (each verdict
-reachable), the rendered tables, graceful degradation when inputs are missing, and the stage-timing hook."""
+"""The report card: verdicts on constructed typed results (reproduced / contradicted / inconclusive / not
+measured / not run), the scale qualifier, the "Protocol vs study" table, unverified input, the pipeline-check
+mark, the stage on a fixture of real typed results (tests/fixtures/report: cut from a CPU-default run),
+graceful degradation, and the metrics files (no wall-clock keys; a `curriculum` change touches few)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,14 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from tinyhelen import protocol
 from tinyhelen import report as R
+from tinyhelen import results as T
 from tinyhelen.cli import stage_name
+from tinyhelen.report.provenance import resolved_params
+from tinyhelen.report.render import md_entropy
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "report"
-# smallest valid PNG (1x1, grey)
+STUDY = protocol.STUDY_SCALE
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
                     "3a7e9b550000000a49444154789c63680000008200816d8e5b0a0000000049454e44ae426082")
+CFG = R.ReportConfig()
 
 
 @pytest.fixture()
@@ -27,7 +35,7 @@ def tree(tmp_path) -> Path:
     shutil.copytree(FIXTURE, root)
     (root / "reports" / "figures").mkdir()
     (root / "reports" / "figures" / "entropy.png").write_bytes(PNG)
-    (root / "reports" / "figures" / "exp3_curves.png").write_bytes(PNG)
+    (root / "reports" / "figures" / "zipf.png").write_bytes(PNG)
     (root / "reports" / "entropy.md").write_text("# entropy tables\n")
     return root
 
@@ -36,52 +44,350 @@ def _claims(ctx) -> dict[str, R.Claim]:
     return {c.id: c for c in ctx["claims"]}
 
 
-# ------------------------------------------------------------------------------------ stage on fixture
-def test_report_on_fixture_renders_every_table_and_verdict(tree):
-    ctx = R.run(tree, "params.yaml", R.ReportConfig())
+def _row(md: str, start: str) -> list[str]:
+    """Cells of the first Markdown table row whose first cell is ``start`` (padding stripped)."""
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == start:
+            return cells
+    raise AssertionError(f"no row {start!r}")
+
+
+# ------------------------------------------------------------------------------------ decision rule
+def test_decide_reproduced_contradicted_inconclusive():
+    iv = lambda e, lo, hi: R.Interval(e, lo, hi, 5, "test")  # noqa: E731
+    assert R.decide(iv(0.05, 0.01, 0.09))[0] == R.REPRODUCED
+    assert R.decide(iv(-0.05, -0.09, -0.01))[0] == R.CONTRADICTED
+    assert R.decide(iv(0.01, -0.02, 0.04)) == (R.INCONCLUSIVE, "the interval contains zero")
+    assert R.decide(iv(0.3, None, None))[0] == R.INCONCLUSIVE  # a single value has no interval
+    assert R.decide(None)[0] == R.INCONCLUSIVE
+    # a claimed size: above zero but the mean short of it is not a reproduction; an interval below it contradicts
+    assert R.decide(iv(0.05, 0.02, 0.08), threshold=0.10)[0] == R.CONTRADICTED
+    assert R.decide(iv(0.08, 0.02, 0.14), threshold=0.10)[0] == R.INCONCLUSIVE
+    assert R.decide(iv(0.20, 0.12, 0.28), threshold=0.10)[0] == R.REPRODUCED
+    assert R.decide(iv(0.20, 0.12, 0.28), threshold=0.10, can_reproduce=False)[0] == R.INCONCLUSIVE
+
+
+def test_t_interval_is_the_student_t_interval():
+    iv = R.t_interval([1.0, 2.0, 3.0], 0.95, "x")
+    assert iv.effect == 2.0 and iv.lo == pytest.approx(2 - 4.302653 / 3 ** 0.5, abs=1e-5)
+    assert R.t_interval([1.0], 0.95, "x").lo is None and R.t_interval([], 0.95, "x") is None
+
+
+def test_scale_text():
+    assert R.scale_text(protocol.scale_fractions("EXP1", STUDY["EXP1"].tokens_per_run / 2000, 10_000,
+                                                 STUDY["EXP1"].non_embedding_params)) \
+        == "at 1/2,000 of the study's tokens per run"
+    assert R.scale_text({"tokens": 262_144 / 5_242_880_000, "steps": 128 / 10_000, "params": 1e6 / 14.5e6}) \
+        == "at 1/20,000 of the study's tokens per run, 1/78 of its steps and 1/14 of its model size"
+    assert R.scale_text({"tokens": 1.0, "steps": 1.02, "params": None}) == "at the study's scale"
+
+
+# ------------------------------------------------------------------------------------ EXP1
+NOISE = [0.8, -1.1, 0.3, -0.6, 1.2, -0.2, 0.5, -0.9]
+
+
+def _exp1(effect: float, spread: float, llama: float = 0.0, tokens: int = STUDY["EXP1"].tokens_per_run,
+          steps: int = 10_000, params: int = 14_505_000) -> T.Exp1Result:
+    archs, tasks, k = ["bert", "llama", "xlnet"], ["cola", "mrpc", "rte", "stsb", "wnli"], 0
+    cells = []
+    for a in archs:
+        for ti, t in enumerate(tasks):
+            base = 0.5 + 0.01 * ti + (llama if a == "llama" else 0.0)
+            for init in ("leaner", "ori", "scratch"):
+                seeds = {}
+                for s in range(3):
+                    k += 1
+                    seeds[s] = base + (effect + spread * NOISE[k % len(NOISE)] if init == "leaner" else 0.0)
+                    seeds[s] += 5.0 if t == "wnli" and init == "ori" else 0.0  # WNLI never counts
+                m = sum(seeds.values()) / 3
+                cells.append(T.GlueCell(arch=a, init=init, task=t, test=m, std=0.0, best_lr=1e-3, seeds=seeds))
+    pre = [T.PretrainRun(arch=a, side=s, preset="x", tokens_seen=tokens, steps=steps, non_embedding_params=params,
+                         train_loss=5.0, val_loss=5.0) for a in archs for s in ("leaner", "ori")]
+    return T.Exp1Result(preset="x", archs=archs, inits=["leaner", "ori", "scratch"], tasks=tasks,
+                        tokens_per_run=tokens, cells=cells, pretrain=pre)
+
+
+def test_exp1_verdicts():
+    v = lambda e1: [c.verdict for c in R.claims_exp1(e1, CFG)]  # noqa: E731
+    assert v(_exp1(0.03, 0.01, llama=0.05)) == [R.REPRODUCED, R.REPRODUCED]
+    assert v(_exp1(-0.03, 0.01, llama=-0.05)) == [R.CONTRADICTED, R.CONTRADICTED]
+    noisy = R.claims_exp1(_exp1(0.0, 0.05, llama=0.0), CFG)
+    assert [c.verdict for c in noisy] == [R.INCONCLUSIVE, R.INCONCLUSIVE]
+    assert "interval contains zero" in noisy[0].why
+    c = R.claims_exp1(_exp1(0.03, 0.01), CFG)[0]
+    assert c.numbers["n"] == 36  # 3 archs x 4 study tasks x 3 seeds: WNLI is not in the claim
+    assert c.scale == "at the study's scale"
+    assert [x.verdict for x in R.claims_exp1(None, CFG, "reports/results/exp1.json absent")] == [R.NOT_RUN] * 2
+
+
+def test_verdict_is_qualified_with_the_scale_run():
+    small = _exp1(0.0, 0.05, tokens=STUDY["EXP1"].tokens_per_run // 2000)
+    c = R.claims_exp1(small, CFG)[0]
+    assert c.verdict_text == "inconclusive at 1/2,000 of the study's tokens per run"
+    assert c.numbers["scale_tokens"] == pytest.approx(1 / 2000)
+
+
+def test_exp1_result_built_from_stage_reports():
+    glue = {f"llama-{i}": {"tasks": {"mrpc": {"test_score": 0.7, "test_std": 0.1, "best_lr": 0.001}}}
+            for i in ("leaner", "ori", "scratch")}
+    runs = {k: {"mrpc": [{"lr": 0.001, "seed": 1, "test": {"score": 0.6}}, {"lr": 0.01, "seed": 1, "test": {"score": 0.1}},
+                         {"lr": 0.001, "seed": 0, "test": {"score": 0.8}}]} for k in glue}
+    pre = {f"llama-{s}": {"preset": "tiny", "tokens_seen": 100, "steps": 2, "non_embedding_params": 10,
+                          "train_loss": 1.0, "val_loss": 2.0} for s in ("leaner", "ori")}
+    res = T.Exp1Result.build(glue, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
+    assert res.cells[0].seeds == {0: 0.8, 1: 0.6}  # the runs at the best lr, by seed
+    assert res.metrics()["glue_mean"]["llama-ori"] == 0.7
+    with pytest.raises(Exception, match="glue"):
+        T.Exp1Result.build({}, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
+
+
+# ------------------------------------------------------------------------------------ EXP2
+def _exp2(llm: bool, means: dict[str, float], hw: float, higher: bool = True) -> T.Exp2Result:
+    m = "total" if llm else "proxy_ref_ppl"
+    recipes = [T.Exp2Recipe(recipe=r, pretrain=r.split("-")[0], tune=r.split("-")[1], selected_step=100, answers=10,
+                            tune_steps=1000, tune_tokens=STUDY["EXP2"].tokens_per_run,
+                            scores={m: T.Estimate(mean=x, lo=x - hw, hi=x + hw, n=50)}) for r, x in means.items()]
+    return T.Exp2Result(judge_backend="llm" if llm else "proxy", judge_is_llm=llm, main_metric=m,
+                        higher_is_better={m: higher}, instruct_source="released", template=None, questions=None,
+                        non_embedding_params=14_460_000, recipes=recipes)
+
+
+def test_exp2_verdicts():
+    v = lambda e2: [c.verdict for c in R.claims_exp2(e2, CFG)]  # noqa: E731
+    ll = {"leaner-leaner": 9.0, "leaner-ori": 8.5, "ori-leaner": 7.0, "ori-ori": 6.5}
+    assert v(_exp2(True, ll, 0.3)) == [R.REPRODUCED, R.REPRODUCED]
+    # pretraining effect clear; tuning effect (0.1) inside the bootstrap noise
+    assert v(_exp2(True, {"leaner-leaner": 9.0, "leaner-ori": 8.9, "ori-leaner": 7.0, "ori-ori": 6.9}, 0.5)) \
+        == [R.REPRODUCED, R.INCONCLUSIVE]
+    assert v(_exp2(True, {"leaner-leaner": 6.0, "leaner-ori": 6.0, "ori-leaner": 8.0, "ori-ori": 8.0}, 0.2)) \
+        == [R.CONTRADICTED, R.INCONCLUSIVE]
+    # lower is better: the same means now contradict
+    assert v(_exp2(True, ll, 0.3, higher=False)) == [R.CONTRADICTED, R.CONTRADICTED]
+    proxy = R.claims_exp2(_exp2(False, ll, 0.3), CFG)
+    assert [c.verdict for c in proxy] == [R.NOT_MEASURED] * 2 and "proxy" in proxy[0].why
+    assert proxy[0].scale == ""  # no verdict, no qualifier
+    assert R.claims_exp2(_exp2(True, ll, 0.3), CFG)[0].scale == "at the study's scale"
+    assert v(None) == [R.NOT_RUN] * 2
+
+
+# ------------------------------------------------------------------------------------ EXP3
+def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> T.Exp3Result:
+    runs = []
+    for name, steps, data in (("lmloss", lm_steps, lm_data or [None if s is None else 1000 * s for s in lm_steps]),
+                              ("full-random", fr_steps, [150_000] * len(fr_steps))):
+        runs += [T.Exp3Run(strategy=name, seed=i, final_val_loss=5.0, best_val_loss=4.9,
+                           pool_fraction=0.5 if name == "lmloss" else 1.0, expansions=3, steps_to_target=s,
+                           data_to_target=d) for i, (s, d) in enumerate(zip(steps, data))]
+    return T.Exp3Result(strategies=["full-random", "lmloss"], seeds=list(range(len(fr_steps))), selected="lmloss",
+                        target_loss=5.0, target_from="full-random", max_steps=2500, eval_every=20, batch_size=512,
+                        seq_len=1024, pool_units=10, pool_tokens=150_000, preset="x", non_embedding_params=1_050_000,
+                        runs=runs)
+
+
+def test_exp3_judges_steps_and_data():
+    v = lambda e3: [c.verdict for c in R.claims_exp3(e3, CFG)]  # noqa: E731
+    assert v(_exp3([78, 80, 82], [100, 101, 99])) == [R.REPRODUCED, R.REPRODUCED]  # ~20% fewer steps; data 45%
+    # 5% fewer steps: the interval excludes the claimed size; data still far less
+    assert v(_exp3([95, 96, 94], [100, 101, 99])) == [R.CONTRADICTED, R.REPRODUCED]
+    assert v(_exp3([60, 140, 80], [100, 101, 99], lm_data=[149_000, 151_000, 150_000])) \
+        == [R.INCONCLUSIVE, R.CONTRADICTED]
+    # never reached: counted at the end of the budget, so never "reproduced"
+    never = R.claims_exp3(_exp3([None, None, None], [100, 101, 99]), CFG)
+    assert never[0].verdict == R.CONTRADICTED and never[0].numbers["not_reached"] == 3
+    assert never[1].verdict == R.INCONCLUSIVE and "never reached" in never[1].measured
+    assert v(None) == [R.NOT_RUN] * 2
+
+
+# ------------------------------------------------------------------------------------ entropy
+def _side(vocab: int, h: dict[str, float]) -> T.EntropySide:
+    return T.EntropySide(tokens=1000, vocab=vocab, ttr=0.1, top_k_coverage=0.9, mean_sentence_len=10.0, entropy=h)
+
+
+def _entropy(eq_leaner: dict, eq_ori: dict, vocab=(100, 300)) -> T.EntropyResult:
+    paired = T.EntropySetting(leaner=_side(vocab[0], {"word_H1": 1.0}), ori=_side(vocab[1], {"word_H1": 9.0}))
+    eq = T.EntropySetting(leaner=_side(vocab[0], eq_leaner), ori=_side(vocab[1], eq_ori))
+    return T.EntropyResult(max_n=2, top_k=2000, pooled_genres=["web"], settings={"paired": paired, "equal_budget": eq})
+
+
+def test_entropy_decided_at_equal_budget_with_bias_corrected_entropies():
+    lo, hi = {"word_H1": 8.0, "word_H2": 12.0}, {"word_H1": 9.0, "word_H2": 13.0}
+    assert [c.verdict for c in R.claims_entropy(_entropy(lo, hi))] == [R.REPRODUCED, R.REPRODUCED]
+    assert [c.verdict for c in R.claims_entropy(_entropy(hi, lo, vocab=(300, 100)))] == [R.CONTRADICTED] * 2
+    mixed = R.claims_entropy(_entropy({"word_H1": 8.0, "word_H2": 13.5}, hi))[1]
+    assert mixed.verdict == R.INCONCLUSIVE and "not below on word_H2" in mixed.why
+    # plug-in says not below on H2, the Miller-Madow estimate (used when present) says below
+    mm = R.claims_entropy(_entropy({**lo, "word_H2": 13.5, "word_H1_mm": 8.1, "word_H2_mm": 12.1},
+                                   {**hi, "word_H1_mm": 9.1, "word_H2_mm": 13.2}))[1]
+    assert mm.verdict == R.REPRODUCED and "Miller-Madow" in mm.measured
+    assert [c.verdict for c in R.claims_entropy(None, "x")] == [R.NOT_RUN] * 2
+
+
+def test_entropy_table_shows_conditional_next_to_plain():
+    md = "\n".join(md_entropy(_entropy({"word_H1": 8.0, "word_H2": 12.0, "word_h2": 4.0},
+                                                {"word_H1": 9.0, "word_H2": 13.0, "word_h2": 4.0})))
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| word")]
+    assert rows.index("word h2 (bits/token)") == rows.index("word H2 (bits)") + 1
+
+
+# ------------------------------------------------------------------------------------ results from stage outputs
+def test_entropy_result_from_the_entropy_stage_output():
+    from tinyhelen import entropy
+
+    cfg = entropy.EntropyConfig(max_n=2, genres=["web"], pooled_genres=["web"])
+    docs = {"leaner": [{"genre": "web", "doc_id": "a", "text": "the cat sat. the cat ran."}],
+            "ori": [{"genre": "web", "doc_id": "a", "text": "the feline sat down. a cat ran off quickly."}]}
+    res = entropy.compare({s: entropy.scope_samples(d, cfg) for s, d in docs.items()}, cfg)
+    e = T.EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, cfg.pooled_genres)
+    eq = e.settings["equal_budget"]
+    assert eq.leaner.tokens == eq.ori.tokens == 6 and eq.leaner.H("word", 2, conditional=True) is not None
+    assert e.metrics()["paired"]["ori"]["vocab"] == 9 and "word_h2" not in e.metrics()["paired"]["ori"]
+
+
+def test_exp2_result_from_the_judge_report():
+    from tinyhelen import judge
+
+    recipes = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
+    scores = [{"set": "all", "recipe": r, "qid": q, "bin": "0-7", "step": 10,
+               **{m: float(q + i) for m in judge.PROXY_METRICS}} for i, r in enumerate(recipes) for q in range(6)]
+    rep = judge.report(scores, "proxy", recipes, n_boot=200, seed=0)
+    e2 = T.Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
+                            template=None, questions=None, tune_reports={"ori-ori": {"steps": 5, "tokens": 50}},
+                            non_embedding_params=None)
+    est = e2.recipe("ori-ori").scores["proxy_ref_ppl"]
+    assert est.mean == 5.5 and est.lo < est.mean < est.hi and est.n == 6
+    assert e2.higher_is_better["proxy_ref_ppl"] is False and e2.recipe("ori-ori").tune_tokens == 50
+    assert e2.metrics()["recipes"]["leaner-leaner"]["proxy_ref_ppl_lo"] == e2.recipe("leaner-leaner").scores[
+        "proxy_ref_ppl"].lo
+
+
+# ------------------------------------------------------------------------------------ protocol
+def test_protocol_table_lists_a_changed_knob_and_follows_params(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("glue:\n  max_seq_len: 128\nexp3:\n  train:\n    lr: 0.01\n")
+    rows = {(r.experiment, r.knob): r for r in protocol.compare(resolved_params(p))}
+    r = rows[("EXP1 GLUE", "max_seq_len")]
+    assert r.differs and (r.study, r.ours, r.reason) == ("256", "128", protocol.COMPUTE)
+    assert not rows[("EXP3", "learning rate")].differs  # 0.01 is the study's
+    p.write_text("glue:\n  max_seq_len: 256\n")
+    rows = {(r.experiment, r.knob): r for r in protocol.compare(resolved_params(p))}
+    assert not rows[("EXP1 GLUE", "max_seq_len")].differs and rows[("EXP3", "learning rate")].differs
+
+
+def test_protocol_knobs_read_existing_params_keys():
+    """A renamed params key must be renamed in tinyhelen.protocol too (else its value is 'unknown')."""
+    rows = protocol.compare(resolved_params(REPO / "params.yaml"))
+    assert [r.knob for r in rows if r.ours.startswith("unknown")] == []
+    assert {r.reason for r in rows} <= {protocol.DATA_ABSENT, protocol.COMPUTE, protocol.CHOICE}
+
+
+def test_protocol_reads_model_sizes_from_results():
+    res = _exp1(0.0, 0.0, params=1_000_000)
+    row = next(r for r in protocol.compare(resolved_params(FIXTURE / "params.yaml"), {"exp1": res})
+               if r.knob == "model size (non-embedding)")
+    assert row.differs and row.ours == "bert 1.00M, llama 1.00M, xlnet 1.00M"
+    res = _exp1(0.0, 0.0, params=14_500_000)
+    row = next(r for r in protocol.compare({"models": {"preset": "tiny"}}, {"exp1": res})
+               if r.knob == "model size (non-embedding)")
+    assert not row.differs  # every architecture within 10% of the study's
+
+
+# ------------------------------------------------------------------------------------ the stage on the fixture
+def test_report_on_fixture(tree):
+    ctx = R.run(tree, "params.yaml", CFG)
     md = (tree / "reports" / "README.md").read_text()
     c = _claims(ctx)
-    # verdicts at the tiny CPU default: data claims decided, model claims gated
-    assert c["entropy_vocab"].verdict == R.REPRODUCED and c["entropy_ngram"].verdict == R.REPRODUCED
-    assert c["exp1_leaner_beats_ori"].verdict == R.NOT_AT_SCALE
-    assert c["exp1_llama_best"].verdict == R.NOT_AT_SCALE
-    assert "leaner - ori = +0.0200" in c["exp1_leaner_beats_ori"].measured  # observed direction still shown
-    assert c["exp2_leaner_pretraining"].verdict == R.NOT_MEASURED  # proxy metrics are not LLM scores
-    assert "proxy" in c["exp2_leaner_pretraining"].why
-    assert c["exp3_lmloss_saves_20pct"].verdict == R.NOT_AT_SCALE
-    # entropy table (real figures of the released 10M tier)
-    assert "| vocab | 56,801 | 16,534 | 50,291 | 16,392 |" in md
-    assert "| top2000_coverage | 75.9% | 93.5% | 76.7% | 93.5% |" in md
-    # EXP1 table: arch x pretraining x task, mean ± std, validation subtree ignored
-    assert "| arch | pretraining | cola | mrpc | stsb | rte | wnli | mean |" in md
-    assert "| llama | leaner | 0.150 ± 0.010 | 0.753 ± 0.010 |" in md
-    assert "0.99" not in md.split("## EXP1")[1].split("## EXP2")[0]
-    # EXP2 table with intervals and the proxy banner
+    assert c["entropy_vocab"].verdict == R.REPRODUCED
+    assert c["entropy_ngram"].verdict == R.INCONCLUSIVE and "bpe_H4" in c["entropy_ngram"].why  # equal_budget
+    assert _row(md, "EXP1")[3].startswith("**inconclusive** at 1/20,000 of the study's tokens per run, 1/78 of")
+    assert c["exp1_leaner_beats_ori"].numbers["n"] == 32  # 4 archs x 4 study tasks x 2 seeds
+    assert [c[k].verdict for k in ("exp2_leaner_pretraining", "exp2_leaner_tuning")] == [R.NOT_MEASURED] * 2
     assert "Proxy metrics, not LLM-judge scores" in md
-    assert "| leaner-leaner | 165 [145, 185] |" in md
-    # EXP3 table: reductions vs full-random, a run that never reached the target
-    assert "| lmloss | 2 | 83 ± 7.07 | 169,984 ± 14,482 |" in md and "| +21.0% | +21.0% |" in md
-    assert "| sentlen | 2 | 120 (1 not reached) |" in md and "target not reached" in md
-    # figures embedded next to their section, the rest at the end
-    assert "![entropy](figures/entropy.png)" in md.split("## EXP1")[0]
-    assert "![exp3_curves](figures/exp3_curves.png)" in md
-    # context: params differing from defaults, stages from dvc.lock, timings, data stages
-    assert "| `seed` | `1234` | `7` |" in md and "| `entropy.top_k` | `2000` | `1000` |" in md
-    assert "entropy.max_n" not in md  # equal to its default
-    assert "| `entropy` | 12.5 | cpu | 2026-01-01T10:00:00 | 1 |" in md
-    assert "| `prepare` |  |  |  | 1 |" in md
-    assert "`reports/simplify/wiki.json` | genre=wiki, docs=20" in md
-    assert "`reports/leaner_eval.json` | not run" in md
-    assert "Full tables: [entropy.md](entropy.md)." in md
-    # summary.json: flat-ish, deterministic (no commit/timings), numbers beside verdicts
+    assert c["exp3_lmloss_fewer_steps"].verdict == R.INCONCLUSIVE
+    assert "never reached the target in 2 of 2 runs" in c["exp3_lmloss_less_data"].measured
+    # tables
+    assert _row(md, "vocabulary (word types)")[1:] == ["56,801", "16,534", "50,291", "16,392"]
+    assert _row(md, "word h3 (bits/token)")[1:3] == ["2.336", "3.169"]
+    llama = next(line for line in md.splitlines() if re.match(r"\| llama\s+\| leaner", line))
+    assert "0.757 ± 0.009" in llama and "**0.335**" in llama  # mean over the 4 study tasks, WNLI shown only
+    assert _row(md, "leaner-leaner")[2] == "105 [86.8, 138]"
+    assert _row(md, "full-random")[1:4] == ["2", "2/2", "117 ± 4.24"]
+    assert _row(md, "lmloss")[-2:] == ["target not reached", "target not reached"]
+    # protocol table: differences listed, knobs that follow the study are not
+    assert _row(md, "EXP1 GLUE")[1] == "tasks"
+    assert "| EXP3 " in md and not any(r[1] == "learning rate" for r in
+                                       [[x.strip() for x in line.split("|")[1:]] for line in md.splitlines()
+                                        if line.startswith("| EXP3")])
+    assert "EXP3 learning rate" in md.split("Following the study")[1].split("\n")[0]
+    # inputs, params, timings, figures
+    assert _row(md, "`reports/prepare.json`")[1] == "source `local`; 70 files checksum-verified"
+    assert "backend `replay` (the study's released outputs)" in _row(md, "`simplify`")[1]
+    assert _row(md, "`seed`")[1:] == ["`1234`", "`7`"] and "`entropy.max_n`" not in md
+    assert _row(md, "`entropy`")[1:5] == ["12.5", "cpu", "2026-01-01T10:00:00", "seconds=12.1, words_per_s=412,000"]
+    assert "![entropy](figures/entropy.png)" in md.split("## EXP1")[0] and "![zipf](figures/zipf.png)" in md
+    # summary.json: counts, numbers, deterministic, no commit or timings
     s = json.loads((tree / "reports" / "summary.json").read_text())
-    assert s["verdicts"] == {"reproduced": 2, "not_reproduced": 0, "not_measured": 2,
-                             "not_measured_at_this_scale": 3, "not_run": 0}
-    assert s["claims"]["exp3_lmloss_saves_20pct"]["reduction_steps"] == pytest.approx(0.21, abs=1e-3)
-    assert s["claims"]["exp1_llama_best"]["best_arch"] == "llama"
-    assert "commit" not in json.dumps(s) and "wall" not in json.dumps(s)
-    R.run(tree, "params.yaml", R.ReportConfig())
-    assert json.loads((tree / "reports" / "summary.json").read_text()) == s  # same inputs, same metrics
+    assert s["verdicts"] == {"reproduced": 1, "contradicted": 0, "inconclusive": 5, "not_measured": 2, "not_run": 0}
+    assert s["claims"]["exp1_leaner_beats_ori"]["scale_tokens"] == 5e-05
+    assert s["protocol_differences"] == sum(r.differs for r in ctx["protocol"]) > 10
+    R.run(tree, "params.yaml", CFG)
+    assert json.loads((tree / "reports" / "summary.json").read_text()) == s
+    assert not _wall_clock_keys(s) and "commit" not in json.dumps(s)
+
+
+def test_unverified_input_is_shown(tree):
+    p = tree / "reports" / "prepare.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), "checksums_verified": 0}))
+    ctx = R.run(tree, "params.yaml", CFG)
+    md = (tree / "reports" / "README.md").read_text()
+    assert "> **unverified input**: `reports/prepare.json` has `checksums_verified: 0`" in md
+    assert "**unverified input**: no file checksum-verified" in _row(md, "`reports/prepare.json`")[1]
+    assert all("unverified input" in c.marks for c in ctx["claims"] if c.verdict != R.NOT_RUN)
+    assert "**[unverified input]**" in _row(md, "EXP1")[2]
+
+
+def test_pipeline_check_marks_the_figures_that_depend_on_it(tree):
+    j = tree / "reports" / "judge.json"
+    j.write_text(json.dumps({**json.loads(j.read_text()), "backend": "llm", "provenance": {
+        "backend": "openai", "model": "qwen2.5-0.5b-instruct", "gguf_file": "qwen2.5-0.5b-q4_k_m.gguf",
+        "gguf_sha256": "ab" * 32, "pipeline_check": True}}))
+    ctx = R.run(tree, "params.yaml", CFG)
+    c = _claims(ctx)
+    assert c["exp2_leaner_tuning"].marks == ["pipeline check, not a result (judge)"]
+    assert c["exp1_leaner_beats_ori"].marks == [] and c["entropy_vocab"].marks == []
+    md = (tree / "reports" / "README.md").read_text()
+    assert "**[pipeline check, not a result (judge)]**" in md.split("## EXP2")[1].split("## EXP3")[0]
+    judge = _row(md, "`judge`")[1]
+    assert "model `qwen2.5-0.5b-instruct`" in judge and "sha256 `abababababab...`" in judge
+    # a flagged simplification model marks everything trained or measured on the leaner corpus
+    s = tree / "reports" / "simplify" / "wiki.json"
+    s.write_text(json.dumps({**json.loads(s.read_text()), "provenance": {"pipeline_check": True}}))
+    ctx = R.run(tree, "params.yaml", CFG)
+    assert all(any("simplify" in m for m in x.marks) for x in ctx["claims"])
+
+
+# ------------------------------------------------------------------------------------ degradation
+def test_missing_results_degrade_to_not_run(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 1234\n")
+    ctx = R.run(tmp_path, "params.yaml")
+    assert {c.verdict for c in ctx["claims"]} == {R.NOT_RUN}
+    md = (tmp_path / "reports" / "README.md").read_text()
+    assert "_Not run_: reports/results/exp1.json absent (stage `exp1_report` not run)." in md
+    assert md.count("_Not run_") == 4 and "No dvc.lock and no timings yet." in md
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["verdicts"]["not_run"] == 8
+
+
+def test_malformed_or_off_schema_result_is_reported_not_fatal(tree):
+    (tree / "reports" / "results" / "exp1.json").write_text('{"cells": [\n  oops]\n')
+    exp3 = json.loads((tree / "reports" / "results" / "exp3.json").read_text())
+    del exp3["target_loss"]
+    (tree / "reports" / "results" / "exp3.json").write_text(json.dumps(exp3))
+    c = _claims(R.run(tree, "params.yaml"))
+    assert c["exp1_leaner_beats_ori"].verdict == R.NOT_RUN
+    assert "reports/results/exp1.json:2: malformed JSON" in c["exp1_leaner_beats_ori"].why
+    assert c["exp3_lmloss_fewer_steps"].verdict == R.NOT_RUN
+    assert "not a valid Exp3Result: target_loss: Field required" in c["exp3_lmloss_fewer_steps"].why
+    assert c["entropy_vocab"].verdict == R.REPRODUCED  # the rest still decided
 
 
 @pytest.mark.slow
@@ -98,162 +404,58 @@ def test_stage_script_runs_and_records_its_wall_time(tree):
 
 
 def test_bad_params_fail_with_the_key(tree):
-    (tree / "params.yaml").write_text("report:\n  z: -1\n")
+    (tree / "params.yaml").write_text("report:\n  confidence: 2\n")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TINYHELEN_TIMINGS": "0"}
     res = subprocess.run([sys.executable, str(REPO / "stages" / "report.py")], cwd=tree, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "report.z" in res.stderr
+    assert res.returncode == 2 and "report.confidence" in res.stderr
 
 
-# ------------------------------------------------------------------------------------ degradation
-def test_missing_inputs_degrade_to_not_run(tmp_path):
-    (tmp_path / "params.yaml").write_text("seed: 1234\n")
-    ctx = R.run(tmp_path, "params.yaml")
-    assert {c.verdict for c in ctx["claims"]} == {R.NOT_RUN}
-    md = (tmp_path / "reports" / "README.md").read_text()
-    for section in ("Entropy and vocabulary", "EXP1", "EXP2", "EXP3"):
-        assert section in md
-    assert md.count("_Not run_") == 4 and "No dvc.lock and no timings yet." in md
-    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["verdicts"]["not_run"] == 7
+# ------------------------------------------------------------------------------------ metrics files
+WALL_CLOCK = re.compile(r"(^|_)(seconds|secs|wall_s|elapsed|duration|started|finished|timestamp|mfu)$|_per_s$")
 
 
-def test_malformed_or_unknown_layout_is_reported_not_fatal(tree):
-    (tree / "reports" / "exp1.json").write_text('{"table": {\n  "llama": oops}\n')
-    (tree / "reports" / "exp3.json").write_text(json.dumps({"note": "new layout", "rows": 3}))
-    ctx = R.run(tree, "params.yaml")
-    c = _claims(ctx)
-    assert c["exp1_leaner_beats_ori"].verdict == R.NOT_RUN
-    assert "reports/exp1.json:2: malformed JSON" in c["exp1_leaner_beats_ori"].why
-    assert c["exp3_lmloss_saves_20pct"].verdict == R.NOT_RUN and "layout not understood" in c[
-        "exp3_lmloss_saves_20pct"].why
-    assert c["entropy_vocab"].verdict == R.REPRODUCED  # the rest still decided
-    md = (tree / "reports" / "README.md").read_text()
-    assert "_Not run_: reports/exp1.json:2: malformed JSON" in md
+def _wall_clock_keys(node, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in
+                ([prefix + key] if WALL_CLOCK.search(str(key)) else []) + _wall_clock_keys(v, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [k for v in node for k in _wall_clock_keys(v, prefix)]
+    return []
 
 
-# ------------------------------------------------------------------------------------ verdict rules
-def test_decide_rule():
-    assert R.decide(0.05, 0.01, 1.96) == (True, "+0.05 > 1.96 x se 0.01")
-    assert R.decide(0.01, 0.01, 1.96)[0] is False and "noise" in R.decide(0.01, 0.01, 1.96)[1]
-    assert R.decide(-0.2, None, 1.96) == (False, "opposite direction")
-    assert R.decide(0.3, None, 1.96)[0] is True  # single value: direction only
-    assert R.decide(0.05, None, 1.96, threshold=0.10)[0] is False
-    assert R.decide(None, None, 1.96)[0] is False
+def _declared_metrics() -> dict[str, set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        return {st.addressing: {str(o.def_path) for o in st.outs if o.metric} for st in repo.index.stages}
 
 
-PAPER = {"models": {"preset": "paper"}, "exp3": {"units": {"pool_tokens": None}}}
-TINY = {"models": {"preset": "tiny"}, "exp3": {"units": {"pool_tokens": 200000}}}
+def test_no_metrics_file_holds_wall_clock_figures():
+    files = set().union(*_declared_metrics().values())
+    assert "reports/summary.json" in files and "reports/exp3.json" in files
+    bad = {}
+    for f in sorted(files):
+        p = REPO / f
+        if p.exists():
+            bad.update({f: keys for keys in [_wall_clock_keys(json.loads(p.read_text()))] if keys})
+    assert bad == {}
+    assert _wall_clock_keys({"a": {"tokens_per_s": 1, "wall_s": 2}, "timeout_s": 3}) == ["a.tokens_per_s", "a.wall_s"]
 
 
-def _exp1(leaner_shift: float, llama_shift: float, noise: list[float] | None = None, std=0.01):
-    cells = []
-    for ai, a in enumerate(("bert", "llama", "xlnet")):
-        for ti, t in enumerate(("cola", "mrpc", "rte", "stsb")):
-            base = 0.5 + 0.01 * ti + (llama_shift if a == "llama" else 0.0)
-            d = noise[(ai * 4 + ti) % len(noise)] if noise else leaner_shift
-            cells += [{"arch": a, "pretrain": "leaner", "task": t, "mean": base + d, "std": std, "n": 3},
-                      {"arch": a, "pretrain": "ori", "task": t, "mean": base, "std": std, "n": 3}]
-    return {"cells": cells, "preset": None}
+def test_a_curriculum_change_touches_few_metrics():
+    from tinyhelen.pipeline import stages_affected_by
 
-
-def test_exp1_verdicts_each_reachable():
-    cfg = R.ReportConfig()
-    v = lambda e1, p=PAPER: {c.id: c.verdict for c in R.claims_exp1(e1, p, cfg)}  # noqa: E731
-    assert v(_exp1(0.03, 0.05)) == {"exp1_leaner_beats_ori": R.REPRODUCED, "exp1_llama_best": R.REPRODUCED}
-    assert v(_exp1(-0.03, -0.05)) == {"exp1_leaner_beats_ori": R.NOT_REPRODUCED,
-                                      "exp1_llama_best": R.NOT_REPRODUCED}
-    # mixed signs: mean +0.005 but inside 1.96 se of the cell differences -> not reproduced (noise)
-    noisy = R.claims_exp1(_exp1(0, 0.05, noise=[0.04, -0.03, 0.02, -0.01]), PAPER, cfg)[0]
-    assert noisy.verdict == R.NOT_REPRODUCED and "noise" in noisy.why
-    # LLaMA ahead by less than the seed noise
-    assert v(_exp1(0.03, 0.001, std=0.05))["exp1_llama_best"] == R.NOT_REPRODUCED
-    assert set(v(_exp1(0.03, 0.05), TINY).values()) == {R.NOT_AT_SCALE}
-    assert set(v(None).values()) == {R.NOT_RUN}
-    # the scale rule can be switched off (verdict at tiny scale, labelled as such)
-    off = R.claims_exp1(_exp1(0.03, 0.05), TINY, R.ReportConfig(require_paper_scale=False))
-    assert off[0].verdict == R.REPRODUCED and "below the study's scale" in off[0].why
-    # the experiment's own preset decides when params.yaml lacks the key
-    assert set(v({**_exp1(0.03, 0.05), "preset": "paper"}, {}).values()) == {R.REPRODUCED}
-
-
-def _exp2(backend: str, ll: float, lo_: float, ol: float, oo: float, hw: float):
-    m = "total" if backend == "openai" else "proxy_ref_ppl"
-    means = {"leaner-leaner": ll, "leaner-ori": lo_, "ori-leaner": ol, "ori-ori": oo}
-    return {"backend": backend, "source": "code_pairs", "scores": None,
-            "recipes": {r: {m: {"mean": x, "lo": x - hw, "hi": x + hw}} for r, x in means.items()}}
-
-
-def test_exp2_verdicts_each_reachable():
-    cfg = R.ReportConfig()
-    v = lambda e2, p=PAPER: [c.verdict for c in R.claims_exp2(e2, p, cfg)]  # noqa: E731
-    assert v(_exp2("openai", 9.0, 8.5, 7.0, 6.5, 0.3)) == [R.REPRODUCED, R.REPRODUCED]
-    # pretraining effect clear, tuning effect inside the bootstrap noise
-    assert v(_exp2("openai", 9.0, 8.9, 7.0, 6.9, 0.5)) == [R.REPRODUCED, R.NOT_REPRODUCED]
-    assert v(_exp2("openai", 6.0, 6.0, 8.0, 8.0, 0.2)) == [R.NOT_REPRODUCED, R.NOT_REPRODUCED]
-    assert v(_exp2("proxy", 150, 160, 170, 180, 5)) == [R.NOT_MEASURED, R.NOT_MEASURED]
-    assert v(_exp2("openai", 9.0, 8.5, 7.0, 6.5, 0.3), TINY) == [R.NOT_AT_SCALE, R.NOT_AT_SCALE]
-    assert v(None) == [R.NOT_RUN, R.NOT_RUN]
-    assert v({"backend": "openai", "recipes": {"leaner-leaner": {}}}) == [R.NOT_RUN, R.NOT_RUN]
-
-
-def _exp3(lm: list, fr: list, tok: int = 2048):
-    mk = lambda xs: {"steps": xs, "tokens": [None if x is None else x * tok for x in xs]}  # noqa: E731
-    return {"strategies": {"lmloss": mk(lm), "full-random": mk(fr)}, "target_loss": 5.0, "preset": None}
-
-
-def test_exp3_verdicts_each_reachable():
-    cfg = R.ReportConfig()
-    v = lambda e3, p=PAPER: R.claims_exp3(e3, p, cfg)[0].verdict  # noqa: E731
-    assert v(_exp3([78, 80, 82], [100, 101, 99])) == R.REPRODUCED           # ~20% fewer
-    assert v(_exp3([95, 96, 94], [100, 101, 99])) == R.NOT_REPRODUCED       # 5% < 10% threshold
-    assert v(_exp3([60, 120, 80], [100, 101, 99])) == R.NOT_REPRODUCED      # inside the seed noise
-    assert v(_exp3([80, None], [100, 100])) == R.NOT_REPRODUCED             # never reached the target
-    assert v(_exp3([78, 80], [100, 100]), TINY) == R.NOT_AT_SCALE
-    assert v(None) == R.NOT_RUN
-    assert v({"strategies": {"lmloss": {"steps": [1]}}, "preset": None}) == R.NOT_RUN
-
-
-def test_entropy_verdicts_each_reachable():
-    ent = R.adapt_entropy(json.loads((FIXTURE / "reports" / "entropy.json").read_text()))
-    cfg = R.ReportConfig()
-    assert [c.verdict for c in R.claims_entropy(ent, cfg)] == [R.REPRODUCED, R.REPRODUCED]
-    # the equal-budget setting has bpe_H4 level/above: deciding on it fails the entropy claim
-    eq = R.claims_entropy(ent, R.ReportConfig(entropy_setting="equal_budget"))[1]
-    assert eq.verdict == R.NOT_REPRODUCED and "bpe_H4" in eq.why
-    swapped = {s: {"leaner": v["ori"], "ori": v["leaner"]} for s, v in ent.items()}
-    assert [c.verdict for c in R.claims_entropy(swapped, cfg)] == [R.NOT_REPRODUCED, R.NOT_REPRODUCED]
-    assert [c.verdict for c in R.claims_entropy(None, cfg)] == [R.NOT_RUN, R.NOT_RUN]
-
-
-# ------------------------------------------------------------------------------------ adapters
-def test_exp1_adapter_accepts_other_layouts():
-    rows = {"rows": [{"arch": "llama", "pretrain": "leaner", "task": "cola", "mean": 0.2, "std": 0.02, "n": 3},
-                     {"arch": "LLaMA", "corpus": "ori", "task": "cola", "score": 0.1}]}
-    cells = {(c["arch"], c["pretrain"]): c for c in R.adapt_exp1(rows)["cells"]}
-    assert cells[("llama", "leaner")]["std"] == 0.02 and cells[("llama", "ori")]["mean"] == 0.1
-    combined = {"llama-leaner": {"mrpc": {"accuracy": 0.7, "f1": 0.8}, "stsb": {"mean": 0.3, "std": 0.1}},
-                "bert/scratch": {"mrpc": 0.6}, "lr_grid": {"llama-leaner": {"mrpc": 9.9}}}
-    cells = {(c["arch"], c["pretrain"], c["task"]): c for c in R.adapt_exp1(combined)["cells"]}
-    assert cells[("llama", "leaner", "mrpc")]["mean"] == pytest.approx(0.75)  # GLUE: mean of acc and F1
-    assert cells[("llama", "leaner", "stsb")]["std"] == 0.1
-    assert cells[("bert", "scratch", "mrpc")]["mean"] == 0.6
-    with pytest.raises(R.LayoutError, match="exp1.json"):
-        R.adapt_exp1({"hello": 1})
-
-
-def test_exp3_adapter_accepts_seed_maps_and_means():
-    d = {"results": {"lmloss": {"steps": {"0": 80, "1": 82}, "final_loss": {"mean": 5.0, "std": 0.1}},
-                     "full-random": {"steps_to_target": [100, None]}}}
-    s = R.adapt_exp3(d)["strategies"]
-    assert s["lmloss"]["steps"] == [80.0, 82.0] and s["lmloss"]["final_loss"] == [5.0]
-    assert s["full-random"]["steps"] == [100.0, None]
-
-
-def test_exp2_adapter_reads_the_stage_layout():
-    e2 = R.adapt_exp2(json.loads((FIXTURE / "reports" / "exp2.json").read_text()))
-    assert e2["backend"] == "proxy" and e2["recipes"]["ori-ori"]["proxy_ref_ppl"]["mean"] == 190.0
-    with pytest.raises(R.LayoutError):
-        R.adapt_exp2({"recipes": {}})
+    declared = _declared_metrics()
+    touched = set().union(*(declared[s] for s in stages_affected_by(["curriculum"], REPO)))
+    assert touched == {"reports/exp3.json", "reports/summary.json"}
+    # inside exp3.json only the selected strategy's block changes
+    res = T.Exp3Result.model_validate_json((FIXTURE / "reports" / "results" / "exp3.json").read_text())
+    a, b = res.metrics(), res.model_copy(update={"selected": "sentlen"}).metrics()
+    flat = lambda d, p="": {k: v for key, x in d.items() for k, v in  # noqa: E731
+                            (flat(x, f"{p}{key}.") if isinstance(x, dict) else {p + key: x}).items()}
+    changed = [k for k in flat(a) if flat(a)[k] != flat(b)[k]]
+    assert changed and all(k.startswith("selected.") for k in changed) and len(changed) <= 8
 
 
 # ------------------------------------------------------------------------------------ timings hook

@@ -12,6 +12,8 @@ Definitions (also in ``docs/exp3.md``):
 * **reduction** of a strategy = ``1 - mean(steps to target) / mean(reference's steps to target)``
   (positive = fewer steps; the study reports about 20% for ``lmloss``); **data reduction** likewise
   with data to target. Reported only when every seed of the strategy reached the target.
+* **typed result**: ``build`` returns ``tinyhelen.results.Exp3Result`` (every run; the budget and the proxy's
+  size); its ``metrics()`` are the DVC metrics ``reports/exp3.json``, per-seed figures stay in the result.
 * **spread**: sample standard deviation over seeds (``std``) and the range ``[min, max]``.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyhelen.io import InputError, atomic_path
+from tinyhelen.results import Exp3Result, Exp3Run
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
@@ -66,70 +69,46 @@ def _stats(xs: list[float]) -> dict[str, float | None]:
 
 
 def build(runs: dict[tuple[str, int], dict], strategies: list[str], seeds: list[int], selected: str,
-          target_loss: float | None, target_from: str) -> dict[str, Any]:
-    """The full report (``reports/exp3.json`` holds its ``metrics`` part)."""
+          target_loss: float | None, target_from: str, train: Any, pool_units: int, pool_tokens: int,
+          non_embedding_params: int | None) -> Exp3Result:
+    """The typed EXP3 result (``tinyhelen.results.Exp3Result``): every run's figures and the budget.
+    ``train``: the ``exp3.train`` section (steps, batch, sequence length, evaluation interval, model)."""
     if target_loss is None:
         if target_from not in strategies:
             raise ValueError(f"exp3.report.target_from={target_from!r} is not in exp3.strategies")
         target_loss = max(min(r["val_loss"] for r in runs[(target_from, s)]["curve"]) for s in seeds)
+    if selected not in strategies:
+        raise ValueError(f"curriculum={selected!r} is not among exp3.strategies {strategies}")
     per_run = []
     for (s, seed), run in runs.items():
         hit = first_reach(run["curve"], target_loss)
         sm = run["summary"]
-        per_run.append({"strategy": s, "seed": seed, "final_val_loss": sm["final_val_loss"],
-                        "best_val_loss": sm["best_val_loss"], "pool_fraction": sm["pool_fraction"],
-                        "expansions": sm["expansions"], "steps_to_target": hit and hit["step"],
-                        "tokens_to_target": hit and hit["tokens"], "data_to_target": hit and hit["data"],
-                        "seconds": sm["seconds"]})
+        per_run.append(Exp3Run(strategy=s, seed=seed, final_val_loss=sm["final_val_loss"],
+                               best_val_loss=sm["best_val_loss"], pool_fraction=sm["pool_fraction"],
+                               expansions=sm["expansions"], steps_to_target=hit and hit["step"],
+                               data_to_target=hit and hit["data"]))
+    return Exp3Result(strategies=strategies, seeds=seeds, selected=selected, target_loss=round(target_loss, 5),
+                      target_from=target_from, max_steps=train.max_steps, eval_every=train.eval_every,
+                      batch_size=train.batch_size, seq_len=train.seq_len, pool_units=pool_units,
+                      pool_tokens=pool_tokens, preset=train.model.preset, non_embedding_params=non_embedding_params,
+                      runs=per_run)
+
+
+def aggregate(res: Exp3Result) -> dict[str, dict[str, Any]]:
+    """Per strategy: mean, std, min, max over seeds of each figure, reached count and the reductions."""
     agg: dict[str, dict[str, Any]] = {}
-    for s in strategies:
-        rows = [r for r in per_run if r["strategy"] == s]
-        reached = [r for r in rows if r["steps_to_target"] is not None]
-        agg[s] = {"final_val_loss": _stats([r["final_val_loss"] for r in rows]),
-                  "best_val_loss": _stats([r["best_val_loss"] for r in rows]),
-                  "pool_fraction": _stats([r["pool_fraction"] for r in rows]),
-                  "steps_to_target": _stats([r["steps_to_target"] for r in reached]),
-                  "data_to_target": _stats([r["data_to_target"] for r in reached]),
-                  "reached": f"{len(reached)}/{len(rows)}", "all_reached": len(reached) == len(rows)}
-    ref = agg.get(target_from)
-    for s in strategies:
-        a = agg[s]
-        ok = ref is not None and ref["all_reached"] and a["all_reached"]
-        a["step_reduction"] = round(1 - a["steps_to_target"]["mean"] / ref["steps_to_target"]["mean"], 4) \
-            if ok and ref["steps_to_target"]["mean"] else None
-        a["data_reduction"] = round(1 - a["data_to_target"]["mean"] / ref["data_to_target"]["mean"], 4) \
-            if ok and ref["data_to_target"]["mean"] else None
-    if selected not in agg:
-        raise ValueError(f"curriculum={selected!r} is not among exp3.strategies {strategies}")
-    sel = agg[selected]
-    metrics = {
-        "selected": {"strategy": selected, "final_val_loss": sel["final_val_loss"]["mean"],
-                     "final_val_loss_std": sel["final_val_loss"]["std"],
-                     "steps_to_target": sel["steps_to_target"]["mean"], "reached": sel["reached"],
-                     "step_reduction_vs_" + target_from: sel["step_reduction"],
-                     "data_reduction_vs_" + target_from: sel["data_reduction"],
-                     "pool_fraction": sel["pool_fraction"]["mean"]},
-        "target_loss": round(target_loss, 5), "target_from": target_from,
-        "strategies": {s: _metrics_row(s, a, per_run, seeds) for s, a in agg.items()},
-    }
-    return {"metrics": metrics, "aggregate": agg, "runs": per_run, "seeds": seeds}
-
-
-def _metrics_row(s: str, a: dict[str, Any], per_run: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """One strategy in ``reports/exp3.json``: means, std and per-seed values (order of ``exp3.seeds``)."""
-    rows = {r["seed"]: r for r in per_run if r["strategy"] == s}
-
-    def field(key: str) -> dict[str, Any]:
-        vals = [rows[sd][key] for sd in seeds]
-        got = [v for v in vals if v is not None]
-        return {"mean": round(statistics.fmean(got), 5) if got else None,
-                "std": round(statistics.stdev(got), 5) if len(got) > 1 else (0.0 if got else None),
-                "per_seed": vals}
-
-    return {"final_val_loss": field("final_val_loss"), "steps_to_target": field("steps_to_target"),
-            "tokens_to_target": field("tokens_to_target"), "data_to_target": field("data_to_target"),
-            "reached": a["reached"], "step_reduction": a["step_reduction"], "data_reduction": a["data_reduction"],
-            "pool_fraction": a["pool_fraction"]["mean"]}
+    for s in res.strategies:
+        rows = list(res.runs_of(s).values())
+        reached = [r for r in rows if r.steps_to_target is not None]
+        agg[s] = {"final_val_loss": _stats([r.final_val_loss for r in rows]),
+                  "best_val_loss": _stats([r.best_val_loss for r in rows]),
+                  "pool_fraction": _stats([r.pool_fraction for r in rows]),
+                  "steps_to_target": _stats([r.steps_to_target for r in reached]),
+                  "data_to_target": _stats([r.data_to_target for r in reached]),
+                  "reached": f"{len(reached)}/{len(rows)}",
+                  "step_reduction": res.reduction(s, "steps_to_target"),
+                  "data_reduction": res.reduction(s, "data_to_target")}
+    return agg
 
 
 def _fmt(st: dict[str, Any], nd: int = 3) -> str:
@@ -142,38 +121,37 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f}%"
 
 
-def markdown(rep: dict[str, Any], info: dict[str, Any] | None = None) -> str:
-    m = rep["metrics"]
+def markdown(res: Exp3Result, correlations: dict[str, dict[str, float]] | None = None) -> str:
+    agg = aggregate(res)
     lines = ["# EXP3: curriculum learning with a ~1M-parameter proxy", "",
-             f"Target validation loss: **{m['target_loss']}** (from `{m['target_from']}` unless fixed). "
-             f"Selected strategy (`curriculum`): **{m['selected']['strategy']}**. Seeds: {rep['seeds']}.", ""]
-    if info:
-        lines += [f"Budget: {info.get('tokens')} training tokens per run ({info.get('steps')} steps); pool "
-                  f"{info.get('pool_units')} units / {info.get('pool_tokens')} tokens.", ""]
-    lines += ["## Mean ± std over seeds", "",
-              "| strategy | final val loss | best val loss | steps to target | reached | step reduction | "
-              "data to target (pool tokens) | data reduction | pool used |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for s, a in rep["aggregate"].items():
+             f"Target validation loss: **{res.target_loss}** (from `{res.target_from}` unless fixed). "
+             f"Selected strategy (`curriculum`): **{res.selected}**. Seeds: {res.seeds}.", "",
+             f"Budget: {res.tokens_per_run} training tokens per run ({res.max_steps} steps); pool "
+             f"{res.pool_units} units / {res.pool_tokens} tokens.", "",
+             "## Mean ± std over seeds", "",
+             "| strategy | final val loss | best val loss | steps to target | reached | step reduction | "
+             "data to target (pool tokens) | data reduction | pool used |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, a in agg.items():
         lines.append(f"| {s} | {_fmt(a['final_val_loss'])} | {_fmt(a['best_val_loss'])} | "
                      f"{_fmt(a['steps_to_target'], 1)} | {a['reached']} | {_pct(a['step_reduction'])} | "
                      f"{_fmt(a['data_to_target'], 0)} | {_pct(a['data_reduction'])} | "
                      f"{_fmt(a['pool_fraction'], 2)} |")
     lines += ["", "## Every run", "", "| strategy | seed | final val loss | best val loss | steps to target | "
-              "data to target | pool used | expansions | seconds |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rep["runs"]:
-        lines.append(f"| {r['strategy']} | {r['seed']} | {r['final_val_loss']:.4f} | {r['best_val_loss']:.4f} | "
-                     f"{r['steps_to_target'] if r['steps_to_target'] is not None else 'never'} | "
-                     f"{r['data_to_target'] if r['data_to_target'] is not None else 'n/a'} | "
-                     f"{r['pool_fraction']:.2f} | {r['expansions']} | {r['seconds']} |")
-    if rep.get("correlations"):
-        names = list(rep["correlations"])
+              "data to target | pool used | expansions |", "|---|---|---|---|---|---|---|---|"]
+    for r in res.runs:
+        lines.append(f"| {r.strategy} | {r.seed} | {r.final_val_loss:.4f} | {r.best_val_loss:.4f} | "
+                     f"{r.steps_to_target if r.steps_to_target is not None else 'never'} | "
+                     f"{r.data_to_target if r.data_to_target is not None else 'n/a'} | "
+                     f"{r.pool_fraction:.2f} | {r.expansions} |")
+    if correlations:
+        names = list(correlations)
         lines += ["", "## Spearman correlation between difficulty scores (pool units)", "",
                   "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for a in names:
-            lines.append(f"| {a} | " + " | ".join(f"{rep['correlations'][a][b]:.2f}" for b in names) + " |")
+            lines.append(f"| {a} | " + " | ".join(f"{correlations[a][b]:.2f}" for b in names) + " |")
     lines += ["", "Reduction = 1 - mean steps (or pool tokens) to reach the target / the same for "
-              f"`{m['target_from']}`; positive = fewer. The study reports about 20% for `lmloss`.", ""]
+              f"`{res.target_from}`; positive = fewer. The study reports about 20% for `lmloss`.", ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,343 @@
+"""The study's protocol, declared once: every knob, the study's value, and why ours may differ.
+
+Source: the authors' released code and configs (EmpathYang/TinyHelen @ 1aa4c03), collected in the
+repository's study-protocol notes. Each ``Knob`` names where our value comes from (a ``params.yaml`` key,
+resolved with the section defaults, or a function of the params and the typed experiment results), the
+study's value, and, for when they differ, the reason category and a one-line explanation. The report card
+builds its "Protocol vs study" table from ``KNOBS`` with ``compare``, so a changed default or a new run
+shows up there without editing the card.
+
+``STUDY_SCALE`` holds the study's size of each experiment (tokens per run, optimiser steps, non-embedding
+parameters): the report qualifies every verdict with the fraction of it that was actually run.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Reason = Literal["data absent", "compute", "choice"]
+DATA_ABSENT: Reason = "data absent"
+COMPUTE: Reason = "compute"
+CHOICE: Reason = "choice"
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class StudyScale:
+    """The study's size of one experiment's training runs."""
+
+    tokens_per_run: int
+    steps: int
+    non_embedding_params: float
+
+
+STUDY_NON_EMBEDDING: dict[str, float] = {"llama": 14.46e6, "bert": 14.20e6, "xlnet": 14.75e6, "mamba": 14.61e6}
+STUDY_PROXY_NON_EMBEDDING = 1.05e6
+STUDY_SCALE: dict[str, StudyScale] = {
+    "EXP1": StudyScale(512 * 1024 * 10_000, 10_000, sum(STUDY_NON_EMBEDDING.values()) / len(STUDY_NON_EMBEDDING)),
+    "EXP2": StudyScale(512 * 1024 * 1_000, 1_000, STUDY_NON_EMBEDDING["llama"]),
+    "EXP3": StudyScale(512 * 1024 * 2_500, 2_500, STUDY_PROXY_NON_EMBEDDING),
+}
+STUDY_GENRES: tuple[str, ...] = ("book", "conversation", "textbook", "web", "wiki")  # natural-language genres
+STUDY_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")  # no WNLI
+STUDY_GLUE_EPOCHS = {"cola": 30, "sst2": 3, "mrpc": 30, "qqp": 3, "stsb": 30, "mnli": 3, "qnli": 3, "rte": 50}
+STUDY_EXP3_CLAIM = ("lmloss", 0.20)  # the lmloss curriculum reaches the baseline's loss with ~20% fewer steps, data
+STUDY_TEMPLATE = "### TASK INPUT:\n{question}\n\n### RESPONSE:\n"
+
+
+class Inputs:
+    """What a knob's value is read from: the resolved params (nested dict) and the typed results by name."""
+
+    def __init__(self, params: dict[str, Any], results: dict[str, Any] | None = None) -> None:
+        self.params = params
+        self.results = results or {}
+
+    def get(self, key: str, default: Any = MISSING) -> Any:
+        node: Any = self.params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is MISSING:
+                    raise KeyError(f"params key {key!r} not found")
+                return default
+            node = node[part]
+        return node
+
+    def result(self, name: str) -> Any:
+        return self.results.get(name)
+
+
+def _equal(ours: Any, study: Any) -> bool:
+    if isinstance(ours, float) or isinstance(study, float):
+        return isinstance(ours, (int, float)) and math.isclose(float(ours), float(study), rel_tol=1e-9)
+    return ours == study
+
+
+def same_set(ours: Any, study: Any) -> bool:
+    return set(ours or ()) == set(study)
+
+
+def within(rel: float) -> Callable[[Any, Any], bool]:
+    """Numbers within a relative tolerance; dicts (e.g. per architecture): every key present on both sides."""
+
+    def same(ours: Any, study: Any) -> bool:
+        if isinstance(study, dict):
+            both = set(study) & set(ours) if isinstance(ours, dict) else set()
+            return bool(both) and all(same(ours[k], study[k]) for k in both)
+        return isinstance(ours, (int, float)) and abs(ours - study) <= rel * abs(study)
+    return same
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One protocol setting: ``ours`` is a dotted params key or a function of ``Inputs``."""
+
+    experiment: str
+    name: str
+    study: Any
+    ours: str | Callable[[Inputs], Any]
+    reason: Reason
+    why: str
+    same: Callable[[Any, Any], bool] = field(default=_equal)
+    show_study: str | None = None  # how the study's value is written when it is not a plain value
+    show_ours: Callable[[Any], str] = field(default=lambda v: fmt(v))
+
+    def value(self, x: Inputs) -> Any:
+        return x.get(self.ours) if isinstance(self.ours, str) else self.ours(x)
+
+
+@dataclass(frozen=True)
+class Row:
+    experiment: str
+    knob: str
+    study: str
+    ours: str
+    differs: bool
+    reason: str
+    why: str
+
+
+def fmt(v: Any) -> str:
+    """A value as the protocol table writes it."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-3 or abs(v) >= 1e6 else f"{v:g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def _params_m(n: Any) -> str:
+    """Parameter counts in millions (a dict: per architecture); anything else as ``fmt`` writes it."""
+    if isinstance(n, dict):
+        return ", ".join(f"{a} {_params_m(v)}" for a, v in n.items())
+    return f"{n / 1e6:.2f}M" if isinstance(n, (int, float)) else fmt(n)
+
+
+# ------------------------------------------------------------------------------------ value functions
+def _listed(key: str) -> Callable[[Inputs], list]:
+    def get(x: Inputs) -> list:
+        v = x.get(key)
+        return v if isinstance(v, list) else [v]
+    return get
+
+
+def _tokenizer(x: Inputs) -> str:
+    return "one shared by both corpora" if x.get("tokenizer.shared", False) else "one per corpus side"
+
+
+def _exp1_sizes(x: Inputs) -> Any:
+    res = x.result("exp1")
+    if res is not None and res.pretrain:
+        by: dict[str, list[int]] = {}
+        for r in res.pretrain:
+            by.setdefault(r.arch, []).append(r.non_embedding_params)
+        return {a: sum(v) / len(v) for a, v in by.items()}
+    return f"preset {x.get('models.preset')}"
+
+
+def _exp1_tokens(x: Inputs) -> int:
+    res = x.result("exp1")
+    return res.tokens_per_run if res is not None else x.get("pretrain.token_budget")
+
+
+def _exp1_steps(x: Inputs) -> int:
+    res = x.result("exp1")
+    if res is not None and res.pretrain:
+        return max(r.steps for r in res.pretrain)
+    return x.get("pretrain.token_budget") // (x.get("pretrain.batch_size") * x.get("pretrain.seq_len"))
+
+
+def _schedule(x: Inputs) -> str:
+    return f"{x.get('pretrain.schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
+
+
+def _glue_selection(x: Inputs) -> str:
+    return x.get("glue.selection", "model after the last epoch")
+
+
+def _exp2_template(x: Inputs) -> str | None:
+    res = x.result("exp2")
+    return None if res is None else res.template
+
+
+def _decoding(x: Inputs) -> str:
+    d = x.get("generate.decoding")
+    parts = ["greedy" if d.get("num_beams", 1) == 1 else f"beam {d['num_beams']}"]
+    if d.get("repetition_penalty", 1.0) != 1.0:
+        parts.append(f"repetition_penalty {fmt(d['repetition_penalty'])}")
+    if d.get("no_repeat_ngram_size", 0):
+        parts.append(f"no_repeat_ngram_size {d['no_repeat_ngram_size']}")
+    return ", ".join(parts)
+
+
+def _judge(x: Inputs) -> str:
+    backend = x.get("judge.backend")
+    if backend == "proxy":
+        return "proxy metrics (no LLM judge)"
+    return f"{backend}: {x.get('judge.model', None) or x.get('llm.model')}"
+
+
+def _proxy_size(x: Inputs) -> Any:
+    res = x.result("exp3")
+    if res is not None and res.non_embedding_params:
+        return res.non_embedding_params
+    return f"preset {x.get('exp3.train.model.preset')}"
+
+
+def _pool_growth(x: Inputs) -> str:
+    t = "exp3.train."
+    return (f"{x.get(t + 'pacing')}: start {fmt(x.get(t + 'start_fraction'))}, "
+            f"+{fmt(x.get(t + 'increment'))} per expansion")
+
+
+def _unit(x: Inputs) -> str:
+    unit = x.get("exp3.units.unit", None)
+    return unit or f"document chunks of at most {x.get('exp3.units.unit_max_tokens')} BPE tokens"
+
+
+def _pool(x: Inputs) -> Any:
+    n = x.get("exp3.units.pool_tokens")
+    return "all training documents" if n is None else f"{n:,} BPE tokens"
+
+
+def _seq(batch: str, seq: str) -> Callable[[Inputs], str]:
+    return lambda x: f"{x.get(batch)} x {x.get(seq)} tokens"
+
+
+# ------------------------------------------------------------------------------------ the protocol
+KNOBS: tuple[Knob, ...] = (
+    # data and tokenizer
+    Knob("data", "pretraining genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("data.genres")), CHOICE,
+         "code and math are kept by default; math is identical on both sides", same_set),
+    Knob("data", "corpus tier", "100M", "data.tier", DATA_ABSENT,
+         "the 100M tier is not in the local release copy (-S data.tier=100M downloads it)",
+         show_study="100M setting (10M + 100M train)"),
+    Knob("data", "training split", ["train"], "data.splits.train", DATA_ABSENT,
+         "the release has no web train file: train = released train + validation"),
+    Knob("tokenizer", "tokenizer", "one shared by both corpora", _tokenizer, CHOICE,
+         "one BPE per side: BPE entropies and token budgets are in different units per side"),
+    Knob("tokenizer", "vocabulary", 2000, "tokenizer.vocab_size", CHOICE, "a different vocabulary size"),
+    # EXP1 pretraining
+    Knob("EXP1", "model size (non-embedding)", STUDY_NON_EMBEDDING, _exp1_sizes, COMPUTE,
+         "the tiny preset (~1M) runs on CPU in minutes", within(0.10),
+         show_study=_params_m(STUDY_NON_EMBEDDING), show_ours=_params_m),
+    Knob("EXP1", "tokens per run", STUDY_SCALE["EXP1"].tokens_per_run, _exp1_tokens, COMPUTE,
+         "CPU budget", show_study="5.24B (512 x 1,024 x 10,000)"),
+    Knob("EXP1", "optimiser steps", STUDY_SCALE["EXP1"].steps, _exp1_steps, COMPUTE, "CPU budget"),
+    Knob("EXP1", "batch (sequences)", 512, "pretrain.batch_size", COMPUTE, "CPU memory and time"),
+    Knob("EXP1", "sequence length", 1024, "pretrain.seq_len", COMPUTE, "CPU time",
+         show_study="1,024 (XLNet 512)"),
+    Knob("EXP1", "learning rates swept", [5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2], _listed("pretrain.lr"), COMPUTE,
+         "one run per rate and architecture"),
+    Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
+    # EXP1 GLUE
+    Knob("EXP1 GLUE", "tasks", list(STUDY_GLUE_TASKS), "glue.tasks", DATA_ABSENT,
+         "sst2, qqp, mnli, qnli have no released train file; WNLI is extra (not in the study's mean)", same_set),
+    Knob("EXP1 GLUE", "epochs", STUDY_GLUE_EPOCHS, "glue.epochs", COMPUTE, "CPU time",
+         lambda ours, study: isinstance(ours, dict) and all(ours.get(t) == e for t, e in study.items())),
+    Knob("EXP1 GLUE", "max_seq_len", 256, "glue.max_seq_len", COMPUTE, "CPU time"),
+    Knob("EXP1 GLUE", "batch", 256, "glue.batch_size", COMPUTE, "CPU time"),
+    Knob("EXP1 GLUE", "learning rates swept", [5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3], "glue.lr", COMPUTE,
+         "one fine-tuning run per rate and seed"),
+    Knob("EXP1 GLUE", "seeds", 5, lambda x: len(x.get("glue.seeds")), COMPUTE, "fewer seeds: wider intervals",
+         show_study="5 (1, 53, 65, 256, 9264)"),
+    Knob("EXP1 GLUE", "training examples per task", None, "glue.max_train_examples", COMPUTE,
+         "a seeded subsample", show_study="all"),
+    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, CHOICE,
+         "the last fine-tuned model is scored"),
+    # EXP2
+    Knob("EXP2", "instruction data", "released", "instruct.source", DATA_ABSENT,
+         "Leaner-Instruct is not in the local release copy: code prompt/response twins stand in",
+         show_study="released Leaner-Instruct + alpaca-cleaned"),
+    Knob("EXP2", "loss on prompt tokens", True, "instruct.tune.loss_on_prompt", CHOICE,
+         "the prompt is masked from the loss", show_study="true (all tokens of packed blocks)"),
+    Knob("EXP2", "prompt template", STUDY_TEMPLATE, _exp2_template, CHOICE, "a different template",
+         lambda ours, study: ours is not None and ours.split("{")[0] == study.split("{")[0]),
+    Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "a repetition penalty keeps tiny models off loops",
+         show_study="the model's default (greedy)"),
+    Knob("EXP2", "max new tokens", 1024, "generate.decoding.max_new_tokens", COMPUTE, "CPU time",
+         show_study="1,024 (max length)"),
+    Knob("EXP2", "questions answered", None, "generate.max_questions", COMPUTE, "a bin-stratified subsample",
+         show_study="all 1,594"),
+    Knob("EXP2", "tuning steps", STUDY_SCALE["EXP2"].steps, "instruct.tune.steps", COMPUTE, "CPU time"),
+    Knob("EXP2", "tuning batch", "512 x 1024 tokens", _seq("instruct.tune.batch_size", "instruct.tune.max_len"),
+         COMPUTE, "CPU time"),
+    Knob("EXP2", "judge", "LLM judge", _judge, COMPUTE,
+         "no LLM endpoint offline: proxy metrics give no EXP2 verdict",
+         lambda ours, study: not ours.startswith("proxy"),
+         show_study="GPT-4-class LLM, T 0.8, top_p 0.95, relative 0-5 scores, <= 10 answers per call"),
+    # EXP3
+    Knob("EXP3", "proxy size (non-embedding)", STUDY_PROXY_NON_EMBEDDING, _proxy_size, COMPUTE,
+         "a different proxy size", within(0.10), show_study=_params_m(STUDY_PROXY_NON_EMBEDDING),
+         show_ours=_params_m),
+    Knob("EXP3", "batch", "512 x 1024 tokens", _seq("exp3.train.batch_size", "exp3.train.seq_len"), COMPUTE,
+         "CPU time"),
+    Knob("EXP3", "steps", STUDY_SCALE["EXP3"].steps, "exp3.train.max_steps", COMPUTE, "CPU time"),
+    Knob("EXP3", "learning rate", 1e-2, "exp3.train.lr", CHOICE, "a rate tuned for the smaller batch"),
+    Knob("EXP3", "evaluation interval (steps)", 20, "exp3.train.eval_every", COMPUTE, "scaled with the steps"),
+    Knob("EXP3", "patience", 1, "exp3.train.patience", CHOICE, "expands after more evaluations without a "
+         "new best"),
+    Knob("EXP3", "pool growth", "iterative: start 0.05, +0.05 per expansion", _pool_growth, CHOICE,
+         "a different pacing"),
+    Knob("EXP3", "unit", "document", _unit, CHOICE, "long documents are cut into chunks"),
+    Knob("EXP3", "genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("exp3.units.genres") or ["all"]), CHOICE,
+         "all genres (incl. code, math) are curriculum units", same_set),
+    Knob("EXP3", "pool", "all training documents", _pool, COMPUTE, "a fixed slice of the corpus",
+         show_study="all leaner training documents (100M setting)"),
+)
+
+
+def compare(params: dict[str, Any], results: dict[str, Any] | None = None,
+            knobs: tuple[Knob, ...] = KNOBS) -> list[Row]:
+    """Every knob with the study's value and ours (params resolved with defaults, typed results)."""
+    x = Inputs(params, results)
+    rows = []
+    for k in knobs:
+        try:
+            ours = k.value(x)
+        except Exception as exc:  # noqa: BLE001 - a knob that cannot be read is shown, never fatal
+            rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study),
+                            f"unknown ({exc.args[0] if isinstance(exc, KeyError) else repr(exc)})", True,
+                            k.reason, k.why))
+            continue
+        rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study), k.show_ours(ours),
+                        not k.same(ours, k.study), k.reason, k.why))
+    return rows
+
+
+def scale_fractions(experiment: str, tokens_per_run: float | None, steps: float | None,
+                    non_embedding_params: float | None) -> dict[str, float | None]:
+    """Ours / the study's for tokens per run, steps and model size (None where not known)."""
+    s = STUDY_SCALE[experiment]
+    div = lambda a, b: None if a is None else a / b  # noqa: E731
+    return {"tokens": div(tokens_per_run, s.tokens_per_run), "steps": div(steps, s.steps),
+            "params": div(non_embedding_params, s.non_embedding_params)}
