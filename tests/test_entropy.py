@@ -193,7 +193,8 @@ def test_stage_outputs_are_deterministic_and_hold_no_wall_clock(prepared, tokeni
     assert outs[0] == outs[1]
     text = b"".join(outs[0].values()).decode()
     assert "seconds" not in text and "per_s" not in text
-    assert json.loads(outs[0]["entropy.json"])["pooled_genres"] == list(EntropyConfig().pooled_genres)
+    result = json.loads((tmp_path / "reports/results/entropy.json").read_text())
+    assert result["pooled_genres"] == list(EntropyConfig().pooled_genres)
     assert "h2" in (tmp_path / "reports/entropy.md").read_text()
 
 

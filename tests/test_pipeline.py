@@ -3,6 +3,7 @@ depends on it; a no-op `dvc repro` is fast. Runs the real data stages in a tempo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,3 +97,63 @@ def test_dvc_reruns_only_what_changed(tmp_path, data_dir):
     dry = _dvc(repo, "repro", "--dry", "entropy")
     ran = {line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage")}
     assert ran == {"entropy"}
+
+
+# ------------------------------------------------------------------------------------ code deps
+def _problems(root: Path) -> dict[str, tuple[list[str], list[str]]]:
+    from tinyhelen.pipeline import code_deps
+
+    return {name: (d, e) for name, (d, e) in code_deps(root).items() if d != e}
+
+
+def test_every_stage_declares_its_import_closure():
+    """dvc.yaml lists, for every stage, its script and exactly the src/tinyhelen files it can import
+    (`python -m tinyhelen.pipeline deps --write` regenerates the lists)."""
+    bad = _problems(REPO)
+    assert bad == {}, "dvc.yaml code deps are stale; run `python -m tinyhelen.pipeline deps --write`"
+
+
+def test_a_missing_code_dep_is_caught(tmp_path):
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    text = (REPO / "dvc.yaml").read_text()
+    # entropy imports tokenizer.py: drop it from the entropy stage's deps only
+    head, rest = text.split("\n  entropy:\n", 1)
+    body, tail = rest.split("\n\n", 1)
+    line = re.search(r"^ *- src/tinyhelen/tokenizer.py\n", body + "\n", re.M)
+    assert line is not None
+    (tmp_path / "dvc.yaml").write_text(head + "\n  entropy:\n" + (body + "\n").replace(line.group(0), "", 1)
+                                       + "\n" + tail)
+    bad = _problems(tmp_path)
+    assert list(bad) == ["entropy"]
+    declared, expected = bad["entropy"]
+    assert set(expected) - set(declared) == {"src/tinyhelen/tokenizer.py"}
+    from tinyhelen.pipeline import write_code_deps
+
+    assert write_code_deps(tmp_path) == ["entropy"] and _problems(tmp_path) == {}
+
+
+def test_no_import_cycles_in_the_library():
+    """The module graph of src/tinyhelen (module-level and lazy imports alike) has no cycle."""
+    from tinyhelen.pipeline import module_graph
+
+    graph = module_graph(REPO)
+    assert len(graph) > 30
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle.extend(path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt])
+                return True
+            if state.get(nxt) is None and visit(nxt, path + [node]):
+                return True
+        state[node] = 2
+        return False
+
+    for n in sorted(graph):
+        if state.get(n) is None and visit(n, []):
+            break
+    assert cycle == [], f"import cycle: {' -> '.join(cycle)}"

@@ -237,8 +237,10 @@ def test_entropy_result_from_the_entropy_stage_output():
     cfg = entropy.EntropyConfig(max_n=2, genres=["web"], pooled_genres=["web"])
     docs = {"leaner": [{"genre": "web", "doc_id": "a", "text": "the cat sat. the cat ran."}],
             "ori": [{"genre": "web", "doc_id": "a", "text": "the feline sat down. a cat ran off quickly."}]}
-    res = entropy.compare({s: entropy.scope_samples(d, cfg) for s, d in docs.items()}, cfg)
-    e = T.EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, cfg.pooled_genres)
+    samples = {s: entropy.scope_samples(d, cfg) for s, d in docs.items()}
+    coverage = entropy.pool(samples, cfg)
+    res = entropy.compare(samples, cfg)
+    e = T.EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, coverage["pooled_genres"], coverage["dropped"])
     eq = e.settings["equal_budget"]
     assert eq.leaner.tokens == eq.ori.tokens == 6 and eq.leaner.H("word", 2, conditional=True) is not None
     assert e.metrics()["paired"]["ori"]["vocab"] == 9 and "word_h2" not in e.metrics()["paired"]["ori"]

@@ -89,6 +89,26 @@ def import_closure(script: Path | str, root: Path | str = ".") -> set[str]:
     return {f.relative_to(root).as_posix() for f in seen}
 
 
+def module_graph(root: Path | str = ".") -> dict[str, set[str]]:
+    """Module -> the modules of ``src/tinyhelen`` it imports directly (enclosing packages' ``__init__`` not
+    counted: an edge is an import statement, so a package importing its own submodules is no cycle)."""
+    root = Path(root)
+    graph: dict[str, set[str]] = {}
+    for f in sorted((root / SRC / PACKAGE).rglob("*.py")):
+        rel = f.relative_to(root / SRC).with_suffix("")
+        parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+        mod = ".".join(parts)
+        pkg = mod if rel.name == "__init__" else ".".join(parts[:-1])
+        deps = set()
+        for name in _imported_names(f, pkg):
+            if not name.startswith(PACKAGE + ".") or _module_file(name, root) is None:
+                continue
+            if name != mod and not mod.startswith(name + "."):
+                deps.add(name)
+        graph[mod] = deps
+    return graph
+
+
 # ------------------------------------------------------------------------------------ dvc.yaml
 def _load_dvc_yaml(path: Path):
     from ruamel.yaml import YAML
@@ -96,6 +116,7 @@ def _load_dvc_yaml(path: Path):
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the file's own style: "- " indented under its key
     return yaml, yaml.load(path.read_text(encoding="utf-8"))
 
 

@@ -177,7 +177,7 @@ def _exp1_steps(x: Inputs) -> int:
 
 
 def _schedule(x: Inputs) -> str:
-    return f"{x.get('pretrain.schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
+    return f"{x.get('pretrain.lr_schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
 
 
 def _glue_selection(x: Inputs) -> str:
