@@ -15,6 +15,11 @@ that does not exist needs ``+key=value`` and is then rejected by the params chec
     python -m tinyhelen.profiles render              # rewrite conf/config.yaml from the section models
     python -m tinyhelen.profiles compose cpu-study   # print the params.yaml a profile gives
     python -m tinyhelen.profiles check               # every profile composes and validates
+    python -m tinyhelen.profiles run cpu-study       # dvc exp run -S profile=cpu-study, then save its results
+
+A profile's results stay in git under ``results/<profile>/`` (``save``): its report card, summary metrics,
+the experiments' metrics and figures, the params it ran with, and ``run.json`` (the exact command, wall
+time, hardware, commit). The main report card lists them.
 """
 from __future__ import annotations
 
@@ -25,6 +30,12 @@ from pathlib import Path
 from typing import Any
 
 CONF_DIR = Path("conf")
+RESULTS_DIR = Path("results")
+# what a saved profile run keeps (copied from the workspace after the run): report card, summary metrics,
+# each experiment's metrics and tables, the figures, the params it ran with
+SAVED = ["reports/README.md", "reports/summary.json", "reports/entropy.json", "reports/entropy.md",
+         "reports/exp1.json", "reports/exp1.md", "reports/exp2.json", "reports/exp2.md", "reports/exp3.json",
+         "reports/exp3.md", "reports/results", "reports/figures", "params.yaml"]
 BASE_NAME = "config"
 DEFAULT_PROFILE = "default"
 
@@ -142,6 +153,59 @@ def check(root: Path | str = ".") -> list[str]:
     return problems
 
 
+def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> Path:
+    """Copy a finished run's results to ``results/<profile>/`` (replacing an earlier save) and write
+    ``run.json``: profile, command, wall time, hardware, commit. Returns the directory."""
+    import json
+    import shutil
+
+    from tinyhelen.report.provenance import git_info, hardware
+
+    root = Path(root)
+    missing = [f for f in SAVED if not (root / f).exists()]
+    if "reports/README.md" in missing:
+        raise FileNotFoundError("reports/README.md absent: the run did not reach the report stage")
+    dest = root / RESULTS_DIR / profile
+    tmp = dest.with_name(f".{profile}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in SAVED:
+        src = root / f
+        if not src.exists():
+            continue
+        target = tmp / Path(f).relative_to("reports") if f.startswith("reports/") else tmp / f
+        if src.is_dir():
+            shutil.copytree(src, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    meta = {"profile": profile, "command": command, "wall_seconds": round(seconds), "hardware": hardware(),
+            "git": git_info(root), "missing": missing}
+    (tmp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def run(profile: str, extra: list[str] | None = None, root: Path | str = ".") -> int:
+    """``dvc exp run -S profile=<profile> [extra -S overrides]``, timed; on success the results are saved."""
+    import shlex
+    import subprocess
+    import time
+
+    if profile not in profiles(root):
+        raise SystemExit(f"unknown profile {profile!r}; conf/profile/ has: {', '.join(profiles(root))}")
+    cmd = ["dvc", "exp", "run", "-S", f"profile={profile}", *[a for o in extra or [] for a in ("-S", o)]]
+    t0 = time.time()
+    rc = subprocess.call(cmd, cwd=root)
+    if rc != 0:
+        print(f"{shlex.join(cmd)} failed (exit {rc}); rerun the same command to resume", file=sys.stderr)
+        return rc
+    dest = save(profile, shlex.join(cmd), time.time() - t0, root)
+    print(f"{profile}: results saved in {dest}/ (commit them to keep them)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tinyhelen.profiles", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compose", help="print the params.yaml a profile gives")
     c.add_argument("profile", nargs="?", default=DEFAULT_PROFILE)
     sub.add_parser("check", help="every profile composes and validates")
+    r = sub.add_parser("run", help="dvc exp run -S profile=<name>, then save its results to results/<name>/")
+    r.add_argument("profile")
+    r.add_argument("-S", "--set", action="append", default=[], help="a further override, as for dvc exp run -S")
     args = p.parse_args(argv)
+    if args.cmd == "run":
+        return run(args.profile, args.set)
     if args.cmd == "render":
         from tinyhelen.io import atomic_open
 

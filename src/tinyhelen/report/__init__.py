@@ -27,7 +27,8 @@ from tinyhelen.report.claims import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, N
                                      Interval, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
                                      decide, scale_text, t_interval)
 from tinyhelen.report.provenance import (LLM_INPUTS, UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
-                                         read_llm_stages, read_lock, read_prepare, read_timings, resolved_params)
+                                         read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
+                                         resolved_params)
 from tinyhelen.report.render import render
 from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result, read
 
@@ -69,7 +70,8 @@ def collect(root: Path | str = ".", params_path: Path | str = "params.yaml",
             "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,
             "protocol": compare(params, results), "params_diff": params_vs_defaults(params_path),
             "lock": read_lock(root / "dvc.lock"), "timings": read_timings(root), "git": git_info(root),
-            "hardware": hardware(), "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
+            "hardware": hardware(), "profile_runs": read_profile_runs(root),
+            "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 
 
 def summary(ctx: dict[str, Any]) -> dict[str, Any]:

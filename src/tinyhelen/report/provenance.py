@@ -214,3 +214,18 @@ def read_timings(root: Path) -> dict[str, dict[str, Any]]:
         if isinstance(data, dict) and isinstance(data.get("wall_s"), (int, float)):
             out[str(data.get("stage", p.stem))] = data
     return out
+
+
+def read_profile_runs(root: Path) -> list[dict[str, Any]]:
+    """Every saved profile run under ``results/``: its ``run.json`` plus the verdict of each claim from its
+    ``summary.json`` (a run whose files cannot be read is listed with the problem)."""
+    runs = []
+    for meta_path in sorted((root / "results").glob("*/run.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+            summ = json.loads((meta_path.parent / "summary.json").read_text())
+            meta["verdicts"] = {c: v.get("verdict") for c, v in summ.get("claims", {}).items()}
+        except (OSError, ValueError) as exc:
+            meta = {"profile": meta_path.parent.name, "verdicts": {"unreadable": str(exc)}}
+        runs.append(meta)
+    return runs

@@ -204,6 +204,24 @@ SECTIONS = (("entropy", "entropy", "Entropy and vocabulary (leaner vs original)"
             ("exp3", "EXP3", "EXP3: curriculum learning with a tiny proxy", "exp3.md", md_exp3))
 
 
+def md_profile_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """The saved study-scale runs (``results/<profile>/``, written by ``python -m tinyhelen.profiles run``):
+    each one's verdicts, command, wall time and hardware, with a link to its own report card."""
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        verdicts = r.get("verdicts") or {}
+        hw = r.get("hardware") or {}
+        rows.append({"profile": f"[{r['profile']}](../results/{r['profile']}/README.md)",
+                     "verdicts": "; ".join(f"{c}: {v}" for c, v in verdicts.items()) or "none",
+                     "command": f"`{r.get('command')}`", "wall time": f"{r.get('wall_seconds', 0) / 60:.0f} min",
+                     "hardware": f"{hw.get('cpu')}, {hw.get('cores')} cores; GPU: {hw.get('gpu') or 'none'}"})
+    return (["### Study-scale runs (saved profiles)", "",
+             "The claims above are from this workspace's run. Larger runs of the same pipeline, saved with their "
+             "own report cards:", ""] + table(pd.DataFrame(rows)))
+
+
 def render(ctx: dict[str, Any]) -> str:
     """The Markdown report card."""
     root: Path = ctx["root"]
@@ -229,6 +247,7 @@ def render(ctx: dict[str, Any]) -> str:
         L += [f"> **{PIPELINE_CHECK}**: an LLM stage ran a model below the size threshold ({'; '.join(flagged)}); "
               "the figures that depend on it are marked.", ""]
     L += ["## Claims of the study and our verdicts", ""] + md_claims(ctx["claims"])
+    L += md_profile_runs(ctx.get("profile_runs") or [])
     L += ["## Protocol vs study", ""] + md_protocol(ctx["protocol"])
     for key, exp, title, md, fn in SECTIONS:
         L += [f"## {title}", ""]
