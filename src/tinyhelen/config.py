@@ -27,21 +27,21 @@ SECTIONS: dict[str, str] = {
     "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
     "entropy": "tinyhelen.entropy:EntropyConfig",
     # -- sections of later study components are registered below this line --
-    "llm": "tinyhelen.llm.config:LLMConfig",  # issue 3: LLM layer
-    "simplify": "tinyhelen.simplify:SimplifyConfig",  # issue 3
+    "llm": "tinyhelen.llm.config:LLMConfig",  # the LLM layer: endpoint, cache, retries
+    "simplify": "tinyhelen.simplify:SimplifyConfig",
     "leaner_glue": "tinyhelen.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
     "leaner_eval": "tinyhelen.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
     "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
     "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
     "judge": "tinyhelen.judge:JudgeConfig",  # EXP2
     "exp2": "tinyhelen.judge:Exp2Config",  # EXP2
-    "report": "tinyhelen.report:ReportConfig",  # issue 7: report card (verdict rules)
-    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3 (issue 6): selected strategy
-    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3 (issue 6)
-    "models": "tinyhelen.models:ModelsConfig",  # EXP1 (issue 4): size preset
-    "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1 (issue 4)
-    "glue": "tinyhelen.glue:GlueConfig",  # EXP1 (issue 4)
-    "exp1": "tinyhelen.glue:Exp1Config",  # EXP1 (issue 4)
+    "report": "tinyhelen.report:ReportConfig",  # report card: verdict rules
+    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3: the selected strategy
+    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3
+    "models": "tinyhelen.models:ModelsConfig",  # EXP1: size preset
+    "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1
+    "glue": "tinyhelen.glue:GlueConfig",  # EXP1
+    "exp1": "tinyhelen.glue:Exp1Config",  # EXP1
 }
 
 
