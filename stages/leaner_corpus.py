@@ -1,6 +1,6 @@
 """Stage `leaner_corpus`: assemble the per-genre leaner files into the leaner corpus shards.
 
-params: simplify.genres, simplify.splits    deps: data/leaner/genres, data/leaner/quarantine
+params: data.genres, data.splits (every prepared genre and split has a leaner twin)    deps: data/leaner/genres, data/leaner/quarantine
 outs: data/leaner/corpus/<split>.jsonl (same schema as data/prepared/corpus/leaner/<split>.jsonl)
 metrics: reports/leaner_corpus.json
 """
@@ -9,16 +9,17 @@ from pathlib import Path
 from tinyhelen import simplify
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
+from tinyhelen.data import DataConfig
 from tinyhelen.io import InputError, iter_jsonl, write_json
 
 
 def main(args):
-    cfg = load_section("simplify", simplify.SimplifyConfig, args.params)
+    cfg = load_section("data", DataConfig, args.params)
     files = [Path(f"data/leaner/genres/{g}.jsonl") for g in cfg.genres]
     for f in files:
         if not f.exists():
             raise InputError(f, "missing: run the simplify stage for this genre first")
-    stats = simplify.assemble_corpus(files, "data/leaner/corpus", cfg.splits)
+    stats = simplify.assemble_corpus(files, "data/leaner/corpus", list(cfg.splits))
     quarantined = {g: sum(1 for _ in iter_jsonl(f"data/leaner/quarantine/{g}.jsonl")) for g in cfg.genres
                    if Path(f"data/leaner/quarantine/{g}.jsonl").exists()}
     write_json("reports/leaner_corpus.json", {**stats, "quarantined": quarantined})

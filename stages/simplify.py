@@ -1,6 +1,6 @@
 """Stage `simplify@<genre>`: the leaner twin of every original document of one genre (both splits).
 
-params: llm.* (backend, endpoint, decoding), simplify.*
+params: llm.* (backend, endpoint, decoding), simplify.*, data.splits (the splits rewritten)
 deps: prepared ori + leaner shards (leaner: the released twins used by the replay backend)
 outs: data/leaner/genres/<genre>.jsonl, data/leaner/quarantine/<genre>.jsonl
 metrics: reports/simplify/<genre>.json (reasons, validation stats, LLM requests/tokens/cost, cache hits,
@@ -12,15 +12,16 @@ from pathlib import Path
 from tinyhelen import simplify
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.data import GENRES
+from tinyhelen.data import GENRES, DataConfig
 from tinyhelen.llm import LLMConfig
 
 
 def main(args):
     llm = load_section("llm", LLMConfig, args.params)
     cfg = load_section("simplify", simplify.SimplifyConfig, args.params)
-    ori = {s: Path(args.ori) / f"{s}.jsonl" for s in cfg.splits}
-    lean = {s: Path(args.released) / f"{s}.jsonl" for s in cfg.splits}
+    splits = list(load_section("data", DataConfig, args.params).splits)
+    ori = {s: Path(args.ori) / f"{s}.jsonl" for s in splits}
+    lean = {s: Path(args.released) / f"{s}.jsonl" for s in splits}
     res = simplify.simplify_genre(args.genre, ori, lean, cfg, llm)
     simplify.write_genre(res, f"data/leaner/genres/{args.genre}.jsonl",
                          f"data/leaner/quarantine/{args.genre}.jsonl", f"reports/simplify/{args.genre}.json")

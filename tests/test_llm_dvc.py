@@ -63,7 +63,7 @@ def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_reques
                           max_words_per_genre={"train": 8000, "validation": 2000})
     params["llm"].update(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout_s=5.0,
                          progress=False)
-    params["simplify"].update(genres=["wiki", "web"], max_docs_per_genre=10)
+    params["simplify"].update(max_docs_per_genre=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     outputs = [repo / "reports/simplify/wiki.json", repo / "data/leaner/genres/wiki.jsonl"]
 

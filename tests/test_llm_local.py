@@ -64,7 +64,7 @@ def test_rewrite_two_documents_judge_two_answers_no_server_left(prepared, llm, t
         d["text"] = " ".join(d["text"].split()[:60])
     ori = {"train": tmp_path / "ori.jsonl"}
     write_jsonl(ori["train"], docs)
-    cfg = SimplifyConfig(splits=["train"], max_docs_per_genre=2)
+    cfg = SimplifyConfig(max_docs_per_genre=2)
     res = simplify_genre("web", ori, {}, cfg, llm)
     m = res.metrics
     assert m["llm_docs"] == 2 and m["rewritten_docs"] + m["quarantined"] == 2

@@ -74,8 +74,6 @@ _PY_LANG_RE = re.compile(r"```\s*(python|py)\b", re.I)
 class SimplifyConfig(Section):
     """``simplify:`` section of params.yaml."""
 
-    genres: list[str] = Field(default_factory=lambda: list(GENRES))
-    splits: list[str] = Field(default_factory=lambda: ["train", "validation"])
     max_docs_per_genre: int | None = Field(None, ge=0)  # live backends: documents per genre sent to the LLM
     max_doc_tokens: int | None = Field(None, ge=1)       # live backends: longer documents are not sent (replayed)
     chunk_tokens: dict[str, int] = Field(default_factory=lambda: {"default": 700, "code": 1500})
@@ -87,11 +85,6 @@ class SimplifyConfig(Section):
     min_function_word_share: float = Field(0.2, ge=0, le=1)
     min_ascii_letter_share: float = Field(0.9, ge=0, le=1)
     wordlist: str | None = None                          # path; null: the shipped resource
-
-    @field_validator("genres")
-    @classmethod
-    def _genres(cls, v: list[str]) -> list[str]:
-        return check_subset(v, GENRES, "genre")
 
     @field_validator("chunk_tokens")
     @classmethod
@@ -327,11 +320,11 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 def simplify_genre(genre: str, ori_shards: dict[str, Path], leaner_shards: dict[str, Path],
                    cfg: SimplifyConfig, llm: LLMConfig, llm_metrics_path: Path | str | None = None) -> GenreResult:
-    """Produce the leaner documents of one genre (both splits). See the module docstring."""
+    """Produce the leaner documents of one genre (every split of ``ori_shards``). See the module docstring."""
     t0 = time.monotonic()
     ori_docs: list[dict[str, Any]] = []
     twins: dict[str, dict[str, Any]] = {}
-    for split in cfg.splits:
+    for split in ori_shards:
         ori_docs += list(read_docs(ori_shards[split], [genre]))
         if split in leaner_shards and Path(leaner_shards[split]).exists():
             twins.update({d["doc_id"]: d for d in read_docs(leaner_shards[split], [genre])})
