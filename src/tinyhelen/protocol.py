@@ -293,7 +293,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP2", "packed blocks", True, "instruct.tune.packing", CHOICE, "one padded example per row",
          show_study="true (examples joined with <|endoftext|>, cut into blocks)"),
     Knob("EXP2", "prompt template", STUDY_TEMPLATE, _exp2_template, CHOICE, "a different template",
-         lambda ours, study: ours == study, show_ours=lambda v: "unknown (no EXP2 result)" if v is None else repr(v),
+         lambda ours, study: ours == study, show_ours=lambda v: "not run (no EXP2 result)" if v is None else repr(v),
          show_study=repr(STUDY_TEMPLATE)),
     Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "beam search or a repetition penalty",
          show_study="the model's default (greedy)"),
