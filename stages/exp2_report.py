@@ -1,7 +1,8 @@
 """Stage `exp2_report`: the EXP2 recipe table with bootstrap intervals, per bin, checkpoint-selection curve.
 
-params: exp2, instruct.source, judge.backend, generate.max_questions, generate.decoding, seed
-deps: data/judge, reports/instruct (tuning steps and tokens), reports/pretrain/llama-leaner.json (model size)
+params: exp2, instruct.source, instruct.template, judge.backend, generate.max_questions, generate.decoding, seed
+deps: data/judge (the selected checkpoints' Leaner-Eval scores), the checkpoint selection (judge_inner),
+reports/instruct (tuning steps and tokens), reports/pretrain/llama-leaner.json (model size)
 outs: reports/results/exp2.json (typed result), reports/exp2.json (metrics), reports/exp2_detail.json,
       reports/exp2.md, reports/plots/exp2_curve.tsv + reports/plots/exp2_recipes.tsv (plots), reports/figures/exp2.png
 """
@@ -22,14 +23,14 @@ def main(args):
     icfg = load_section("instruct", instruct.InstructConfig, args.params)
     scores = read_jsonl(Path(args.judge) / "scores.jsonl")
     summary = json.loads((Path(args.judge) / "summary.json").read_text())
-    rep = judge.report(scores, jcfg.backend, cfg.recipes, cfg.n_boot, load_seed(args.params), cfg.selection_metric,
-                       cfg.max_unscored_share)
+    selection = json.loads(Path(args.selection).read_text())
+    rep = judge.report(scores, jcfg.backend, cfg.recipes, cfg.n_boot, load_seed(args.params), selection)
     backend = judge.BACKENDS[jcfg.backend]
     tune = {p.stem: json.loads(p.read_text()) for p in sorted(Path(args.instruct_reports).glob("*.json"))}
     llama = Path(args.pretrain_report)
     results.write(results.Exp2Result.build(
         rep, judge_is_llm=backend.is_llm, main_metric=backend.main_metric, instruct_source=icfg.source,
-        template=instruct.PROMPT_TEMPLATE, questions=gcfg.max_questions, tune_reports=tune,
+        template=instruct.TEMPLATES[icfg.template], questions=gcfg.max_questions, tune_reports=tune,
         non_embedding_params=json.loads(llama.read_text()).get("non_embedding_params") if llama.exists() else None))
     prov = {"instruct_source": icfg.source, "judge_backend": jcfg.backend, "judge_model": summary.get("model"),
             "n_boot": cfg.n_boot, "questions": gcfg.max_questions or "all",
@@ -47,6 +48,7 @@ def main(args):
 if __name__ == "__main__":
     p = parser(__doc__)
     p = add_paths(p, {"--judge": "the judge stage's output (scores.jsonl, summary.json)",
+                      "--selection": "the checkpoint selection (judge_inner)",
                       "--instruct-reports": "directory of the instruction-tuning reports",
                       "--pretrain-report": "the leaner LLaMA pretraining report (model size)"})
     stage_main(main, p)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen.generate import Decoding, GenerateConfig, checkpoints, read_questions, run, subsample
-from tinyhelen.io import read_jsonl
+from tinyhelen.generate import (Decoding, GenerateConfig, answer_inner, answer_selected, checkpoints, read_questions,
+                                subsample)
+from tinyhelen.io import InputError, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +45,62 @@ def test_subsample_is_stratified_seeded_and_ordered(prepared):
 def test_generation_is_deterministic(model_dir, prepared, tmp_path):
     cfg = GenerateConfig(eval_dir=str(prepared / "eval"), max_questions=12, batch_size=5, device="cpu",
                          decoding=Decoding(max_new_tokens=12))
-    s1 = run(model_dir, "leaner-ori", cfg, tmp_path / "g1", seed=1)
-    s2 = run(model_dir, "leaner-ori", cfg, tmp_path / "g2", seed=1)
-    for name in ("all", "inner_comparison"):
-        r1, r2 = read_jsonl(tmp_path / "g1" / f"{name}.jsonl"), read_jsonl(tmp_path / "g2" / f"{name}.jsonl")
-        assert r1 == r2
-    allr = read_jsonl(tmp_path / "g1" / "all.jsonl")
-    inner = read_jsonl(tmp_path / "g1" / "inner_comparison.jsonl")
-    assert len(allr) == 12 and {r["checkpoint"] for r in allr} == {"final"} and {r["step"] for r in allr} == {10}
-    assert len(inner) == 31 * 2 and sorted({r["step"] for r in inner}) == [5, 10]
-    assert all(0 < r["new_tokens"] <= 12 or r["finished"] for r in allr)
-    assert s1["answers"] == {"all": 12, "inner_comparison": 62} and s1["new_tokens"] == s2["new_tokens"]
+    s1 = answer_inner(model_dir, "leaner-ori", cfg, tmp_path / "i1.jsonl")
+    s2 = answer_inner(model_dir, "leaner-ori", cfg, tmp_path / "i2.jsonl")
+    inner = read_jsonl(tmp_path / "i1.jsonl")
+    assert inner == read_jsonl(tmp_path / "i2.jsonl") and s1["new_tokens"] == s2["new_tokens"]
+    assert len(inner) == 31 * 2 and sorted({r["step"] for r in inner}) == [5, 10], "every checkpoint answers"
+    assert s1["checkpoints"] == ["step-000005", "step-000010"] and s1["answers"] == 62
+    answer_selected(model_dir, "leaner-ori", 10, cfg, tmp_path / "a1.jsonl", seed=1)
+    allr = read_jsonl(tmp_path / "a1.jsonl")
+    assert len(allr) == 12 and all(0 < r["new_tokens"] <= 12 or r["finished"] for r in allr)
     # batch composition does not change greedy answers (left padding + attention mask)
-    s3 = run(model_dir, "leaner-ori", cfg.model_copy(update={"batch_size": 12, "checkpoint_curve": False}),
-             tmp_path / "g3", seed=1)
-    r3 = read_jsonl(tmp_path / "g3" / "all.jsonl")
-    same = sum(a["answer"] == b["answer"] for a, b in zip(allr, r3))
+    answer_selected(model_dir, "leaner-ori", 10, cfg.model_copy(update={"batch_size": 12}), tmp_path / "a3.jsonl", 1)
+    same = sum(a["answer"] == b["answer"] for a, b in zip(allr, read_jsonl(tmp_path / "a3.jsonl")))
     assert same >= 11, f"only {same}/12 answers identical across batch sizes"
-    assert s3["checkpoints"] == ["step-000005", "step-000010"] and s3["answers"]["inner_comparison"] == 31
+
+
+def test_selected_checkpoint_answers_the_full_set(model_dir, prepared, tmp_path):
+    """The checkpoint selected on the inner comparison (not the last one) answers Leaner-Eval."""
+    from tinyhelen.generate import generate_answers, load_model
+
+    cfg = GenerateConfig(eval_dir=str(prepared / "eval"), max_questions=6, batch_size=6, device="cpu",
+                         decoding=Decoding(max_new_tokens=6))
+    stats = answer_selected(model_dir, "leaner-ori", 5, cfg, tmp_path / "all.jsonl", seed=1)
+    recs = read_jsonl(tmp_path / "all.jsonl")
+    assert stats["selected_step"] == 5 and stats["checkpoints"] == ["step-000005"]
+    assert {(r["set"], r["checkpoint"], r["step"]) for r in recs} == {("all", "step-000005", 5)} and len(recs) == 6
+    questions = [r["question"] for r in recs]
+    by_step = {ck: [a["answer"] for a in generate_answers(*load_model(model_dir / ck, cfg), questions, cfg)[0]]
+               for ck in ("step-000005", "step-000010")}
+    assert by_step["step-000005"] != by_step["step-000010"], "the two checkpoints answer differently"
+    assert [r["answer"] for r in recs] == by_step["step-000005"], "the answers are the selected checkpoint's"
+    with pytest.raises(InputError, match="no checkpoint of the selected step 7"):
+        answer_selected(model_dir, "leaner-ori", 7, cfg, tmp_path / "x.jsonl", seed=1)
+
+
+def test_generate_stage_reads_the_selection(model_dir, prepared, tmp_path):
+    """`generate` answers with the step that `judge_inner` wrote to the selection file."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = {"seed": 1, "generate": {"eval_dir": str(prepared / "eval"), "max_questions": 3, "batch_size": 3,
+                                      "device": "cpu", "decoding": {"max_new_tokens": 4}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "sel.json").write_text(json.dumps({"selected": {"leaner-ori": 5, "ori-ori": 10}}))
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "stages" / "generate.py"), "--params", str(tmp_path / "params.yaml"),
+           "--recipe", "leaner-ori", "--model", str(model_dir), "--selection", str(tmp_path / "sel.json"),
+           "--out", str(tmp_path / "g.jsonl"), "--metrics", str(tmp_path / "m.json")]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "TINYHELEN_LOG": "WARNING"}
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {r["step"] for r in read_jsonl(tmp_path / "g.jsonl")} == {5}
+    assert json.loads((tmp_path / "m.json").read_text())["selected_step"] == 5
 
 
 def test_checkpoints_listing(model_dir):

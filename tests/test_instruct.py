@@ -74,12 +74,20 @@ def test_code_pairs_are_paired_twins(instruct_dir, prepared):
                    for b in ori)
 
 
-def test_template_and_loss_mask(tokenizers):
+# the released prompts/templates/instruction_template.txt of EmpathYang/TinyHelen @ 1aa4c03, verbatim
+RELEASED_TEMPLATE = "### TASK INPUT:\n{input}\n\n### RESPONSE:\n{response}"
+
+
+def test_template_is_the_studys(tokenizers):
     from tinyhelen.tokenizer import load
 
+    assert InstructConfig().template == "study"
+    for ins, inp, resp in (("Say hi.", "", "Hi!"), ("Say hi.", "to a cat", "Hi, cat!")):
+        text = format_prompt(ins, inp) + resp  # the study: input = instruction (+ "\n" + input), no stripping
+        assert text == RELEASED_TEMPLATE.replace("{input}", ins + "\n" + inp if inp else ins).replace("{response}", resp)
+    assert format_prompt("Say hi.") == "### TASK INPUT:\nSay hi.\n\n### RESPONSE:\n"
     tok = load(tokenizers["leaner"])
     prompt = format_prompt("Say hi.", "to a cat")
-    assert prompt == "### Instruction:\nSay hi.\n\n### Input:\nto a cat\n\n### Response:\n"
     ids, labels = encode_example(tok, prompt, "Hi, cat!", 64, loss_on_prompt=False)
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     assert labels[:n_prompt] == [-100] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
@@ -88,6 +96,30 @@ def test_template_and_loss_mask(tokenizers):
     assert ids2 == ids and labels2 == ids
     ids3, labels3 = encode_example(tok, prompt * 20, "word " * 200, 64, loss_on_prompt=False)
     assert len(ids3) == 64 and sum(x != -100 for x in labels3) >= 1  # cut, but the response keeps tokens
+
+
+def test_packed_blocks_carry_loss_on_all_tokens_by_default(tokenizers):
+    from tinyhelen.instruct.sft import pack
+    from tinyhelen.tokenizer import load
+
+    tok = load(tokenizers["leaner"])
+    assert TuneConfig().packing and TuneConfig().loss_on_prompt, "the study's defaults"
+    exs = [(format_prompt(f"Task number {i}: name a colour."), f"Colour {i} is blue.") for i in range(12)]
+    for on_prompt in (True, False):
+        enc = [encode_example(tok, p, r, None, on_prompt) for p, r in exs]
+        blocks = pack(enc, 16, seed=3)
+        total = sum(len(i) for i, _ in enc)
+        assert [len(b) for b, _ in blocks] == [16] * (total // 16), "full blocks, the remainder dropped"
+        assert pack(enc, 16, seed=3) == blocks and pack(enc, 16, seed=4) != blocks, "seeded example order"
+        ids = [t for b, _ in blocks for t in b]
+        labels = [t for _, lab in blocks for t in lab]
+        assert ids.count(tok.eos_token_id) >= total // 16 * 16 // max(len(i) for i, _ in enc), "examples end with eos"
+        if on_prompt:
+            assert labels == ids, "labels = inputs: loss on every token of the packed blocks"
+        else:
+            prompt_tokens = {len(tok(p, add_special_tokens=False)["input_ids"]) for p, _ in exs}
+            assert labels != ids and labels.count(-100) >= len(blocks) * 16 // max(len(i) for i, _ in enc) * min(prompt_tokens)
+            assert all(lab in (-100, t) for lab, t in zip(labels, ids)), "masked prompt tokens, response labels kept"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -120,14 +152,18 @@ def test_released_source_download_checksum_and_file_url(tmp_path):
             tr = read_examples(tmp_path / "out" / side / "train.jsonl")
             va = read_examples(tmp_path / "out" / side / "validation.jsonl")
             assert len(tr) + len(va) == 40 and va and not {e["id"] for e in tr} & {e["id"] for e in va}
-        ori = read_examples(tmp_path / "out" / "ori" / "train.jsonl")
-        assert any("### Input:\nin one line" in e["prompt"] for e in ori)
+        ori = read_examples(tmp_path / "out" / "ori" / "train.jsonl") + read_examples(tmp_path / "out/ori/validation.jsonl")
+        assert any(e["prompt"].endswith(".\nin one line\n\n### RESPONSE:\n") for e in ori)
         assert (tmp_path / "dl").is_dir(), "http download kept in download_dir"
         bad = online.model_copy(update={"leaner": OnlineFile(url=f"{base}/instruction0000.jsonl", sha256="0" * 64)})
         with pytest.raises(InputError, match="checksum mismatch"):
             build_instruct_data(InstructConfig(source="released", online=bad), tmp_path / "out2")
+        unpinned = online.model_copy(update={"leaner": OnlineFile(url=f"{base}/instruction0000.jsonl")})
+        with pytest.raises(InputError, match=r"instruct.online.leaner.sha256 is not pinned"):
+            build_instruct_data(InstructConfig(source="released", online=unpinned), tmp_path / "out4")
+        assert not (tmp_path / "out4").exists()
         (files / "broken.jsonl").write_text('{"instruction": "x"}\n')
-        broken = online.model_copy(update={"leaner": OnlineFile(url=f"{base}/broken.jsonl")})
+        broken = online.model_copy(update={"leaner": OnlineFile(url=f"{base}/broken.jsonl"), "allow_unpinned": True})
         with pytest.raises(InputError, match=r"broken.jsonl:1: missing or non-string field 'output'"):
             build_instruct_data(InstructConfig(source="released", online=broken), tmp_path / "out3")
     finally:
@@ -135,22 +171,33 @@ def test_released_source_download_checksum_and_file_url(tmp_path):
         srv.server_close()
 
 
-def test_four_recipes_make_four_distinct_models(tuned):
+def test_recipes_start_from_their_pretraining_side_and_tune_on_their_tuning_side(tuned, pretrained):
+    """dvc.yaml maps recipe <p>-<t> to the pretrained LLaMA of side p and the instruction data of side t; a
+    tuned model is its base moved by tuning (closer to its own base than to the other side's)."""
+    import yaml
     from safetensors.torch import load_file
 
-    weights = {}
+    stage = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]["instruct_tune"]
+    for p in stage["matrix"]["pretrain"]:
+        for t in stage["matrix"]["tune"]:
+            cmd = stage["cmd"].replace("${item.pretrain}", p).replace("${item.tune}", t).split()
+            arg = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+            assert arg["--base"] == f"data/models/pretrain/llama-{p}/final" and arg["--data"] == f"data/instruct/{t}"
+            assert Path(arg["--out"]).name == f"{p}-{t}" in RECIPES
+    base = {side: load_file(str(pretrained[side] / "model.safetensors")) for side in SIDES}
+    dist = lambda a, b: sum(float((a[k].float() - b[k].float()).norm()) for k in a)  # noqa: E731
     for recipe, (out, metrics) in tuned.items():
-        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["final", "step-000003", "step-000006"]
-        assert metrics["checkpoints"] == ["step-000003", "step-000006"] and metrics["steps"] == 6
-        assert metrics["loss_on_prompt"] is False and 0 < metrics["loss_tokens"] < metrics["tokens"]
+        p = recipe.split("-")[0]
+        other = next(s for s in SIDES if s != p)
+        assert sorted(d.name for d in out.iterdir() if d.is_dir()) == ["final", "step-000003", "step-000006"]
+        w = load_file(str(out / "final" / "model.safetensors"))
+        last = load_file(str(out / "step-000006" / "model.safetensors"))
+        assert all((w[k] == last[k]).all() for k in w), "final = last checkpoint"
+        assert 0 < dist(w, base[p]) < dist(w, base[other]), f"{recipe} does not start from llama-{p}"
+        assert metrics["packing"] and metrics["loss_on_prompt"]
+        assert metrics["loss_tokens"] == metrics["tokens"] - metrics["steps"] * TINY_TUNE.batch_size, \
+            "packed blocks: every token but the first of a row carries a loss"
         assert [r["step"] for r in metrics["curve"]] == [3, 6] and not {"seconds", "tokens_per_s"} & set(metrics)
-        weights[recipe] = load_file(str(out / "final" / "model.safetensors"))
-        final_ck = load_file(str(out / "step-000006" / "model.safetensors"))
-        assert all((final_ck[k] == weights[recipe][k]).all() for k in final_ck), "final = last checkpoint"
-    names = list(weights)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            assert any(not (weights[a][k] == weights[b][k]).all() for k in weights[a]), f"{a} == {b}"
 
 
 def test_tuning_is_reproducible_and_prompt_loss_switch(pretrained, instruct_dir, tuned, tmp_path):
@@ -162,9 +209,13 @@ def test_tuning_is_reproducible_and_prompt_loss_switch(pretrained, instruct_dir,
     assert m["curve"] == ref["curve"], "same seed and data -> same losses"
     a, b = load_file(str(tmp_path / "again/final/model.safetensors")), load_file(str(ref_dir / "final/model.safetensors"))
     assert all((a[k] == b[k]).all() for k in a)
-    cfg = TINY_TUNE.model_copy(update={"loss_on_prompt": True, "steps": 2, "checkpoint_every": 2})
+    cfg = TINY_TUNE.model_copy(update={"loss_on_prompt": False, "steps": 2, "checkpoint_every": 2})
     m2 = tune(base, data / "train.jsonl", data / "validation.jsonl", tmp_path / "p", cfg, 7, "ori-leaner")
-    assert m2["loss_tokens"] == m2["tokens"] - 2 * cfg.batch_size, "every non-pad token but the first"
+    assert 0 < m2["loss_tokens"] < m2["tokens"] - 2 * cfg.batch_size, "masked prompt tokens carry no loss"
+    cfg = TINY_TUNE.model_copy(update={"packing": False, "steps": 2, "checkpoint_every": 2})
+    m3 = tune(base, data / "train.jsonl", data / "validation.jsonl", tmp_path / "u", cfg, 7, "ori-leaner")
+    assert m3["loss_tokens"] == m3["tokens"] - 2 * cfg.batch_size and not m3["packing"]
+    assert m3["train_sequences"] == m3["train_examples"] > m["train_sequences"] / 10
 
 
 def test_missing_base_model_is_a_clear_error(instruct_dir, tmp_path):

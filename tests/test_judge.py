@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tinyhelen import judge
 from tinyhelen.config import ParamsError, validate_section
+from tinyhelen.io import InputError
 from tinyhelen.judge import (BACKENDS, BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy, markdown,
-                             parse_judgement, proxy_scores, report)
+                             parse_judgement, proxy_scores, report, select_checkpoints)
 from tinyhelen.llm import LLMFailure
 from tinyhelen.llm.config import LLMConfig
 from tinyhelen.llm.fake_server import BEGIN, END, END_TEXT, FakeModel, FakeServer
@@ -98,6 +99,11 @@ def server():
     srv.stop()
 
 
+def at_step(selection, step):
+    """The selection with every recipe's selected step set to ``step``."""
+    return {**selection, "selected": {r: step for r in selection["selected"]}}
+
+
 def fake_generations(n_questions=3, steps=(10, 20), special=None):
     gens = []
     for qi in range(n_questions):
@@ -139,10 +145,12 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     scores2, summ2 = judge_llm(gens, jcfg, llm, seed=3)
     assert server.stats["chat_calls"] == calls and summ2["llm"]["cache_hits"] == 2 * groups
     assert [s["total"] for s in scores2] == [s["total"] for s in scores]
-    rep = report(scores, "llm", RECIPES, n_boot=200, seed=0)
+    sel = select_checkpoints(scores, "llm", RECIPES, n_boot=200, seed=0)
+    assert sel["selection_metric"] == "total" and [c["step"] for c in sel["checkpoint_curve"]["leaner-ori"]] == [10, 20]
+    rep = report(scores, "llm", RECIPES, 200, 0, at_step(sel, 20))
     assert rep["metrics"] == ["grammar", "coherence", "specificity", "total"]
     assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
-    assert [c["step"] for c in rep["checkpoint_curve"]["leaner-ori"]] == [10, 20]
+    assert rep["recipes"]["ori-ori"]["selected_step"] == 20 and rep["checkpoint_curve"] == sel["checkpoint_curve"]
     md = markdown(rep, {"instruct_source": "code_pairs", "judge_model": "fake", "agreement": ag,
                         "position_means": summ["position_means"]})
     assert "sum (LLM, 0-15)" in md and "Position bias" in md and "Proxy" not in md
@@ -153,34 +161,35 @@ def test_llm_judge_reports_format_failures_without_dropping(server, tmp_path):
                     max_retries=0, progress=False)
     gens = fake_generations(n_questions=1, steps=(10,), special="FAULT_JUDGE_PROSE")
     scores, summ = judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm, seed=0)
-    bad = [s for s in scores if s["set"] == "inner_comparison"]
-    assert summ["failures"] == {"format": 1} and summ["unjudged_answers"] == len(bad) == 4
-    assert summ["parsed_replies"] == 1 and summ["requests"] == 2
+    bad = [s for s in scores if s["total"] is None]
+    # inner comparison: one group per recipe (its checkpoints); the faulty reply is leaner-ori's
+    assert summ["failures"] == {"format": 1} and summ["unjudged_answers"] == len(bad) == 1
+    assert summ["parsed_replies"] == 4 and summ["requests"] == 5
     q = summ["quarantine"]
-    assert len(q) == 1 and q[0]["reason"] == "format" and "not a JSON object" in q[0]["error"] and len(q[0]["answers"]) == 4
-    assert all(s["total"] is None for s in bad) and len(scores) == len(gens)
+    assert len(q) == 1 and q[0]["reason"] == "format" and "not a JSON object" in q[0]["error"] and len(q[0]["answers"]) == 1
+    assert bad[0]["recipe"] == "leaner-ori" and bad[0]["set"] == "inner_comparison" and len(scores) == len(gens)
     with pytest.raises(LLMFailure, match="max_quarantine_share"):  # above the accepted share the stage fails
-        judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.4, "pipeline_check_below_params": 0}), 0)
-    rep = report(scores, "llm", RECIPES, n_boot=100, seed=0)
-    assert rep["checkpoint_curve"]["ori-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
+        judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.1, "pipeline_check_below_params": 0}), 0)
+    rep = report(scores, "llm", RECIPES, 100, 0, select_checkpoints(scores, "llm", RECIPES, 100, 0))
+    assert rep["checkpoint_curve"]["leaner-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
 
 
 def test_study_protocol_groups_shuffled_schema_and_empty_note(server, tmp_path):
     """The default protocol: all answers to a question together (split above judge.max_group), each scored
     once, in a seeded shuffled order, the v2 prompt, a JSON schema, the empty-answer note."""
     llm = LLMConfig(backend="openai", base_url=server.base_url, cache_dir=str(tmp_path / "c"), progress=False)
-    gens = fake_generations(n_questions=2, steps=(10, 20, 30))
+    gens = fake_generations(n_questions=2, steps=(10, 20, 30, 40, 50, 60))
     gens[0]["answer"] = ""  # an empty answer (the generator makes others too: recipe 0 of question 0)
     cfg = JudgeConfig(backend="llm", max_group=5)
     scores, summ = judge_llm(gens, cfg, llm, seed=1)
-    # inner_comparison: 4 recipes x 3 steps = 12 answers per question -> groups of 5, 5, 2; all: 4 per question
-    assert summ["groups"] == 2 * 3 + 2 and summ["requests"] == summ["groups"] == summ["parsed_replies"]
+    # inner_comparison: one recipe's 6 checkpoints per question -> groups of 5 and 1; all: the 4 recipes together
+    assert summ["groups"] == 2 * 4 * 2 + 2 and summ["requests"] == summ["groups"] == summ["parsed_replies"]
     assert all(s["total"] is not None and len(s["orders"]) == 1 for s in scores)
     assert summ["agreement"] is None and summ["template_id"].startswith("judge@v2:")
     bodies = server.bodies
     assert all(b["response_format"]["type"] == "json_schema" for b in bodies)
     schemas = [b["response_format"]["json_schema"]["schema"] for b in bodies]
-    assert sorted(len(x["required"]) for x in schemas) == [2, 2, 4, 4, 5, 5, 5, 5]
+    assert sorted(len(x["required"]) for x in schemas) == [1] * 8 + [4] * 2 + [5] * 8
     assert schemas[0]["properties"]["A"]["properties"]["grammar"]["enum"] == [0, 1, 2, 3, 4, 5]
     users = [b["messages"][-1]["content"] for b in bodies]
     groups = judge_groups(gens, "question", 5)
@@ -193,6 +202,8 @@ def test_study_protocol_groups_shuffled_schema_and_empty_note(server, tmp_path):
     orders = [orders_for(g, 1, 1)[0] for g in groups if len(g) == 5]
     assert any(o != sorted(o) for o in orders), "answers are shown in a shuffled order"
     assert all(len({(r["set"], r["qid"]) for r in g}) == 1 for g in groups)
+    assert all(len({r["recipe"] for r in g}) == 1 for g in groups if g[0]["set"] == "inner_comparison")
+    assert sorted(len({r["recipe"] for r in g}) for g in groups if g[0]["set"] == "all") == [4, 4]
 
 
 def test_judge_outage_fails(tmp_path):
@@ -249,13 +260,13 @@ def test_checkpoint_selection_skips_mostly_empty_checkpoints():
     scores = ([rec(10, 50.0)] + [rec(10, None)] * 3          # one fluent-looking answer, 75% empty
               + [rec(20, 400.0), rec(20, 300.0), rec(20, None)]  # 33% empty
               + [rec(30, 900.0)] * 3)
-    rep = report(scores, "proxy", ["ori-ori"], n_boot=100, seed=0)
-    curve = {c["step"]: c for c in rep["checkpoint_curve"]["ori-ori"]}
+    sel = select_checkpoints(scores, "proxy", ["ori-ori"], n_boot=100, seed=0)
+    curve = {c["step"]: c for c in sel["checkpoint_curve"]["ori-ori"]}
     assert curve[10]["unscored_share"] == 0.75 and curve[10]["n"] == 1 and curve[20]["mean"] == 350.0
-    assert rep["recipes"]["ori-ori"]["selected_step"] == 20
-    assert report(scores, "proxy", ["ori-ori"], 100, 0, max_unscored_share=1.0)["recipes"]["ori-ori"]["selected_step"] == 10
+    assert sel["selected"]["ori-ori"] == 20
+    assert select_checkpoints(scores, "proxy", ["ori-ori"], 100, 0, max_unscored_share=1.0)["selected"]["ori-ori"] == 10
     only_empty = [rec(10, None), rec(20, None), rec(20, 5.0)]
-    assert report(only_empty, "proxy", ["ori-ori"], 100, 0, max_unscored_share=0.2)["recipes"]["ori-ori"]["selected_step"] == 20
+    assert select_checkpoints(only_empty, "proxy", ["ori-ori"], 100, 0, max_unscored_share=0.2)["selected"]["ori-ori"] == 20
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -274,12 +285,15 @@ def test_proxy_judge_and_report(prepared, tmp_path):
     assert summ["backend"] == "proxy" and "not LLM" in summ["note"] and summ["reference_lm"]["train_words"] >= 20000
     assert len(scores) == len(gens) and all(set(judge.PROXY_METRICS) <= set(s) for s in scores)
     assert not any(k in s for s in scores for k in judge.CRITERIA), "proxy records never carry LLM criteria"
-    rep = report(scores, "proxy", RECIPES, n_boot=200, seed=0)
+    sel = select_checkpoints(scores, "proxy", RECIPES, n_boot=200, seed=0)
+    rep = report(scores, "proxy", RECIPES, 200, 0, at_step(sel, 20))
     assert rep["selection_metric"] == "proxy_ref_ppl" and rep["recipes"]["leaner-leaner"]["answers"] == 3
     assert set(rep["by_bin"]["ori-ori"]) == {"0-7", "9-10"}
     md = markdown(rep, {"instruct_source": "code_pairs"})
     assert "Proxy metrics, not LLM-judge scores" in md and "grammar" not in md.split("## Per recipe")[1]
     with pytest.raises(Exception, match="selection_metric"):
-        report(scores, "proxy", RECIPES, 100, 0, selection_metric="total")
+        select_checkpoints(scores, "proxy", RECIPES, 100, 0, selection_metric="total")
+    with pytest.raises(InputError, match="step 10 was selected: rerun generate"):  # answers of another checkpoint
+        report(scores, "proxy", RECIPES, 100, 0, at_step(sel, 10))
     judge.plot_png(rep, tmp_path / "exp2.png")
     assert (tmp_path / "exp2.png").stat().st_size > 1000

@@ -252,7 +252,10 @@ def test_exp2_result_from_the_judge_report():
     recipes = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
     scores = [{"set": "all", "recipe": r, "qid": q, "bin": "0-7", "step": 10,
                **{m: float(q + i) for m in judge.PROXY_METRICS}} for i, r in enumerate(recipes) for q in range(6)]
-    rep = judge.report(scores, "proxy", recipes, n_boot=200, seed=0)
+    selection = {"backend": "proxy", "selection_metric": "proxy_ref_ppl", "checkpoint_curve": {},
+                 "selected": {r: 10 for r in recipes}}
+    rep = judge.report(scores, "proxy", recipes, n_boot=200, seed=0, selection=selection)
+    assert {v["selected_step"] for v in rep["recipes"].values()} == {10}
     e2 = T.Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
                             template=None, questions=None, tune_reports={"ori-ori": {"steps": 5, "tokens": 50}},
                             non_embedding_params=None)

@@ -35,9 +35,12 @@ in the report card) reads the registry.
                        (a crude specificity proxy)
     proxy_len_words    answer length in words
 
+Checkpoint selection (``judge_inner``, ``select_checkpoints``): the answers of every checkpoint to the 31
+inner-comparison questions are judged and one checkpoint per recipe is selected; that checkpoint answers
+Leaner-Eval (``generate``), judged with the four recipes' answers to a question together (``judge``).
 Report (``exp2_report``): per recipe the mean of every criterion (and of the 0-15 sum for the LLM) with
 bootstrap 95% intervals (questions resampled with replacement, seeded), per similarity bin, and the
-checkpoint-selection curve on the 31 inner-comparison questions.
+checkpoint-selection curve.
 """
 from __future__ import annotations
 
@@ -165,47 +168,84 @@ def _summ(vals: list[float], n_boot: int, seed: int) -> dict[str, Any]:
     return {"mean": r(m), "ci95": [r(lo), r(hi)], "n": len(vals)}
 
 
-def report(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
-           selection_metric: str | None = None, max_unscored_share: float = 0.5) -> dict[str, Any]:
-    """Per recipe / per bin tables with bootstrap CIs and the checkpoint-selection curve.
+def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
+                       selection_metric: str | None = None, max_unscored_share: float = 0.5) -> dict[str, Any]:
+    """Checkpoint selection on the judged inner-comparison answers: the curve (mean of the selection metric
+    per recipe and checkpoint, with bootstrap intervals) and one selected step per recipe.
 
-    Checkpoint selection: the best mean of the selection metric among the checkpoints whose share of
-    answers WITHOUT a value (proxy_ref_ppl: empty answers; LLM: unjudged) is at most ``max_unscored_share``
-    (an all-empty checkpoint must not win on the few answers it gave); if none qualifies, the checkpoint
-    with the fewest unscored answers."""
+    The selected checkpoint has the best mean among those whose share of answers WITHOUT a value
+    (proxy_ref_ppl: empty answers; LLM: unjudged) is at most ``max_unscored_share`` (an all-empty checkpoint
+    must not win on the few answers it gave); if none qualifies, the one with the fewest unscored answers."""
     metrics = metrics_of(backend)
     sel = selection_metric or BACKENDS[backend].main_metric
     if sel not in metrics:
         raise ParamsError(f"exp2.selection_metric: {sel!r} is not a metric of backend {backend} "
                           f"({', '.join(metrics)})")
-    main = [s for s in scores if s["set"] == "all"]
     inner = [s for s in scores if s["set"] == "inner_comparison"]
-    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
-                           "checkpoint_curve": {}, "selection_metric": sel,
-                           "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in metrics}}
-    bins = sorted({s["bin"] for s in main if s.get("bin")})
+    out: dict[str, Any] = {"backend": backend, "selection_metric": sel, "higher_is_better": HIGHER_IS_BETTER[sel],
+                           "max_unscored_share": max_unscored_share, "selected": {}, "checkpoint_curve": {}}
     for rec in recipes:
-        rows = [s for s in main if s["recipe"] == rec]
-        out["recipes"][rec] = {m: _summ([s[m] for s in rows if s.get(m) is not None], n_boot, seed)
-                               for m in metrics}
-        out["recipes"][rec]["answers"] = len(rows)
-        out["by_bin"][rec] = {b: {m: _summ([s[m] for s in rows if s.get("bin") == b and s.get(m) is not None],
-                                           n_boot, seed) for m in metrics} for b in bins}
-        steps = sorted({s["step"] for s in inner if s["recipe"] == rec})
         curve = []
-        for st in steps:
+        for st in sorted({s["step"] for s in inner if s["recipe"] == rec}):
             here = [s for s in inner if s["recipe"] == rec and s["step"] == st]
             vals = [s[sel] for s in here if s.get(sel) is not None]
-            curve.append({"step": st, **_summ(vals, n_boot, seed),
-                          "unscored_share": round(1 - len(vals) / len(here), 4)})
+            curve.append({"step": st, **_summ(vals, n_boot, seed), "unscored_share": round(1 - len(vals) / len(here), 4)})
+        if not curve:
+            raise InputError(f"inner-comparison scores of {rec}", "no judged answers: run generate_inner and "
+                                                                  "judge_inner for every recipe")
         out["checkpoint_curve"][rec] = curve
         valid = [c for c in curve if c["mean"] is not None and c["unscored_share"] <= max_unscored_share]
         if valid:
             best = (max if HIGHER_IS_BETTER[sel] else min)(valid, key=lambda c: c["mean"])
-            out["recipes"][rec]["selected_step"] = best["step"]
-        elif curve:
-            out["recipes"][rec]["selected_step"] = min(curve, key=lambda c: (c["unscored_share"], c["step"]))["step"]
+        else:
+            best = min(curve, key=lambda c: (c["unscored_share"], c["step"]))
+        out["selected"][rec] = best["step"]
     return out
+
+
+def report(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
+           selection: dict[str, Any]) -> dict[str, Any]:
+    """Per recipe / per bin tables (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
+    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint."""
+    metrics = metrics_of(backend)
+    if selection.get("backend") != backend:
+        raise InputError("checkpoint selection", f"judged by backend {selection.get('backend')!r}, the Leaner-Eval "
+                                                 f"answers by {backend!r}: rerun judge_inner")
+    main = [s for s in scores if s["set"] == "all"]
+    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
+                           "checkpoint_curve": selection["checkpoint_curve"],
+                           "selection_metric": selection["selection_metric"],
+                           "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in metrics}}
+    bins = sorted({s["bin"] for s in main if s.get("bin")})
+    for rec in recipes:
+        rows = [s for s in main if s["recipe"] == rec]
+        chosen = selection["selected"].get(rec)
+        steps = sorted({s["step"] for s in rows})
+        if steps and steps != [chosen]:
+            raise InputError(f"Leaner-Eval answers of {rec}", f"come from step(s) {steps}, but step {chosen} was "
+                                                              "selected: rerun generate")
+        out["recipes"][rec] = {m: _summ([s[m] for s in rows if s.get(m) is not None], n_boot, seed)
+                               for m in metrics}
+        out["recipes"][rec]["answers"] = len(rows)
+        out["recipes"][rec]["selected_step"] = chosen
+        out["by_bin"][rec] = {b: {m: _summ([s[m] for s in rows if s.get("bin") == b and s.get(m) is not None],
+                                           n_boot, seed) for m in metrics} for b in bins}
+    return out
+
+
+def judge_answers(paths: Sequence[Path | str], out_dir: Path | str, cfg: "JudgeConfig", llm: Any, seed: int
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Score the generations in ``paths`` with ``cfg.backend``; write ``out_dir/{scores.jsonl, summary.json,
+    quarantine.jsonl}`` atomically; return (scores, summary without the quarantine)."""
+    from tinyhelen.io import atomic_path, write_json, write_jsonl
+
+    scores, summary = BACKENDS[cfg.backend].score(read_generations(paths), cfg, llm, seed)
+    quarantine = summary.pop("quarantine", [])
+    with atomic_path(out_dir) as tmp:
+        write_jsonl(tmp / "scores.jsonl", scores)
+        write_json(tmp / "summary.json", summary)
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    return scores, summary
 
 
 def flat_metrics(rep: dict[str, Any]) -> dict[str, Any]:

@@ -127,12 +127,18 @@ def answer_key(r: dict[str, Any]) -> tuple:
 
 def judge_groups(gens: list[dict[str, Any]], group_by: str = "question", max_group: int = 10
                  ) -> list[list[dict[str, Any]]]:
-    """Answers judged together, at most ``max_group`` each. ``question``: every answer to one question of
-    a set, sorted by (recipe, step), split in order into chunks; ``question_step``: the answers of the
-    recipes to one question at the same checkpoint step."""
+    """Answers judged together, at most ``max_group`` each. ``question`` (the study's): the answers to one
+    question, sorted by (recipe, step) and split in order into chunks; in the inner comparison one recipe's
+    checkpoints form a group (checkpoint selection), in Leaner-Eval the four recipes' answers;
+    ``question_step``: the answers of the recipes to one question at the same checkpoint step."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in gens:
-        key = (r["set"], r["qid"]) if group_by == "question" else (r["set"], r["qid"], r["step"])
+        if group_by == "question_step":
+            key = (r["set"], r["qid"], r["step"])
+        elif r["set"] == "inner_comparison":
+            key = (r["set"], r["qid"], r["recipe"])
+        else:
+            key = (r["set"], r["qid"])
         groups[key].append(r)
     out = []
     for key in sorted(groups, key=str):

@@ -44,7 +44,8 @@ STUDY_GENRES: tuple[str, ...] = ("book", "conversation", "textbook", "web", "wik
 STUDY_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")  # no WNLI
 STUDY_GLUE_EPOCHS = {"cola": 30, "sst2": 3, "mrpc": 30, "qqp": 3, "stsb": 30, "mnli": 3, "qnli": 3, "rte": 50}
 STUDY_EXP3_CLAIM = ("lmloss", 0.20)  # the lmloss curriculum reaches the baseline's loss with ~20% fewer steps, data
-STUDY_TEMPLATE = "### TASK INPUT:\n{question}\n\n### RESPONSE:\n"
+# the released prompts/templates/instruction_template.txt up to the response; {input}: the instruction (+ "\n" + input)
+STUDY_TEMPLATE = "### TASK INPUT:\n{input}\n\n### RESPONSE:\n"
 
 
 class Inputs:
@@ -189,6 +190,15 @@ def _exp2_template(x: Inputs) -> str | None:
     return None if res is None else res.template
 
 
+def _tune_schedule(x: Inputs) -> str:
+    return f"{x.get('instruct.tune.lr_schedule')} to {fmt(x.get('instruct.tune.min_lr_ratio'))} x lr"
+
+
+def _tune_checkpoints(x: Inputs) -> int:
+    every, steps = x.get("instruct.tune.checkpoint_every"), x.get("instruct.tune.steps")
+    return len(set(range(every, steps + 1, every)) | {steps})
+
+
 def _decoding(x: Inputs) -> str:
     d = x.get("generate.decoding")
     parts = ["greedy" if d.get("num_beams", 1) == 1 else f"beam {d['num_beams']}"]
@@ -280,15 +290,23 @@ KNOBS: tuple[Knob, ...] = (
          show_study="released Leaner-Instruct + alpaca-cleaned"),
     Knob("EXP2", "loss on prompt tokens", True, "instruct.tune.loss_on_prompt", CHOICE,
          "the prompt is masked from the loss", show_study="true (all tokens of packed blocks)"),
+    Knob("EXP2", "packed blocks", True, "instruct.tune.packing", CHOICE, "one padded example per row",
+         show_study="true (examples joined with <|endoftext|>, cut into blocks)"),
     Knob("EXP2", "prompt template", STUDY_TEMPLATE, _exp2_template, CHOICE, "a different template",
-         lambda ours, study: ours is not None and ours.split("{")[0] == study.split("{")[0]),
-    Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "a repetition penalty keeps tiny models off loops",
+         lambda ours, study: ours == study, show_ours=lambda v: "not run (no EXP2 result)" if v is None else repr(v),
+         show_study=repr(STUDY_TEMPLATE)),
+    Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "beam search or a repetition penalty",
          show_study="the model's default (greedy)"),
     Knob("EXP2", "max new tokens", 1024, "generate.decoding.max_new_tokens", COMPUTE, "CPU time",
          show_study="1,024 (max length)"),
     Knob("EXP2", "questions answered", None, "generate.max_questions", COMPUTE, "a bin-stratified subsample",
          show_study="all 1,594"),
     Knob("EXP2", "tuning steps", STUDY_SCALE["EXP2"].steps, "instruct.tune.steps", COMPUTE, "CPU time"),
+    Knob("EXP2", "checkpoints compared per recipe", 10, _tune_checkpoints, COMPUTE, "fewer tuning steps",
+         show_study="10 (every 100 steps)"),
+    Knob("EXP2", "learning rate", 5e-3, "instruct.tune.lr", CHOICE, "a rate for the smaller batch",
+         show_study="5e-3 (released comparison; swept 5e-6 ... 5e-2)"),
+    Knob("EXP2", "LR schedule", "linear to 0 x lr", _tune_schedule, CHOICE, "a different decay"),
     Knob("EXP2", "tuning batch", "512 x 1024 tokens", _seq("instruct.tune.batch_size", "instruct.tune.max_len"),
          COMPUTE, "CPU time"),
     Knob("EXP2", "judge", "LLM judge", _judge, COMPUTE,

@@ -16,19 +16,24 @@ Instruction data sources (``instruct.source``)
     against a sha256 when one is configured, and split into train/validation by a hash of each record.
     Any URL may be a local path or ``file://`` URL (air-gapped mirrors, tests).
 
-Every example is formatted with ONE instruction template (``PROMPT_TEMPLATE``), the same one the
-``generate`` stage uses to ask the Leaner-Eval questions. Output records (``data/instruct/<side>/<split>.jsonl``)::
+Every example is formatted with ONE instruction template (``instruct.template``, registered in
+``TEMPLATES``), the same one the ``generate`` stage uses to ask the Leaner-Eval questions. The default,
+``study``, is the released ``prompts/templates/instruction_template.txt``: ``### TASK INPUT:\n{input}\n\n###
+RESPONSE:\n`` where ``{input}`` is the instruction, or ``instruction + "\n" + input`` when the record has an
+input (the study's ``unify_set_split_text_field``); the response follows directly. Output records
+(``data/instruct/<side>/<split>.jsonl``)::
 
     id, side, split, source, instruction, input, output, prompt (template applied), response (= output)
 
 Instruction tuning (``instruct.tune``, ``tinyhelen.instruct.sft``)
 ------------------------------------------------------------------
 Starting from ``data/models/pretrain/llama-<pretrain side>/final`` (HF ``save_pretrained`` + tokenizer),
-each of the four recipes {pretrain leaner, ori} x {tune leaner, ori} is tuned with AdamW, linear warm-up
-then cosine decay, gradient clipping, seeded batches. The loss covers the response tokens (+ the closing
-``<|endoftext|>``) only by default; ``tune.loss_on_prompt: true`` also trains on the prompt tokens, as the
-study did. Checkpoints are written every ``tune.checkpoint_every`` steps as ``step-NNNNNN/`` plus ``final/``
-(the last step) under ``data/models/instruct/<pretrain>-<tune>/``.
+each of the four recipes {pretrain leaner, ori} x {tune leaner, ori} is tuned through the shared training
+loop. As the study: examples (``prompt + response + <|endoftext|>``) are shuffled, joined and cut into
+blocks of ``tune.max_len`` tokens (``tune.packing``), with the loss on every token (``tune.loss_on_prompt:
+true``; false masks the prompt tokens), AdamW (HF defaults), warm-up then linear decay to 0. Checkpoints are
+written every ``tune.checkpoint_every`` steps as ``step-NNNNNN/`` plus ``final/`` (the last step) under
+``data/models/instruct/<pretrain>-<tune>/``.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_jsonl
+from tinyhelen.protocol import STUDY_TEMPLATE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 log = logging.getLogger(__name__)
@@ -55,16 +61,20 @@ SIDES = ("leaner", "ori")
 SPLITS = ("train", "validation")
 RECIPES = tuple(f"{p}-{t}" for p in SIDES for t in SIDES)  # "<pretrain side>-<tune side>"
 
-# The one instruction template (training data and generation prompts). ``{input_block}`` is empty or
-# "### Input:\n<input>\n\n". The response follows the prompt directly and ends with <|endoftext|>.
-PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
-TEMPLATE_ID = "instruct-v1"
+# The instruction templates (training data and generation prompts), by ``instruct.template`` name. The
+# response follows the prompt directly and ends with <|endoftext|>.
+TEMPLATES: dict[str, str] = {
+    "study": STUDY_TEMPLATE,  # {input} = instruction, or instruction + "\n" + input
+    "alpaca_v1": "### Instruction:\n{instruction}\n\n{input_block}### Response:\n",  # earlier default
+}
 
 
-def format_prompt(instruction: str, input_text: str = "") -> str:
-    """Apply the instruction template (used for training examples and for generation)."""
+def format_prompt(instruction: str, input_text: str = "", template: str = "study") -> str:
+    """Apply the instruction template ``template`` (``TEMPLATES``; training examples and generation)."""
+    if template == "study":  # the study joins instruction and input with one newline and strips nothing
+        return STUDY_TEMPLATE.format(input=f"{instruction}\n{input_text}" if input_text else instruction)
     block = f"### Input:\n{input_text.strip()}\n\n" if input_text and input_text.strip() else ""
-    return PROMPT_TEMPLATE.format(instruction=instruction.strip(), input_block=block)
+    return TEMPLATES[template].format(instruction=instruction.strip(), input_block=block)
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -77,8 +87,9 @@ class OnlineFile(_Sub):
 
     url: str
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                               description="expected sha256; null = not verified (the digest seen is logged "
-                                           "and recorded in reports/instruct_data.json)")
+                               description="expected sha256; null = not pinned: the stage fails unless "
+                                           "instruct.online.allow_unpinned (then the digest seen is recorded "
+                                           "in reports/instruct_data.json)")
 
 
 class OnlineSources(_Sub):
@@ -90,23 +101,33 @@ class OnlineSources(_Sub):
         url="https://huggingface.co/datasets/yahma/alpaca-cleaned/resolve/"
             "12567cabf869d7c92e573c7c783905fc160e9639/alpaca_data_cleaned.json")
     download_dir: str = "data/raw/instruct"
+    allow_unpinned: bool = Field(False, description="accept a file without a configured sha256 (its digest is "
+                                                    "logged and recorded); false: such a source fails")
     validation_fraction: float = Field(0.02, gt=0, lt=1)
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(3, ge=0)
 
 
 class TuneConfig(OptimConfig, ComputeConfig):
-    """``instruct.tune``: supervised fine-tuning hyper-parameters (CPU default: tiny, seconds per recipe)."""
+    """``instruct.tune``: supervised fine-tuning hyper-parameters (CPU default: tiny, seconds per recipe).
+
+    Optimiser and schedule as the study's HF Trainer defaults: AdamW (0.9, 0.999), no weight decay,
+    ``warmup_steps`` then linear decay to 0."""
 
     steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_len: int = Field(192, ge=16, description="tokens per example (prompt is cut first, keeping >= 1/2)")
+    batch_size: int = Field(8, ge=1, description="sequences (packed blocks) per step")
+    max_len: int = Field(192, ge=16, description="tokens per packed block (packing) or per example (the prompt "
+                                                 "is cut first, keeping >= 1/2)")
+    packing: bool = Field(True, description="true (the study): examples joined with <|endoftext|> and cut into "
+                                            "blocks of max_len; false: one padded example per row")
     lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
     warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     weight_decay_scope: Literal["matrices", "all"] = "all"
-    adam_beta2: float = Field(0.95, ge=0, lt=1)
-    loss_on_prompt: bool = Field(False, description="true: loss on prompt tokens too (the study's setting)")
+    loss_on_prompt: bool = Field(True, description="true (the study): loss on every token; false: the prompt "
+                                                   "tokens are masked from the loss")
     checkpoint_every: int = Field(25, ge=1, description="steps between saved checkpoints (each with the "
                                                         "validation loss)")
     eval_examples: int = Field(64, ge=1, description="validation examples for the loss at each checkpoint")
@@ -118,6 +139,8 @@ class InstructConfig(Section):
     """``instruct:`` section of params.yaml."""
 
     source: Literal["code_pairs", "released"] = "code_pairs"
+    template: Literal["study", "alpaca_v1"] = Field("study", description="instruction template (TEMPLATES) of "
+                                                    "the training examples and the generation prompts")
     leaner_corpus: str = Field("data/leaner/corpus",
                                description="leaner shards <split>.jsonl for code_pairs")
     ori_corpus: str = "data/prepared/corpus/ori"
@@ -137,13 +160,14 @@ class InstructConfig(Section):
 
 # ----------------------------------------------------------------------------------------- data
 def make_example(ex_id: str, side: str, split: str, source: str, instruction: str, input_text: str,
-                 output: str) -> dict[str, Any]:
+                 output: str, template: str = "study") -> dict[str, Any]:
     return {"id": ex_id, "side": side, "split": split, "source": source, "instruction": instruction,
-            "input": input_text, "output": output, "prompt": format_prompt(instruction, input_text),
-            "response": output.strip()}
+            "input": input_text, "output": output, "prompt": format_prompt(instruction, input_text, template),
+            "response": output}
 
 
-def code_pair_examples(leaner_shard: Path, ori_shard: Path, split: str) -> tuple[dict[str, list], dict[str, int]]:
+def code_pair_examples(leaner_shard: Path, ori_shard: Path, split: str, template: str = "study"
+                       ) -> tuple[dict[str, list], dict[str, int]]:
     """Paired instruction examples from the code genre of two prepared shards (same doc_id on both sides).
 
     Returns ``({side: [example, ...]}, stats)``; documents present on one side only are counted, not
@@ -167,7 +191,7 @@ def code_pair_examples(leaner_shard: Path, ori_shard: Path, split: str) -> tuple
     stats = {"paired": len(common), "unpaired_leaner": len(set(docs["leaner"]) - set(common)),
              "unpaired_ori": len(set(docs["ori"]) - set(common))}
     out = {side: [make_example(d, side, split, "code_pairs", docs[side][d]["prompt"], "",
-                               docs[side][d]["response"]) for d in common] for side in SIDES}
+                               docs[side][d]["response"], template) for d in common] for side in SIDES}
     return out, stats
 
 
@@ -200,7 +224,7 @@ def fetch(url: str, download_dir: Path, *, sha256: str | None, timeout: float, r
         raise InputError(path, f"checksum mismatch: sha256 {got[:16]}... expected {sha256[:16]}... "
                                "(file corrupt or changed upstream)")
     if not sha256:
-        log.warning("%s: no sha256 configured; sha256 seen = %s (pin it in instruct.online)", url, got)
+        log.warning("%s: not pinned (instruct.online.allow_unpinned); sha256 seen = %s", url, got)
     return path, got
 
 
@@ -236,7 +260,7 @@ def parse_instruction_record(rec: Any, path: Path, line: int) -> tuple[str, str,
     return vals["instruction"], vals["input"], vals["output"]
 
 
-def released_examples(path: Path, side: str, validation_fraction: float, source: str
+def released_examples(path: Path, side: str, validation_fraction: float, source: str, template: str = "study"
                       ) -> tuple[dict[str, list], dict[str, int]]:
     """Examples of one online file, split into train/validation by a hash of the record content."""
     out: dict[str, list] = {s: [] for s in SPLITS}
@@ -251,7 +275,7 @@ def released_examples(path: Path, side: str, validation_fraction: float, source:
             continue
         seen.add(ex_id)
         split = "validation" if int(ex_id[:8], 16) / 0xFFFFFFFF < validation_fraction else "train"
-        out[split].append(make_example(ex_id, side, split, source, ins, inp, outp))
+        out[split].append(make_example(ex_id, side, split, source, ins, inp, outp, template))
     return out, stats
 
 
@@ -268,23 +292,28 @@ def build_instruct_data(cfg: InstructConfig, out_dir: Path | str = "data/instruc
     """Write ``out_dir/<side>/<split>.jsonl`` for both sides atomically; return stats for the metrics file."""
     t0 = time.time()
     data: dict[str, dict[str, list]] = {side: {} for side in SIDES}
-    stats: dict[str, Any] = {"source": cfg.source, "template_id": TEMPLATE_ID}
+    stats: dict[str, Any] = {"source": cfg.source, "template": cfg.template}
     if cfg.source == "code_pairs":
         for split in SPLITS:
             ex, st = code_pair_examples(Path(cfg.leaner_corpus) / f"{split}.jsonl",
-                                        Path(cfg.ori_corpus) / f"{split}.jsonl", split)
+                                        Path(cfg.ori_corpus) / f"{split}.jsonl", split, cfg.template)
             stats[f"pairing_{split}"] = st
             for side in SIDES:
                 data[side][split] = ex[side]
         stats["inputs"] = {"leaner": cfg.leaner_corpus, "ori": cfg.ori_corpus}
     else:
+        unpinned = [side for side in SIDES if getattr(cfg.online, side).sha256 is None]
+        if unpinned and not cfg.online.allow_unpinned:
+            raise InputError(", ".join(getattr(cfg.online, s).url for s in unpinned),
+                             f"instruct.online.{'/'.join(unpinned)}.sha256 is not pinned: set the file's sha256 "
+                             "(or instruct.online.allow_unpinned: true to accept whatever the URL serves)")
         stats["inputs"] = {}
         for side in SIDES:
             f: OnlineFile = getattr(cfg.online, side)
             path, digest = fetch(f.url, Path(cfg.online.download_dir), sha256=f.sha256,
                                  timeout=cfg.online.timeout_s, retries=cfg.online.retries)
             name = "leaner_instruct" if side == "leaner" else "alpaca_cleaned"
-            ex, st = released_examples(path, side, cfg.online.validation_fraction, name)
+            ex, st = released_examples(path, side, cfg.online.validation_fraction, name, cfg.template)
             data[side] = ex
             stats["inputs"][side] = {"url": f.url, "sha256": digest, "verified": f.sha256 is not None, **st}
     with atomic_path(out_dir) as tmp:

@@ -1,8 +1,10 @@
 """Instruction tuning (supervised fine-tuning, SFT) of a pretrained causal LM on one side's instruction data.
 
-Each example is ``prompt + response + <eos>`` (``encode_example``), the loss on the response tokens only
-unless ``instruct.tune.loss_on_prompt``. Batches are seeded shuffled passes over the examples
-(``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up, then
+Each example is ``prompt + response + <eos>`` (``encode_example``). As the study (HF ``run_clm``), the
+examples are shuffled (seeded), joined and cut into blocks of ``max_len`` tokens (``pack``; the remainder
+is dropped) with labels = inputs: the loss covers every token, prompts included (``loss_on_prompt: false``
+masks the prompt tokens; ``packing: false`` trains on one padded example per row instead). Batches are
+seeded shuffled passes over the blocks (``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up, then
 ``lr_schedule`` (cosine); the validation loss (mean over the tokens with a loss) is computed at every checkpoint
 (``checkpoint_every`` steps and the last step), where the model is saved as ``step-NNNNNN/``.
 """
@@ -19,20 +21,31 @@ from tinyhelen.instruct import TuneConfig, cap_examples, read_examples
 from tinyhelen.io import InputError, atomic_path
 
 
-def encode_example(tok: Any, prompt: str, response: str, max_len: int, loss_on_prompt: bool
+def encode_example(tok: Any, prompt: str, response: str, max_len: int | None, loss_on_prompt: bool
                    ) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 = no loss) of ``prompt + response + <eos>``, cut to ``max_len``.
+    """Token ids and labels (-100 = no loss) of ``prompt + response + <eos>``, cut to ``max_len`` (None: whole).
 
     The prompt keeps at least its first ``max_len // 2`` tokens; the response fills the rest (its tail is
     cut, losing the closing eos when it does not fit)."""
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    if len(p) + len(r) > max_len:
+    if max_len is not None and len(p) + len(r) > max_len:
         p = p[:max(max_len // 2, max_len - len(r))]
         r = r[:max_len - len(p)]
     ids = p + r
     labels = (list(p) if loss_on_prompt else [-100] * len(p)) + list(r)
     return ids, labels
+
+
+def pack(examples: list[tuple[list[int], list[int]]], block: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Blocks of ``block`` tokens: the examples in a seeded shuffled order, joined, cut; the remainder is
+    dropped (kept as one shorter block only when there is no full block). Labels travel with their tokens."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    ids = [t for i in order for t in examples[i][0]]
+    labels = [t for i in order for t in examples[i][1]]
+    n = len(ids) // block * block or len(ids)
+    return [(ids[i:i + block], labels[i:i + block]) for i in range(0, n, block)]
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
@@ -139,10 +152,14 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
     if tok.pad_token_id is None or tok.eos_token_id is None:
         raise InputError(base_dir, "tokenizer lacks pad/eos tokens")
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device_of(cfg))
-    enc = lambda exs: [encode_example(tok, e["prompt"], e["response"], cfg.max_len, cfg.loss_on_prompt)  # noqa: E731
-                       for e in exs]
-    train = enc(read_examples(train_path))
-    val = enc(cap_examples(read_examples(val_path), cfg.eval_examples, seed))
+    def encode(exs: list[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
+        enc = [encode_example(tok, e["prompt"], e["response"], None if cfg.packing else cfg.max_len,
+                              cfg.loss_on_prompt) for e in exs]
+        return pack(enc, cfg.max_len, seed) if cfg.packing else enc
+
+    train_examples = read_examples(train_path)
+    train = encode(train_examples)
+    val = encode(cap_examples(read_examples(val_path), cfg.eval_examples, seed))
     source = ShuffledExamples(train, cfg.batch_size, seed, tok.pad_token_id)
     every = cfg.checkpoint_every
     with atomic_path(out_dir) as tmp:
@@ -155,7 +172,8 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
         shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
         curve = [{k: r[k] for k in ("step", "train_loss", "val_loss", "lr")} for r in res.history]
         metrics = {
-            "recipe": recipe, "base": str(base_dir), "train_examples": len(train), "val_examples": len(val),
+            "recipe": recipe, "base": str(base_dir), "train_examples": len(train_examples),
+            "packing": cfg.packing, "train_sequences": len(train), "val_sequences": len(val),
             "steps": cfg.steps, "checkpoints": [step_dir(s) for s in checkpoint_steps(cfg)],
             "loss_on_prompt": cfg.loss_on_prompt, "final_train_loss": curve[-1]["train_loss"],
             "final_val_loss": curve[-1]["val_loss"], "curve": curve, "tokens": res.final["tokens_seen"],
