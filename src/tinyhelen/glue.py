@@ -71,11 +71,18 @@ def _registered_archs() -> list[str]:
     return arch_names()
 
 
+def _default_archs() -> list[str]:
+    from tinyhelen.models import default_arch_names
+
+    return default_arch_names()
+
+
 class Exp1Config(Section):
     """``exp1:`` section: which architectures the EXP1 matrix stages and the report cover."""
 
-    archs: list[str] = Field(default_factory=_registered_archs, min_length=1,
-                             description="registered architectures (tinyhelen.models); default: all of them")
+    archs: list[str] = Field(default_factory=_default_archs, min_length=1,
+                             description="registered architectures (tinyhelen.models); default: the study's four "
+                                         "(an option such as mamba1 by name)")
     sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"], min_length=1)
 
     @field_validator("archs")

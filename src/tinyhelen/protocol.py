@@ -35,6 +35,9 @@ class StudyScale:
 
 STUDY_NON_EMBEDDING: dict[str, float] = {"llama": 14.46e6, "bert": 14.20e6, "xlnet": 14.75e6, "mamba": 14.61e6}
 STUDY_PROXY_NON_EMBEDDING = 1.05e6
+STUDY_OBJECTIVES: dict[str, str] = {"llama": "clm", "bert": "mlm", "xlnet": "plm", "mamba": "clm"}  # pretraining
+STUDY_PRETRAIN_LRS: tuple[float, ...] = (5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2)
+STUDY_GLUE_LRS: tuple[float, ...] = (5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)
 STUDY_SCALE: dict[str, StudyScale] = {
     "EXP1": StudyScale(512 * 1024 * 10_000, 10_000, sum(STUDY_NON_EMBEDDING.values()) / len(STUDY_NON_EMBEDDING)),
     "EXP2": StudyScale(512 * 1024 * 1_000, 1_000, STUDY_NON_EMBEDDING["llama"]),
@@ -256,7 +259,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP1", "batch (sequences)", 512, "pretrain.batch_size", COMPUTE, "CPU memory and time"),
     Knob("EXP1", "sequence length", 1024, "pretrain.seq_len", COMPUTE, "CPU time",
          show_study="1,024 (XLNet 512)"),
-    Knob("EXP1", "learning rates swept", [5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2], _listed("pretrain.lr"), COMPUTE,
+    Knob("EXP1", "learning rates swept", list(STUDY_PRETRAIN_LRS), _listed("pretrain.lr"), COMPUTE,
          "one run per rate and architecture"),
     Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
     # EXP1 GLUE
@@ -266,7 +269,7 @@ KNOBS: tuple[Knob, ...] = (
          lambda ours, study: isinstance(ours, dict) and all(ours.get(t) == e for t, e in study.items())),
     Knob("EXP1 GLUE", "max_seq_len", 256, "glue.max_seq_len", COMPUTE, "CPU time"),
     Knob("EXP1 GLUE", "batch", 256, "glue.batch_size", COMPUTE, "CPU time"),
-    Knob("EXP1 GLUE", "learning rates swept", [5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3], "glue.lr", COMPUTE,
+    Knob("EXP1 GLUE", "learning rates swept", list(STUDY_GLUE_LRS), "glue.lr", COMPUTE,
          "one fine-tuning run per rate and seed"),
     Knob("EXP1 GLUE", "seeds", 5, lambda x: len(x.get("glue.seeds")), COMPUTE, "fewer seeds: wider intervals",
          show_study="5 (1, 53, 65, 256, 9264)"),
