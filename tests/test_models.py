@@ -158,7 +158,7 @@ def test_selective_scan_matches_reference_loop(parallel):
 
 # ------------------------------------------------------------------------ the architecture registry
 def test_registry_is_the_only_list_of_architectures():
-    from tinyhelen.glue import Exp1Config
+    from tinyhelen.exp1 import Exp1Config
 
     assert models.arch_names() == ["bert", "llama", "xlnet", "mamba", "mamba1"] == list(models.ARCHITECTURES)
     assert models.default_arch_names() == ["bert", "llama", "xlnet", "mamba"] == Exp1Config().archs
@@ -184,10 +184,10 @@ def toy_arch(monkeypatch):
 
 def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, tokenizers, tmp_path):
     """Registering a spec is all it takes: pretraining, GLUE fine-tuning and the EXP1 table work for it."""
-    from tinyhelen import glue
+    from tinyhelen import exp1, glue
     from tinyhelen.pretrain import pretrain
 
-    assert glue.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
+    assert exp1.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
     cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2,
                          log_every=2, warmup_steps=1, max_train_docs=40, device="cpu")
     pre = pretrain("gpt2", "tiny", prepared / "corpus" / "leaner", tokenizers["leaner"], tmp_path / "gpt2-leaner",
@@ -203,6 +203,6 @@ def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, 
                                                         gcfg, seed=0)}
     for rep in reports.values():
         assert set(rep["tasks"]) == {"wnli", "stsb"} and math.isfinite(rep["mean_test_score"])
-    table = glue.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
+    table = exp1.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
     assert set(table["table"]["gpt2"]) == {"leaner", "scratch"}
-    assert "| gpt2 | clm | leaner |" in glue.exp1_markdown(table, "tiny")
+    assert "| gpt2 | clm | leaner |" in exp1.exp1_markdown(table, "tiny")

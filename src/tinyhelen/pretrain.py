@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 class PretrainConfig(OptimConfig, ComputeConfig):
     """``pretrain:`` section: one pretraining run per arch x corpus side, all with the same token budget."""
 
-    token_budget: int = Field(600_000, ge=1, description="training tokens seen by every run (equal for all)")
+    token_budget: int = Field(262_144, ge=1, description="training tokens seen by every run (equal for all)")
     seq_len: int = Field(128, ge=8, description="packed block length (even, XLNet's perm mask needs it)")
-    batch_size: int = Field(32, ge=1, description="sequences per optimizer step (global, all processes)")
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step (global, all processes)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step and process")
     lr: list[float] = Field(default_factory=lambda: [1e-3, 5e-3], min_length=1,
                             description="peak learning rates swept per run (a number: one run); the run with the "
@@ -52,10 +52,10 @@ class PretrainConfig(OptimConfig, ComputeConfig):
     adam_beta2: float = Field(0.98, ge=0, lt=1)
     warmup_steps: int = Field(6, ge=0, description="steps of linear warm-up")
     max_train_docs: int | None = Field(None, ge=1, description="null: all training documents")
-    eval_tokens: int = Field(32_768, ge=0, description="validation tokens scored at each evaluation")
-    eval_every: int = Field(100, ge=1, description="steps between validation-loss evaluations")
-    log_every: int = Field(10, ge=1, description="steps between train-loss log rows")
-    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    eval_tokens: int = Field(8_192, ge=0, description="validation tokens scored at each evaluation")
+    eval_every: int = Field(32, ge=1, description="steps between validation-loss evaluations")
+    log_every: int = Field(4, ge=1, description="steps between train-loss log rows")
+    checkpoint_every: int = Field(64, ge=1, description="steps between resumable checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
     peak_tflops: float | None = Field(
         None, gt=0, description="accelerator peak TFLOP/s for MFU; null: looked up from the GPU name")
@@ -236,6 +236,31 @@ def objective_for(arch: str, tok: Any, cfg: PretrainConfig) -> Objective:
     return make_objective(models.get(arch).objective, tok, cfg)
 
 
+def init_model(arch: str, preset: str, tok: Any, seed: int) -> torch.nn.Module:
+    """The random initialisation every pretraining run of ``arch`` starts from (seeded by ``seed`` and arch)."""
+    from tinyhelen import models
+
+    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
+    return models.build_lm(arch, models.build_config(arch, preset, tok))
+
+
+def save_init(arch: str, preset: str, tokenizer_dir: Path | str, out_dir: Path | str, seed: int) -> dict[str, Any]:
+    """Write the untrained ``init_model`` as ``out_dir/final`` (model + tokenizer files + ``train_info.json``):
+    the from-scratch baseline GLUE fine-tunes, in the same layout as a pretrained run."""
+    from tinyhelen import models
+    from tinyhelen.tokenizer import load as load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    model = init_model(arch, preset, tok, seed)
+    info = {"arch": arch, "preset": preset, "tokens_seen": 0, "steps": 0,
+            "non_embedding_params": models.non_embedding_params(model), "params": models.total_params(model)}
+    with atomic_path(Path(out_dir) / "final") as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        write_json(tmp / "train_info.json", info)
+    return info
+
+
 def lr_tag(lr: float) -> str:
     """Directory name of one learning rate's run (``lr-0.005``)."""
     return f"lr-{lr:g}"
@@ -318,8 +343,7 @@ def run_one(arch: str, preset: str, tok: Any, train_blocks: torch.Tensor, val_bl
     from tinyhelen import models
     from tinyhelen.train.compute import device_of
 
-    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
-    model = models.build_lm(arch, models.build_config(arch, preset, tok))
+    model = init_model(arch, preset, tok, seed)
     fpt = models.flops_per_token(model, cfg.seq_len, arch)
     objective = objective_for(arch, tok, cfg)
     identity = {"cfg": cfg.model_dump(exclude=_NOT_IDENTITY), "lr": lr, "steps": cfg.steps, "seed": seed,
