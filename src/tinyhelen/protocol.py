@@ -180,11 +180,32 @@ def _exp1_steps(x: Inputs) -> int:
 
 
 def _schedule(x: Inputs) -> str:
-    return f"{x.get('pretrain.schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
+    return f"{x.get('pretrain.lr_schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
 
 
 def _glue_selection(x: Inputs) -> str:
-    return x.get("glue.selection", "model after the last epoch")
+    return "best epoch by the task metric (validation after every epoch)"
+
+
+def _arch_detail(arch: str, what: str) -> Callable[[Inputs], str]:
+    """A registered architecture's shape as the protocol table compares it (read from the registry)."""
+
+    def get(x: Inputs) -> str:
+        from tinyhelen import models
+
+        spec = models.get(arch)
+        kw = {**spec.config_kwargs, **spec.presets.get("paper", {})}
+        if what == "embeddings":
+            theta = kw.get("rope_theta")
+            return ("tied" if kw.get("tie_word_embeddings") else "untied") + (f", RoPE theta {theta:g}" if theta else "")
+        return spec.description
+    return get
+
+
+def _finetune_from(x: Inputs) -> str:
+    res = x.result("exp1")
+    steps = sorted({r.best_step for r in res.pretrain if r.best_step is not None}) if res is not None else []
+    return "lowest validation loss of the evaluated steps" + (f" (steps {fmt(steps)})" if steps else "")
 
 
 def _exp2_template(x: Inputs) -> str | None:
@@ -260,8 +281,20 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP1", "sequence length", 1024, "pretrain.seq_len", COMPUTE, "CPU time",
          show_study="1,024 (XLNet 512)"),
     Knob("EXP1", "learning rates swept", list(STUDY_PRETRAIN_LRS), _listed("pretrain.lr"), COMPUTE,
-         "one run per rate and architecture"),
+         "every rate is one more pretraining run per architecture and corpus"),
     Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
+    Knob("EXP1", "pretraining genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("pretrain.genres") or ["all"]),
+         CHOICE, "all genres (incl. code and math) are pretrained on", same_set),
+    Knob("EXP1", "architectures", sorted(STUDY_OBJECTIVES), lambda x: sorted(x.get("exp1.archs")), CHOICE,
+         "a different set of architectures", same_set),
+    Knob("EXP1", "LLaMA embeddings", "untied, RoPE theta 500000", _arch_detail("llama", "embeddings"), CHOICE,
+         "a different LLaMA configuration"),
+    Knob("EXP1", "Mamba", "Mamba2 mixer + gated MLP", _arch_detail("mamba", "description"), CHOICE,
+         "a different Mamba block", lambda ours, study: ours.startswith(study),
+         show_study="mamba-ssm Mamba2 mixer + GatedMLP (d=768, 2 layers, MLP 1,536)"),
+    Knob("EXP1", "checkpoint fine-tuned", "LLaMA, Mamba: step 1,000 of 10,000; BERT, XLNet: the last", _finetune_from,
+         CHOICE, "the study's choice is not explained; we take each run's lowest validation loss",
+         lambda ours, study: False),
     # EXP1 GLUE
     Knob("EXP1 GLUE", "tasks", list(STUDY_GLUE_TASKS), "glue.tasks", DATA_ABSENT,
          "sst2, qqp, mnli, qnli have no released train file; WNLI is extra (not in the study's mean)", same_set),
@@ -275,8 +308,9 @@ KNOBS: tuple[Knob, ...] = (
          show_study="5 (1, 53, 65, 256, 9264)"),
     Knob("EXP1 GLUE", "training examples per task", None, "glue.max_train_examples", COMPUTE,
          "a seeded subsample", show_study="all"),
-    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, CHOICE,
-         "the last fine-tuned model is scored"),
+    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, COMPUTE,
+         "validation is scored after every epoch, not every N steps (the study: every 10-1,250 steps)",
+         lambda ours, study: ours.startswith("best")),
     # EXP2
     Knob("EXP2", "instruction data", "released", "instruct.source", DATA_ABSENT,
          "Leaner-Instruct is not in the local release copy: code prompt/response twins stand in",
