@@ -222,18 +222,58 @@ def test_mlm_rejects_unknown_objective_name(tok):
         objectives.make_objective("nope", tok, _cfg())
 
 
-def test_pretrain_writes_final_model_with_tokenizer(tmp_path, prepared, tokenizers):
-    cfg = _cfg(token_budget=8 * 32 * 3, eval_tokens=256)
+@pytest.mark.slow
+def test_pretrain_sweeps_lr_and_writes_the_best_weights(tmp_path, prepared, tokenizers):
+    """Two learning rates, each its own run; the one with the lowest validation loss is selected, and final/
+    holds its weights at its best evaluation (what GLUE fine-tunes), on the device asked for."""
+    cfg = _cfg(token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2, lr=[2e-3, 0.5])
     res = pretrain.pretrain("mamba", "tiny", prepared / "corpus" / "ori", tokenizers["ori"], tmp_path / "m",
-                            cfg, seed=5, name="mamba-ori")
+                            cfg, seed=5, name="mamba-ori", live_dir=tmp_path / "live")
     final = tmp_path / "m" / "final"
     assert (final / "config.json").exists() and (final / "tokenizer.json").exists()
     info = json.loads((final / "train_info.json").read_text())
-    assert info["tokens_seen"] == cfg.tokens_per_run == res["final"]["tokens_seen"]
+    assert info["tokens_seen"] == cfg.tokens_per_run == res["final"]["tokens_seen"] and info["device"] == "cpu"
     assert not {"seconds", "tokens_per_s", "mfu"} & set(info)  # wall clock is not a figure of the run
-    assert res["history"][0]["step"] == 0 and res["history"][-1]["val_loss"] is not None
+    sweep = info["lr_sweep"]
+    assert set(sweep) == {"0.002", "0.5"} and all((tmp_path / "m" / f"lr-{k}" / "live").is_dir() for k in sweep)
+    best = min(sweep, key=lambda k: sweep[k]["best_val_loss"])
+    assert info["lr"] == float(best) and info["best_val_loss"] == sweep[best]["best_val_loss"]
+    assert info["best_val_loss"] == min(r["val_loss"] for r in res["history"] if r["val_loss"] is not None)
+    assert (tmp_path / "live" / "plots" / "metrics" / "val_loss.tsv").exists()  # the selected run's log
+    # final/ holds the weights of the best evaluation
+    model = models.resolve(models.get("mamba").lm_class).from_pretrained(str(final))
+    from tinyhelen.tokenizer import load as load_tok
+
+    tok = load_tok(tokenizers["ori"])
+    texts = pretrain.read_corpus(prepared / "corpus" / "ori", "validation", cfg)
+    val = pretrain.even_blocks(pretrain.pack(pretrain.tokenize_docs(texts, tok), cfg.seq_len), cfg.eval_tokens)
+    obj = pretrain.objective_for("mamba", tok, cfg)
+    ctx = type("Ctx", (), {"accelerator": res_accelerator(), "device": torch.device("cpu"), "world": 1, "rank": 0})
+    model.eval()
+    with torch.no_grad():
+        loss = pretrain.block_loss({"input_ids": val}, obj, 5, cfg.batch_size)(model, ctx)
+    assert loss == pytest.approx(info["best_val_loss"], abs=1e-4)
     clf = models.build_classifier("mamba", final, 2)  # the GLUE stage can load it
-    assert clf.config.vocab_size == len(load(tokenizers["ori"]))
+    assert clf.config.vocab_size == len(tok)
+
+
+def res_accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+def test_pretraining_reads_the_study_genres_only(prepared):
+    cfg = _cfg()
+    assert set(cfg.genres) == {"book", "conversation", "textbook", "web", "wiki"}
+    from tinyhelen.data import read_docs
+
+    path = prepared / "corpus" / "leaner"
+    kept = list(pretrain.read_corpus(path, "train", cfg))
+    by_genre = [r for r in read_docs(path / "train.jsonl") if r["genre"] in cfg.genres]
+    assert kept == [r["text"] for r in by_genre] and len(by_genre) < len(list(read_docs(path / "train.jsonl")))
+    assert list(pretrain.read_corpus(path, "train", _cfg(genres=None), limit=3)) == [
+        r["text"] for r in list(read_docs(path / "train.jsonl"))[:3]]
 
 
 # ------------------------------------------------------------------ same params -> byte-identical metrics
