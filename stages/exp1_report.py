@@ -8,7 +8,8 @@ writes: reports/results/exp1.json (typed result), reports/exp1.json (metrics), t
 """
 from pathlib import Path
 
-from tinyhelen import glue, models, results
+from tinyhelen import exp1 as exp1_mod
+from tinyhelen import models, results
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import InputError, atomic_open, write_tsv
@@ -25,21 +26,22 @@ def _read(path: Path) -> dict:
 
 
 def main(args):
-    exp1 = load_section("exp1", glue.Exp1Config, args.params)
+    exp1 = load_section("exp1", exp1_mod.Exp1Config, args.params)
     preset = load_section("models", models.ModelsConfig, args.params).preset
     pcfg = load_section("pretrain", PretrainConfig, args.params)
     gdir, rdir, pdir = Path(args.glue_reports), Path(args.glue_runs), Path(args.pretrain_reports)
     glue_reports = {p.stem: _read(p) for p in sorted(gdir.glob("*.json"))}
     glue_runs = {p.stem: _read(p) for p in sorted(rdir.glob("*.json"))}
     pre_reports = {p.stem: _read(p) for p in sorted(pdir.glob("*.json"))}
-    res = glue.exp1_table(glue_reports, pre_reports, exp1.archs, exp1.sides, pcfg.tokens_per_run)
+    res = exp1_mod.exp1_table(glue_reports, pre_reports, exp1.archs, exp1.sides, pcfg.tokens_per_run,
+                              exp1.inits)
     results.write(results.Exp1Result.build(glue_reports, glue_runs, pre_reports, exp1.archs, exp1.sides,
-                                           pcfg.tokens_per_run, preset))
+                                           pcfg.tokens_per_run, preset, exp1.inits))
     with atomic_open(args.md) as fh:
-        fh.write(glue.exp1_markdown(res, preset))
-    rows = glue.exp1_plot_rows(res)
+        fh.write(exp1_mod.exp1_markdown(res, preset))
+    rows = exp1_mod.exp1_plot_rows(res)
     write_tsv(args.plot, rows, list(rows[0]))
-    glue.exp1_png(res, args.png)
+    exp1_mod.exp1_png(res, args.png)
 
 
 if __name__ == "__main__":

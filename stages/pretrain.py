@@ -1,24 +1,31 @@
-"""Stage `pretrain_<side>@<arch>`: pretrain one architecture on one corpus side (equal token budget).
+"""Stage `pretrain_<side>@<arch>`: pretrain one architecture on one corpus side (equal token budget), sweeping
+`pretrain.lr` and keeping the run and step with the lowest validation loss; `pretrain_scratch@<arch>`: save the
+same random initialisation untrained (the from-scratch baseline of GLUE).
 
-Every path comes from the command line (dvc.yaml). params: models.preset, pretrain.*, seed.
-Writes <out>/final (save_pretrained model + tokenizer files), the run's metrics (JSON) and its DVCLive log
-(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
-Resumable checkpoints: <out>/checkpoints/ (not a DVC output; an interrupted run continues from the newest
-checkpoint of the same configuration). Multi-GPU: `accelerate launch stages/pretrain.py ...` or
-`torchrun --nproc_per_node N stages/pretrain.py ...`.
+Every path comes from the command line (dvc.yaml). params: models.preset, pretrain.*, seed (scratch: models.preset,
+seed). Writes <out>/final (save_pretrained model + tokenizer files), the run's metrics (JSON; scratch: none) and
+the selected learning rate's DVCLive log (<live>/metrics.json, <live>/plots/metrics/*.tsv); every rate's run keeps
+its checkpoints and log under <out>/lr-<lr>/ (not DVC outputs; an interrupted run continues from the newest
+checkpoint of the same configuration); wall-clock figures go to reports/timings/. Multi-GPU:
+`accelerate launch stages/pretrain.py ...` or `torchrun --nproc_per_node N stages/pretrain.py ...`.
 """
 from tinyhelen import models
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.io import write_json
-from tinyhelen.pretrain import PretrainConfig, pretrain
+from tinyhelen.pretrain import PretrainConfig, pretrain, save_init
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     preset = load_section("models", models.ModelsConfig, args.params).preset
-    cfg = load_section("pretrain", PretrainConfig, args.params)
     seed = load_seed(args.params)
+    if args.side == "scratch":
+        save_init(args.arch, preset, args.tokenizer, args.out, seed)
+        return
+    if not (args.corpus and args.metrics and args.live):
+        raise SystemExit("a pretraining side needs --corpus, --metrics and --live")
+    cfg = load_section("pretrain", PretrainConfig, args.params)
     set_threads(cfg.threads)
     res = pretrain(args.arch, preset, args.corpus, args.tokenizer, args.out, cfg, seed, resume=not args.no_resume,
                    live_dir=args.live)
@@ -31,9 +38,12 @@ def main(args):
 if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
-    p.add_argument("side", choices=["leaner", "ori"], help="corpus side (recorded in the metrics)")
-    add_paths(p, {"--corpus": "directory with train.jsonl and validation.jsonl", "--tokenizer": "tokenizer "
-                  "directory of the side", "--out": "run directory: final/ (the model) and checkpoints/",
-                  "--metrics": "metrics JSON of the run", "--live": "DVCLive directory of the run's metrics"})
+    p.add_argument("side", choices=["leaner", "ori", "scratch"],
+                   help="corpus side (recorded in the metrics), or scratch: save the untrained initialisation")
+    add_paths(p, {"--tokenizer": "tokenizer directory of the side", "--out": "run directory: final/ (the model) "
+                  "and lr-<lr>/ (checkpoints and log of each learning rate)"})
+    p.add_argument("--corpus", help="directory with train.jsonl and validation.jsonl (not for scratch)")
+    p.add_argument("--metrics", help="metrics JSON of the run (not for scratch)")
+    p.add_argument("--live", help="DVCLive directory of the selected run's metrics (not for scratch)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     stage_main(main, p)

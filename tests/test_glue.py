@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen import glue
+from tinyhelen import exp1, glue
 from tinyhelen.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,15 +111,15 @@ def test_exp1_table_and_equal_budget_check(tmp_path):
     g = {f"{a}-{i}": _rep(s) for a, base in [("llama", 0.6), ("bert", 0.5)]
          for i, s in [("leaner", base), ("ori", base - 0.05), ("scratch", base - 0.1)]}
     p = {f"{a}-{s}": {"tokens_seen": 4096} for a in ("llama", "bert") for s in ("leaner", "ori")}
-    res = glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+    res = exp1.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
     assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
-    md = glue.exp1_markdown(res, "tiny")
+    md = exp1.exp1_markdown(res, "tiny")
     assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
-    glue.exp1_png(res, tmp_path / "x.png")
+    exp1.exp1_png(res, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 1000
     p["bert-ori"]["tokens_seen"] = 2048
     with pytest.raises(InputError, match="same token budget"):
-        glue.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+        exp1.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
 
 
 # ---------------------------------------------------------------------------------- stage graph
@@ -160,8 +160,9 @@ def dvc_repo(tmp_path_factory):
 
 def test_changing_glue_lr_reruns_only_glue_stages(dvc_repo):
     names = {s.name for s in dvc_repo.index.stages}
-    glue_stages = {n for n in names if n.startswith(("glue@", "glue_scratch@"))}
-    assert len(glue_stages) == 12  # 4 archs x (leaner, ori, scratch)
+    glue_stages = {n for n in names if n.startswith("glue@")}
+    assert len(glue_stages) == 12  # 4 archs x (leaner, ori, scratch), one matrix stage running stages/glue.py
+    assert not any(n.startswith("glue_") for n in names if not n.startswith("glue@"))
     hit = _affected(dvc_repo, "glue.lr")
     assert glue_stages <= hit
     # besides the GLUE stages only reports that read their results (EXP1 table, the report card) and
@@ -174,7 +175,16 @@ def test_changing_pretraining_reruns_pretraining_and_glue_not_scratch(dvc_repo):
     hit = _affected(dvc_repo, "pretrain.lr")
     assert {f"pretrain_{s}@{a}" for s in ("leaner", "ori") for a in ("bert", "llama", "xlnet", "mamba")} <= hit
     assert "glue@llama-leaner" in hit and "exp1_report" in hit
-    assert not any(n.startswith("glue_scratch@") for n in hit)  # the scratch baseline does not pretrain
+    assert not any(n.endswith("-scratch") or n.startswith("pretrain_scratch@") for n in hit)  # no pretraining
+
+
+def test_glue_depends_only_on_the_selected_model(dvc_repo):
+    """GLUE of a pretrained init reads the run's final/ (the selected learning rate's best weights), not the
+    per-rate runs; the scratch init is the saved random initialisation."""
+    stages = {s.name: s for s in dvc_repo.index.stages}
+    deps = {str(d.def_path) for d in stages["glue@llama-leaner"].deps}
+    assert "data/models/pretrain/llama-leaner/final" in deps and not any("/lr-" in d for d in deps)
+    assert "data/models/pretrain/llama-scratch/final" in {str(d.def_path) for d in stages["glue@llama-scratch"].deps}
 
 
 @pytest.mark.slow
@@ -184,7 +194,44 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     params = {"seed": 3, "models": {"preset": "tiny"},
               "glue": dict(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=8,
                            max_train_examples=16, max_eval_examples=8, warmup_steps=1, threads=1)}
-    files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--tokenizer",
-                                        str(tokenizers["leaner"]), "--metrics", "glue.json", "--runs", "runs.json"],
-                            params, tmp_path, ["glue.json", "runs.json"])
+    from tinyhelen.pretrain import save_init
+
+    save_init("mamba", "tiny", tokenizers["leaner"], tmp_path / "scratch", seed=3)
+    files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--checkpoint",
+                                        str(tmp_path / "scratch" / "final"), "--metrics", "glue.json",
+                                        "--runs", "runs.json"], params, tmp_path, ["glue.json", "runs.json"])
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
+
+
+def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40) -> float:
+    """A sentiment task whose label is a keyword's polarity (60% positive); returns the majority-class accuracy
+    of its test split."""
+    import random
+
+    rng = random.Random(0)
+    filler = "the a cat dog house tree went saw big small red blue day night it was and".split()
+    good, bad = ["good", "great", "lovely"], ["bad", "awful", "poor"]
+    labels = {}
+    for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
+        rows = []
+        for i in range(n):
+            y = int(i % 5 < 3)
+            words = [rng.choice(filler) for _ in range(rng.randint(4, 9))]
+            words.insert(rng.randint(0, len(words)), rng.choice(good if y else bad))
+            rows.append({"text_a": " ".join(words), "label": y})
+        (root / f"sst2_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        labels[split] = [r["label"] for r in rows]
+    return max(sum(labels["test"]), len(labels["test"]) - sum(labels["test"])) / len(labels["test"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama"])
+def test_finetuning_beats_the_majority_class_on_a_learnable_task(tmp_path, tokenizers, arch):
+    majority = _learnable_task(tmp_path)
+    cfg = glue.GlueConfig(tasks=["sst2"], lr=[3e-3], seeds=[0], epochs=6, batch_size=16, max_train_examples=None,
+                          max_eval_examples=None, warmup_steps=2, threads=1)
+    res = glue.evaluate_checkpoint(None, arch, "tiny", tokenizers["leaner"], tmp_path, cfg, seed=0)
+    run = res["tasks"]["sst2"]["runs"][0]
+    assert len(run["validation_by_epoch"]) == 6  # validation after every epoch
+    assert run["validation"]["score"] == max(run["validation_by_epoch"])  # the best epoch's model is scored
+    assert res["tasks"]["sst2"]["test_score"] >= majority + 0.15, (res["tasks"]["sst2"], majority)

@@ -31,9 +31,34 @@ def test_preset_non_embedding_params_within_5_percent(tok, preset):
 
 
 def test_non_embedding_excludes_tied_and_untied_tables(tok):
-    model = models.build_lm("llama", models.build_config("llama", "tiny", tok))
-    d = model.config.hidden_size
-    assert models.total_params(model) - models.non_embedding_params(model) == len(tok) * d  # tied: once
+    untied = models.build_lm("llama", models.build_config("llama", "tiny", tok))
+    d = untied.config.hidden_size
+    assert models.total_params(untied) - models.non_embedding_params(untied) == 2 * len(tok) * d  # in + out
+    tied = models.build_lm("mamba1", models.build_config("mamba1", "tiny", tok))
+    d = tied.config.hidden_size
+    assert models.total_params(tied) - models.non_embedding_params(tied) == len(tok) * d  # tied: once
+
+
+@pytest.mark.parametrize("preset", models.PRESETS)
+def test_llama_and_mamba_follow_the_study(tok, preset):
+    """LLaMA: untied embeddings, RoPE theta 500,000, SDPA attention; tiny = the study's EXP3 proxy shape.
+    Mamba: the Mamba2 mixer with the gated-MLP block (d=768, 2 layers, MLP 1,536 at the paper preset)."""
+    llama = models.build_lm("llama", models.build_config("llama", preset, tok))
+    cfg = llama.config
+    assert not cfg.tie_word_embeddings and llama.lm_head.weight is not llama.model.embed_tokens.weight
+    assert cfg.rope_parameters["rope_theta"] == 500_000
+    assert cfg._attn_implementation == "sdpa"
+    if preset == "tiny":
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (
+            128, 4, 4, 512)
+    mamba = models.build_lm("mamba", models.build_config("mamba", preset, tok))
+    assert mamba.config.model_type == "mamba2" and not mamba.config.tie_word_embeddings
+    block = mamba.backbone.layers[0]
+    assert block.mlp is not None and block.mlp.fc2.in_features == mamba.config.mlp_intermediate_size
+    if preset == "paper":
+        c = mamba.config
+        assert (c.hidden_size, c.num_hidden_layers, c.mlp_intermediate_size, c.state_size) == (768, 2, 1536, 128)
+        assert abs(models.non_embedding_params(mamba) - 14.61e6) / 14.61e6 < 0.01
 
 
 @pytest.mark.parametrize("arch", models.arch_names())
@@ -47,7 +72,7 @@ def test_each_arch_loss_decreases_in_a_few_steps(tok, arch, tokenizers):
     batch = {"input_ids": torch.tensor(ids).view(8, 32)}
     model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
     model.train()
-    opt = build_optimizer(model, cfg, cfg.lr)
+    opt = build_optimizer(model, cfg, cfg.lr[0])
     obj = make_objective(models.get(arch).objective, tok, cfg)
     losses = []
     for step in range(8):
@@ -106,14 +131,15 @@ def test_wrong_checkpoint_arch_is_rejected(tok, tmp_path):
         models.build_classifier("bert", tmp_path, 2)
 
 
-def test_cpu_selective_scan_matches_reference():
+@pytest.mark.parametrize("parallel", [False, True])
+def test_selective_scan_matches_reference_loop(parallel):
     from transformers.models.mamba import modeling_mamba as mm
 
     from tinyhelen.models.mamba import install_cpu_scan
 
     install_cpu_scan()
     g = torch.Generator().manual_seed(0)
-    b, d, n, length = 2, 6, 4, 9
+    b, d, n, length = 2, 6, 4, 13
     hs = torch.randn(b, d, length, generator=g, requires_grad=True)
     dt, z = torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g)
     A, D = -torch.rand(d, n, generator=g), torch.randn(d, generator=g)
@@ -126,15 +152,16 @@ def test_cpu_selective_scan_matches_reference():
         state = torch.exp(A * dts[:, :, t, None]) * state + dts[:, :, t, None] * B[:, None, :, t] * hs[:, :, t, None]
         ref.append((state * C[:, None, :, t]).sum(-1))
     ref = (torch.stack(ref, -1) + hs * D[None, :, None]) * torch.nn.functional.silu(z)
-    out = mm.mamba_selective_scan(hs, dt, A, B, C, D=D, z=z, delta_softplus=True)
+    out = mm.mamba_selective_scan(hs, dt, A, B, C, D=D, z=z, delta_softplus=True, parallel=parallel)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------ the architecture registry
 def test_registry_is_the_only_list_of_architectures():
-    from tinyhelen.glue import Exp1Config
+    from tinyhelen.exp1 import Exp1Config
 
-    assert models.arch_names() == ["bert", "llama", "xlnet", "mamba"] == list(models.ARCHITECTURES)
+    assert models.arch_names() == ["bert", "llama", "xlnet", "mamba", "mamba1"] == list(models.ARCHITECTURES)
+    assert models.default_arch_names() == ["bert", "llama", "xlnet", "mamba"] == Exp1Config().archs
     assert {models.get(a).objective for a in models.arch_names()} == {"mlm", "clm", "plm"}
     with pytest.raises(ValueError, match="unknown archs"):
         Exp1Config(archs=["llama", "gpt2"])
@@ -157,10 +184,10 @@ def toy_arch(monkeypatch):
 
 def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, tokenizers, tmp_path):
     """Registering a spec is all it takes: pretraining, GLUE fine-tuning and the EXP1 table work for it."""
-    from tinyhelen import glue
+    from tinyhelen import exp1, glue
     from tinyhelen.pretrain import pretrain
 
-    assert glue.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
+    assert exp1.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
     cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2,
                          log_every=2, warmup_steps=1, max_train_docs=40, device="cpu")
     pre = pretrain("gpt2", "tiny", prepared / "corpus" / "leaner", tokenizers["leaner"], tmp_path / "gpt2-leaner",
@@ -176,6 +203,6 @@ def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, 
                                                         gcfg, seed=0)}
     for rep in reports.values():
         assert set(rep["tasks"]) == {"wnli", "stsb"} and math.isfinite(rep["mean_test_score"])
-    table = glue.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
+    table = exp1.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
     assert set(table["table"]["gpt2"]) == {"leaner", "scratch"}
-    assert "| gpt2 | clm | leaner |" in glue.exp1_markdown(table, "tiny")
+    assert "| gpt2 | clm | leaner |" in exp1.exp1_markdown(table, "tiny")

@@ -41,7 +41,7 @@ SECTIONS: dict[str, str] = {
     "models": "tinyhelen.models:ModelsConfig",  # EXP1: size preset
     "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1
     "glue": "tinyhelen.glue:GlueConfig",  # EXP1
-    "exp1": "tinyhelen.glue:Exp1Config",  # EXP1
+    "exp1": "tinyhelen.exp1:Exp1Config",  # EXP1
 }
 
 

@@ -26,16 +26,19 @@ from pydantic import Field, field_validator
 from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.io import InputError, read_jsonl
+from tinyhelen.protocol import STUDY_GLUE_TASKS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
+from tinyhelen.train.loop import Callback
 
 log = logging.getLogger(__name__)
 
 ALL_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 REGRESSION = frozenset({"stsb"})
 NUM_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "qnli": 2, "rte": 2, "wnli": 2}
-# validation / test split names per task (MNLI: the matched sets)
+# validation / test split names per task (MNLI: the matched sets select; the mismatched ones are scored too)
 EVAL_SPLITS = {t: ("validation", "test") for t in ALL_TASKS}
 EVAL_SPLITS["mnli"] = ("validation_matched", "test_matched")
+EXTRA_SPLITS = {"mnli": {"validation_mismatched": "validation_mismatched", "test_mismatched": "test_mismatched"}}
 
 
 class GlueConfig(OptimConfig, ComputeConfig):
@@ -45,11 +48,12 @@ class GlueConfig(OptimConfig, ComputeConfig):
                              description="tasks to fine-tune; each needs <task>_train.jsonl")
     lr: list[float] = Field(default_factory=lambda: [1e-3], min_length=1, description="learning-rate grid")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    max_seq_len: int = Field(128, ge=8, description="tokens per example incl. special tokens")
-    max_train_examples: int | None = Field(512, ge=1, description="per task (seeded subsample); null: all")
-    max_eval_examples: int | None = Field(256, ge=1, description="per validation/test split; null: all")
+    epochs: int = Field(1, ge=1, description="the validation split is scored after every epoch; the test split "
+                                             "with the weights of the best epoch")
+    batch_size: int = Field(16, ge=1)
+    max_seq_len: int = Field(256, ge=8, description="tokens per example incl. special tokens")
+    max_train_examples: int | None = Field(256, ge=1, description="per task (seeded subsample); null: all")
+    max_eval_examples: int | None = Field(128, ge=1, description="per validation/test split; null: all")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     warmup_steps: int = Field(2, ge=0, description="steps of linear warm-up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
@@ -62,36 +66,6 @@ class GlueConfig(OptimConfig, ComputeConfig):
             raise ValueError(f"unknown GLUE tasks {bad}; known: {', '.join(ALL_TASKS)}")
         if len(set(v)) != len(v):
             raise ValueError("tasks listed twice")
-        return v
-
-
-def _registered_archs() -> list[str]:
-    from tinyhelen.models import arch_names
-
-    return arch_names()
-
-
-class Exp1Config(Section):
-    """``exp1:`` section: which architectures the EXP1 matrix stages and the report cover."""
-
-    archs: list[str] = Field(default_factory=_registered_archs, min_length=1,
-                             description="registered architectures (tinyhelen.models); default: all of them")
-    sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"], min_length=1)
-
-    @field_validator("archs")
-    @classmethod
-    def _archs(cls, v: list[str]) -> list[str]:
-        bad = [a for a in v if a not in _registered_archs()]
-        if bad:
-            raise ValueError(f"unknown archs {bad}; known: {', '.join(_registered_archs())}")
-        return v
-
-    @field_validator("sides")
-    @classmethod
-    def _sides(cls, v: list[str]) -> list[str]:
-        bad = [a for a in v if a not in ("leaner", "ori")]
-        if bad:
-            raise ValueError(f"unknown corpus sides {bad}; known: leaner, ori")
         return v
 
 
@@ -272,12 +246,41 @@ def _predict(model, data: list[dict[str, Any]], arch: str, pad_id: int, batch_si
     return preds
 
 
+class BestEpoch(Callback):
+    """Scores the validation split after every epoch and keeps a CPU copy of the weights of the best one
+    (ties: the earlier epoch), the weights the test split is scored with."""
+
+    def __init__(self, task: str, data: tuple[list[dict], list[float]], arch: str, pad_id: int, batch_size: int,
+                 compute: ComputeConfig):
+        self.task, self.data, self.arch, self.pad_id = task, data, arch, pad_id
+        self.batch_size, self.compute = batch_size, compute
+        self.best: dict[str, Any] | None = None
+        self.step: int | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.scores: list[float] = []
+
+    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model: torch.nn.Module) -> None:
+        from tinyhelen.train.compute import uses_bf16
+
+        device = next(model.parameters()).device
+        x, y = self.data
+        preds = _predict(model, x, self.arch, self.pad_id, self.batch_size, self.task in REGRESSION, device,
+                         uses_bf16(self.compute, device))
+        metrics = task_metrics(self.task, y, preds)
+        self.scores.append(metrics["score"])
+        if self.best is None or metrics["score"] > self.best["score"]:
+            self.best, self.step = metrics, step
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, task: str,
                   data: dict[str, tuple[list[dict], list[float]]], cfg: GlueConfig, lr: float,
                   seed: int) -> dict[str, Any]:
-    """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.loop.train_loop``); return validation
-    and test metrics."""
+    """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.loop.train_loop``), scoring the
+    validation split after every epoch; score the test split (and MNLI's mismatched sets) with the weights of
+    the best epoch. Returns the validation metrics of that epoch and the test metrics."""
     from tinyhelen import models
+    from tinyhelen.train.compute import uses_bf16
     from tinyhelen.train.loop import Cadence, train_loop
     from tinyhelen.train.rng import mix_seed
 
@@ -291,15 +294,22 @@ def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, tas
         mix_seed("glue-order", task, lr, seed)), pad_id=tok.pad_token_id, side=spec.padding_side,
         with_types=spec.token_type_ids, regression=regression)
     total = batches.per_epoch * cfg.epochs
-    res = train_loop(model, batches, cfg, cfg, lr=lr, steps=total, cadence=Cadence(total, total, total),
-                     desc=f"glue {arch} {task}", progress=False)
-    out: dict[str, Any] = {"lr": lr, "seed": seed,
-                           "train_loss_last": float(np.mean(res.step_losses[-batches.per_epoch:]))}
+    best = BestEpoch(task, data["validation"], arch, tok.pad_token_id, cfg.batch_size * 2, cfg)
+    res = train_loop(model, batches, cfg, cfg, lr=lr, steps=total,
+                     cadence=Cadence(batches.per_epoch, batches.per_epoch, total, eval_at_start=False),
+                     callbacks=[best], desc=f"glue {arch} {task}", progress=False)
+    res.model.load_state_dict(best.weights)
+    out: dict[str, Any] = {"lr": lr, "seed": seed, "best_epoch": best.step // batches.per_epoch,
+                           "validation_by_epoch": [round(v, 6) for v in best.scores],
+                           "train_loss_last": float(np.mean(res.step_losses[-batches.per_epoch:])),
+                           "validation": best.best}
     device = res.accelerator.device
-    for split in ("validation", "test"):
+    for split in ("test", *EXTRA_SPLITS.get(task, {})):
+        if split not in data:
+            continue
         x, y = data[split]
         preds = _predict(res.model, x, arch, tok.pad_token_id, cfg.batch_size * 2, regression, device,
-                         res.final["bf16"])
+                         uses_bf16(cfg, device))
         out[split] = task_metrics(task, y, preds)
     return out
 
@@ -314,9 +324,19 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rs = by_lr[best]
     test = np.array([r["test"]["score"] for r in rs])
     metrics = {k: float(np.mean([r["test"][k] for r in rs])) for k in rs[0]["test"]}
-    return {"best_lr": best, "val_score": val_mean[best], "test_score": float(test.mean()),
-            "test_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0, "n_seeds": len(rs),
-            "test_metrics": metrics, "val_score_by_lr": {str(k): v for k, v in val_mean.items()}}
+    out = {"best_lr": best, "val_score": val_mean[best], "test_score": float(test.mean()),
+           "test_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0, "n_seeds": len(rs),
+           "test_metrics": metrics, "val_score_by_lr": {str(k): v for k, v in val_mean.items()}}
+    if "test_mismatched" in rs[0]:
+        out["test_mismatched_score"] = float(np.mean([r["test_mismatched"]["score"] for r in rs]))
+    return out
+
+
+def mean_score(tasks: dict[str, dict[str, Any]]) -> tuple[float, list[str]]:
+    """Mean test score over the tasks the study ran (WNLI is shown but not averaged; if only tasks outside
+    the study's were run, over those) and the tasks averaged."""
+    scored = [t for t in tasks if t in STUDY_GLUE_TASKS] or list(tasks)
+    return float(np.mean([tasks[t]["test_score"] for t in scored])), scored
 
 
 def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: str,
@@ -346,6 +366,8 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
     n_seqs = 0
     for task in cfg.tasks:
         splits = {"train": "train", "validation": EVAL_SPLITS[task][0], "test": EVAL_SPLITS[task][1]}
+        splits.update({k: v for k, v in EXTRA_SPLITS.get(task, {}).items()
+                       if (Path(glue_dir) / f"{task}_{v}.jsonl").exists()})
         data = {}
         for name, split in splits.items():
             rows = load_split(glue_dir, task, split)
@@ -372,119 +394,5 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
     secs = time.perf_counter() - t0
     timing.record(**{str(checkpoint_dir or "scratch"): {"seconds": round(secs, 2),
                                                        "sequences_per_s": round(n_seqs / max(secs, 1e-9), 1)}})
-    return {"tasks": results, "mean_test_score": float(np.mean([r["test_score"] for r in results.values()]))}
-
-
-# ------------------------------------------------------------------------------------ EXP1 report
-INITS = ("leaner", "ori", "scratch")
-
-
-def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[str, dict[str, Any]],
-               archs: list[str], sides: list[str], expected_tokens: int) -> dict[str, Any]:
-    """EXP1 table: arch x init (leaner / ori / scratch) x task test score (mean, std over seeds).
-
-    ``glue_reports``: ``reports/glue/<arch>-<init>.json`` by ``<arch>-<init>``; ``pretrain_reports``:
-    ``reports/pretrain/<arch>-<side>.json``. Fails (InputError) if a run is missing or if the pretraining
-    runs did not all see ``expected_tokens`` tokens (the equal-budget rule)."""
-    inits = [*sides, "scratch"]
-    for arch in archs:
-        for side in sides:
-            name = f"{arch}-{side}"
-            rep = pretrain_reports.get(name)
-            if rep is None:
-                raise InputError(f"reports/pretrain/{name}.json", "pretraining report missing")
-            if rep.get("tokens_seen") != expected_tokens:
-                raise InputError(f"reports/pretrain/{name}.json",
-                                 f"saw {rep.get('tokens_seen')} tokens, expected {expected_tokens} "
-                                 "(every run must have the same token budget)")
-    table: dict[str, Any] = {}
-    tasks: list[str] = []
-    for arch in archs:
-        table[arch] = {}
-        for init in inits:
-            name = f"{arch}-{init}"
-            rep = glue_reports.get(name)
-            if rep is None:
-                raise InputError(f"reports/glue/{name}.json", "GLUE report missing")
-            row = {t: {"test": r["test_score"], "std": r["test_std"], "best_lr": r["best_lr"]}
-                   for t, r in rep["tasks"].items()}
-            tasks = tasks or list(row)
-            row["mean"] = {"test": rep["mean_test_score"]}
-            table[arch][init] = row
-    # study claims, checked on this table
-    claims: dict[str, Any] = {}
-    if "leaner" in sides and "ori" in sides:
-        wins = {a: table[a]["leaner"]["mean"]["test"] > table[a]["ori"]["mean"]["test"] for a in archs}
-        claims["leaner_beats_ori"] = wins
-        claims["leaner_beats_ori_count"] = sum(wins.values())
-    best_init = sides[0] if sides else "scratch"
-    ranking = sorted(archs, key=lambda a: -table[a][best_init]["mean"]["test"])
-    claims[f"best_arch_{best_init}"] = ranking[0]
-    claims["pretraining_helps"] = {a: max(table[a][s]["mean"]["test"] for s in sides)
-                                   > table[a]["scratch"]["mean"]["test"] for a in archs} if sides else {}
-    pre = {n: {k: r.get(k) for k in ("tokens_seen", "train_loss", "val_loss", "non_embedding_params")}
-           for n, r in sorted(pretrain_reports.items())}
-    return {"tasks": tasks, "inits": inits, "table": table, "claims": claims, "pretrain": pre,
-            "tokens_per_run": expected_tokens}
-
-
-def exp1_markdown(res: dict[str, Any], preset: str) -> str:
-    """The EXP1 tables in Markdown (each architecture with its pretraining objective from the registry)."""
-    from tinyhelen.models import get
-
-    tasks, inits = res["tasks"], res["inits"]
-    lines = [f"# EXP1: pretraining corpus x architecture on Leaner-GLUE (preset `{preset}`)", "",
-             f"Every pretraining run saw {res['tokens_per_run']:,} tokens. Test scores x100 (mean +- std "
-             "over seeds at the learning rate best on validation). CoLA: MCC; MRPC: mean(F1, acc); "
-             "STS-B: mean(Pearson, Spearman); others: accuracy.", "",
-             "| arch | objective | pretrained on | " + " | ".join(tasks) + " | mean |",
-             "|---|---|---|" + "---|" * (len(tasks) + 1)]
-    for arch, by_init in res["table"].items():
-        for init in inits:
-            row = by_init[init]
-            cells = [f"{100 * row[t]['test']:.1f} +- {100 * row[t]['std']:.1f}" for t in tasks]
-            lines.append(f"| {arch} | {get(arch).objective} | {init} | " + " | ".join(cells)
-                         + f" | **{100 * row['mean']['test']:.1f}** |")
-    lines += ["", "## Study claims on this table", ""]
-    for k, v in res["claims"].items():
-        lines.append(f"- `{k}`: {v}")
-    lines += ["", "## Pretraining runs", "", "| run | tokens | train loss | val loss | non-embedding params |",
-              "|---|---|---|---|---|"]
-    for name, r in res["pretrain"].items():
-        params = r["non_embedding_params"]
-        lines.append(f"| {name} | {r['tokens_seen']:,} | {r['train_loss']} | {r['val_loss']} | "
-                     f"{'n/a' if params is None else f'{params:,}'} |")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def exp1_plot_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per arch x init: the mean test score (DVC bar plot data)."""
-    return [{"model": f"{arch}-{init}", "arch": arch, "init": init,
-             "test_score": round(100 * row["mean"]["test"], 3)}
-            for arch, by_init in res["table"].items() for init, row in by_init.items()]
-
-
-def exp1_png(res: dict[str, Any], path: Path | str) -> None:
-    """Grouped bar chart: mean Leaner-GLUE test score per arch, one bar per pretraining corpus."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinyhelen.io import atomic_path
-
-    archs, inits = list(res["table"]), res["inits"]
-    width = 0.8 / len(inits)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(archs), 3.6))
-    for i, init in enumerate(inits):
-        vals = [100 * res["table"][a][init]["mean"]["test"] for a in archs]
-        ax.bar([x + (i - (len(inits) - 1) / 2) * width for x in range(len(archs))], vals, width, label=init)
-    ax.set_xticks(range(len(archs)), archs)
-    ax.set_ylabel("mean test score (x100)")
-    ax.set_title("EXP1: Leaner-GLUE after pretraining on leaner / ori / nothing")
-    ax.legend(title="pretrained on", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    mean, scored = mean_score(results)
+    return {"tasks": results, "mean_test_score": mean, "mean_tasks": scored}

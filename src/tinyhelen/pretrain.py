@@ -14,45 +14,66 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tinyhelen import timing
 from tinyhelen.io import atomic_path, write_json
+from tinyhelen.protocol import STUDY_GENRES
 from tinyhelen.train.checkpoint import fingerprint
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Batch, Cadence, LoopContext, train_loop
+from tinyhelen.train.loop import Batch, Callback, Cadence, LoopContext, train_loop
 from tinyhelen.train.objectives import Objective, make_objective
 from tinyhelen.train.rng import mix_seed
 
 log = logging.getLogger(__name__)
 
 
+
 class PretrainConfig(OptimConfig, ComputeConfig):
     """``pretrain:`` section: one pretraining run per arch x corpus side, all with the same token budget."""
 
-    token_budget: int = Field(600_000, ge=1, description="training tokens seen by every run (equal for all)")
+    token_budget: int = Field(262_144, ge=1, description="training tokens seen by every run (equal for all)")
     seq_len: int = Field(128, ge=8, description="packed block length (even, XLNet's perm mask needs it)")
-    batch_size: int = Field(32, ge=1, description="sequences per optimizer step (global, all processes)")
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step (global, all processes)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step and process")
-    lr: float = Field(2e-3, gt=0)
+    lr: list[float] = Field(default_factory=lambda: [1e-3, 5e-3], min_length=1,
+                            description="peak learning rates swept per run (a number: one run); the run with the "
+                                        "lowest validation loss is selected")
+    lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr (linear decay to 0: the study's)")
+    genres: list[str] | None = Field(default_factory=lambda: list(STUDY_GENRES),
+                                     description="genres of the corpus pretrained on (train and validation); "
+                                                 "null: all")
     adam_beta2: float = Field(0.98, ge=0, lt=1)
     warmup_steps: int = Field(6, ge=0, description="steps of linear warm-up")
     max_train_docs: int | None = Field(None, ge=1, description="null: all training documents")
-    eval_tokens: int = Field(32_768, ge=0, description="validation tokens scored at each evaluation")
-    eval_every: int = Field(100, ge=1, description="steps between validation-loss evaluations")
-    log_every: int = Field(10, ge=1, description="steps between train-loss log rows")
-    checkpoint_every: int = Field(200, ge=1, description="steps between resumable checkpoints")
+    eval_tokens: int = Field(8_192, ge=0, description="validation tokens scored at each evaluation")
+    eval_every: int = Field(32, ge=1, description="steps between validation-loss evaluations")
+    log_every: int = Field(4, ge=1, description="steps between train-loss log rows")
+    checkpoint_every: int = Field(64, ge=1, description="steps between resumable checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
     peak_tflops: float | None = Field(
         None, gt=0, description="accelerator peak TFLOP/s for MFU; null: looked up from the GPU name")
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     plm_probability: float = Field(1 / 6, gt=0, lt=1)
     plm_max_span: int = Field(5, ge=1)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) else v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_positive(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"learning rates must be positive and distinct (got {v})")
+        return v
 
     @model_validator(mode="after")
     def _even(self):
@@ -136,16 +157,22 @@ def stream_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tenso
 
 class BlockSource:
     """Batch source of packed blocks: step ``s`` takes ``stream_indices(s)`` through the objective, with a
-    generator seeded from ``(seed, s)``. Stateless: a step's batch depends on the step only."""
+    generator seeded from ``(seed, s)``. The blocks are moved to ``device`` first, so the objective builds its
+    tensors there. Stateless: a step's batch depends on the step only, so the loop may prepare the next batch
+    while the current step runs (``prefetch``)."""
 
-    def __init__(self, blocks: Batch, batch_size: int, seed: int, objective: Objective):
+    prefetch = True
+
+    def __init__(self, blocks: Batch, batch_size: int, seed: int, objective: Objective,
+                 device: torch.device | str = "cpu"):
         self.blocks, self.batch_size, self.seed, self.objective = blocks, batch_size, seed, objective
+        self.device = torch.device(device)
         self.n = int(blocks["input_ids"].shape[0])
 
     def batch(self, step: int) -> Batch:
         idx = stream_indices(step, self.batch_size, self.n, self.seed)
         gen = torch.Generator().manual_seed(mix_seed(self.seed, "step", step))
-        return self.objective({k: v[idx] for k, v in self.blocks.items()}, gen)
+        return self.objective({k: v[idx].to(self.device, non_blocking=True) for k, v in self.blocks.items()}, gen)
 
     def tokens(self, batch: Batch) -> int:
         return self.batch_size * int(self.blocks["input_ids"].shape[1])
@@ -159,7 +186,7 @@ class BlockSource:
 
 def block_loss(val: Batch, objective: Objective, seed: int, per_batch: int):
     """Evaluation function: mean loss over ``val`` blocks in batches of ``per_batch`` with fixed masks
-    (generator seeded from ``(seed, "eval")``), batches spread over the processes."""
+    (generator seeded from ``(seed, "eval")``), batches spread over the processes, built on the device."""
 
     def evaluate(model: torch.nn.Module, ctx: LoopContext) -> float | None:
         acc = ctx.accelerator
@@ -167,10 +194,9 @@ def block_loss(val: Batch, objective: Objective, seed: int, per_batch: int):
         tot, cnt = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
         gen = torch.Generator().manual_seed(mix_seed(seed, "eval"))  # same masks at every evaluation
         for i in range(0, n_val, per_batch):
-            inputs = objective({k: v[i:i + per_batch] for k, v in val.items()}, gen)
+            inputs = objective({k: v[i:i + per_batch].to(ctx.device) for k, v in val.items()}, gen)
             if (i // per_batch) % ctx.world != ctx.rank:
                 continue
-            inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
             with acc.autocast():
                 loss = model(**inputs).loss
             tot += loss.float()
@@ -181,67 +207,170 @@ def block_loss(val: Batch, objective: Objective, seed: int, per_batch: int):
     return evaluate
 
 
+class KeepBest(Callback):
+    """Keeps a CPU copy of the weights at the evaluation with the lowest validation loss (the checkpoint
+    fine-tuning starts from); saved in the loop's checkpoints, so a resumed run keeps it."""
+
+    def __init__(self) -> None:
+        self.val: float | None = None
+        self.step: int | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model: torch.nn.Module) -> None:
+        if val_loss is not None and (self.val is None or val_loss < self.val):
+            self.val, self.step = val_loss, step
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def state(self) -> dict[str, Any]:
+        return {"val": self.val, "step": self.step, "weights": self.weights}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.val, self.step, self.weights = state["val"], state["step"], state["weights"]
+
+
 # ----------------------------------------------------------------------------------------------- a run
+def objective_for(arch: str, tok: Any, cfg: PretrainConfig) -> Objective:
+    """The pretraining objective of ``arch`` (its ``ArchSpec.objective``) with the knobs of ``cfg``."""
+    from tinyhelen import models
+
+    return make_objective(models.get(arch).objective, tok, cfg)
+
+
+def init_model(arch: str, preset: str, tok: Any, seed: int) -> torch.nn.Module:
+    """The random initialisation every pretraining run of ``arch`` starts from (seeded by ``seed`` and arch)."""
+    from tinyhelen import models
+
+    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
+    return models.build_lm(arch, models.build_config(arch, preset, tok))
+
+
+def save_init(arch: str, preset: str, tokenizer_dir: Path | str, out_dir: Path | str, seed: int) -> dict[str, Any]:
+    """Write the untrained ``init_model`` as ``out_dir/final`` (model + tokenizer files + ``train_info.json``):
+    the from-scratch baseline GLUE fine-tunes, in the same layout as a pretrained run."""
+    from tinyhelen import models
+    from tinyhelen.tokenizer import load as load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    model = init_model(arch, preset, tok, seed)
+    info = {"arch": arch, "preset": preset, "tokens_seen": 0, "steps": 0,
+            "non_embedding_params": models.non_embedding_params(model), "params": models.total_params(model)}
+    with atomic_path(Path(out_dir) / "final") as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        write_json(tmp / "train_info.json", info)
+    return info
+
+
+def lr_tag(lr: float) -> str:
+    """Directory name of one learning rate's run (``lr-0.005``)."""
+    return f"lr-{lr:g}"
+
+
+def read_corpus(corpus_dir: Path, split: str, cfg: PretrainConfig, limit: int | None = None):
+    """Texts of ``split`` of the genres in ``cfg.genres`` (all if null), at most ``limit`` documents."""
+    from tinyhelen.data import read_docs
+
+    n = 0
+    for r in read_docs(corpus_dir / f"{split}.jsonl"):
+        if cfg.genres is not None and r.get("genre") not in cfg.genres:
+            continue
+        if limit is not None and n >= limit:
+            return
+        n += 1
+        yield r["text"]
+
+
 def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path | str,
              out_dir: Path | str, cfg: PretrainConfig, seed: int, *, resume: bool = True,
              stop_after: int | None = None, name: str | None = None,
              live_dir: Path | str | None = None) -> dict[str, Any]:
-    """One EXP1 pretraining run: ``corpus_dir/{train,validation}.jsonl`` tokenised with ``tokenizer_dir``,
-    packed into ``cfg.seq_len`` blocks, trained for exactly ``cfg.tokens_per_run`` tokens.
+    """One EXP1 pretraining run per learning rate of ``cfg.lr``: ``corpus_dir/{train,validation}.jsonl``
+    (genres ``cfg.genres``) tokenised with ``tokenizer_dir``, packed into ``cfg.seq_len`` blocks, each run
+    trained for exactly ``cfg.tokens_per_run`` tokens on ``cfg.device``.
 
-    Writes ``out_dir/final/`` (``save_pretrained`` model + tokenizer files + ``train_info.json``) on the main
-    process; checkpoints go to ``out_dir/checkpoints/``; ``live_dir``: DVCLive log of the history rows.
-    Returns ``{"final": metrics, "history": rows}`` (deterministic); wall-clock figures (seconds, tokens/s,
-    MFU) go to ``tinyhelen.timing``."""
-    from tinyhelen import models
-    from tinyhelen.data import read_docs
+    Each run keeps its weights at its lowest validation loss (``KeepBest``); the run whose lowest validation
+    loss is lowest is selected, and its best weights are written to ``out_dir/final/`` (``save_pretrained``
+    model + tokenizer files + ``train_info.json``), the checkpoint GLUE fine-tunes. Per-rate checkpoints and
+    DVCLive logs: ``out_dir/lr-<lr>/``; the selected rate's log is copied to ``live_dir``. Returns ``{"final":
+    metrics of the selected run incl. the sweep, "history": its rows}`` (deterministic); wall-clock figures
+    go to ``tinyhelen.timing``."""
+    import shutil
+
     from tinyhelen.tokenizer import load as load_tokenizer
 
-    spec = models.get(arch)
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     name = name or out_dir.name
     tok = load_tokenizer(tokenizer_dir)
     t0 = time.perf_counter()
-    docs = (r["text"] for i, r in enumerate(read_docs(corpus_dir / "train.jsonl"))
-            if cfg.max_train_docs is None or i < cfg.max_train_docs)
-    train_blocks = pack(tokenize_docs(docs, tok), cfg.seq_len)
-    val_stream = tokenize_docs((r["text"] for r in read_docs(corpus_dir / "validation.jsonl")), tok)
+    train_blocks = pack(tokenize_docs(read_corpus(corpus_dir, "train", cfg, cfg.max_train_docs), tok), cfg.seq_len)
+    val_stream = tokenize_docs(read_corpus(corpus_dir, "validation", cfg), tok)
     val_blocks = even_blocks(pack(val_stream, cfg.seq_len), cfg.eval_tokens) if cfg.eval_tokens else None
     log.info("%s: %d train blocks (%d tokens), %d val blocks, tokenised in %.1fs", name, len(train_blocks),
              train_blocks.numel(), 0 if val_blocks is None else len(val_blocks), time.perf_counter() - t0)
+    runs = {lr: run_one(arch, preset, tok, train_blocks, val_blocks, out_dir / lr_tag(lr), cfg, lr, seed,
+                        resume=resume, stop_after=stop_after, name=f"{name} lr {lr:g}") for lr in cfg.lr}
+    sweep = {f"{lr:g}": {"best_val_loss": r["final"]["best_val_loss"], "best_step": r["final"]["best_step"],
+                         "val_loss": r["final"]["val_loss"], "train_loss": r["final"]["train_loss"]}
+             for lr, r in runs.items()}
+    finished = all(r["finished"] for r in runs.values())
+    if not finished:
+        return {"final": {"finished": False, "lr_sweep": sweep}, "history": []}
+    scored = [lr for lr, r in runs.items() if r["final"]["best_val_loss"] is not None]
+    best_lr = min(scored, key=lambda lr: (runs[lr]["final"]["best_val_loss"], lr)) if scored else cfg.lr[-1]
+    best = runs[best_lr]
+    final = {**best["final"], "lr": best_lr, "lr_sweep": sweep, "genres": cfg.genres}
+    acc = best["accelerator"]
+    if acc.is_main_process:
+        with atomic_path(out_dir / "final") as tmp:
+            best["model"].save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
+            write_json(tmp / "train_info.json", final)
+        if live_dir is not None:
+            live_dir = Path(live_dir)
+            shutil.rmtree(live_dir, ignore_errors=True)
+            shutil.copytree(out_dir / lr_tag(best_lr) / "live", live_dir)
+    acc.wait_for_everyone()
+    log.info("pretrain %s: selected lr %g (best validation loss %s at step %s)", name, best_lr,
+             final["best_val_loss"], final["best_step"])
+    return {"final": final, "history": best["history"]}
 
-    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
-    model = models.build_lm(arch, models.build_config(arch, preset, tok))
+
+def run_one(arch: str, preset: str, tok: Any, train_blocks: torch.Tensor, val_blocks: torch.Tensor | None,
+            run_dir: Path, cfg: PretrainConfig, lr: float, seed: int, *, resume: bool, stop_after: int | None,
+            name: str) -> dict[str, Any]:
+    """One pretraining run at peak learning rate ``lr``; the model it returns carries the weights of its
+    lowest validation loss (the last weights when nothing was evaluated)."""
+    from tinyhelen import models
+    from tinyhelen.train.compute import device_of
+
+    model = init_model(arch, preset, tok, seed)
     fpt = models.flops_per_token(model, cfg.seq_len, arch)
-    objective = make_objective(spec.objective, tok, cfg)
-    identity = {"cfg": cfg.model_dump(exclude=_NOT_IDENTITY), "steps": cfg.steps, "seed": seed,
-                "rows": int(train_blocks.shape[0]), "arch": arch, "preset": preset, "corpus": str(corpus_dir),
+    objective = objective_for(arch, tok, cfg)
+    identity = {"cfg": cfg.model_dump(exclude=_NOT_IDENTITY), "lr": lr, "steps": cfg.steps, "seed": seed,
+                "rows": int(train_blocks.shape[0]), "arch": arch, "preset": preset,
                 "train_tokens": int(train_blocks.numel())}
+    keep = KeepBest()
     res = train_loop(
-        model, BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective), cfg, cfg, lr=cfg.lr,
-        steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
-                                         keep_checkpoints=cfg.keep_checkpoints),
+        model, BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective, device_of(cfg)), cfg, cfg,
+        lr=lr, steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
+                                                keep_checkpoints=cfg.keep_checkpoints),
         evaluate=None if val_blocks is None else block_loss({"input_ids": val_blocks}, objective, seed,
                                                             cfg.batch_size // cfg.grad_accum),
-        ckpt_dir=out_dir / "checkpoints", fingerprint=fingerprint(identity), resume=resume,
-        stop_after=stop_after, train_log=TrainLog(live_dir) if live_dir is not None else None,
-        grad_accum=cfg.grad_accum, flops_per_token=fpt, peak=cfg.peak_tflops, loss_dtype=torch.float32,
-        desc=f"pretrain {name}")
+        callbacks=[keep], ckpt_dir=run_dir / "checkpoints", fingerprint=fingerprint(identity), resume=resume,
+        stop_after=stop_after, train_log=TrainLog(run_dir / "live"), grad_accum=cfg.grad_accum,
+        flops_per_token=fpt, peak=cfg.peak_tflops, loss_dtype=torch.float32, desc=f"pretrain {name}")
     final = res.final
     if res.finished:
         # the equal-budget guarantee of EXP1: every run sees exactly tokens_per_run tokens
         assert final["tokens_seen"] == cfg.tokens_per_run, (final["tokens_seen"], cfg.tokens_per_run)
+        if keep.weights is not None:
+            res.model.load_state_dict(keep.weights)
     final.update({"arch": arch, "preset": preset, "non_embedding_params": models.non_embedding_params(model),
                   "params": models.total_params(model), "train_blocks": int(len(train_blocks)),
                   "train_epochs": round(cfg.tokens_per_run / train_blocks.numel(), 3),
-                  "flops_per_token": fpt})
+                  "flops_per_token": fpt, "best_val_loss": None if keep.val is None else round(keep.val, 5),
+                  "best_step": keep.step})
     log.info("pretrain %s: %s (%s)", name, final, {k: v for k, v in res.timing.items() if k != "throughput"})
-    timing.record(**res.timing)
-    acc = res.accelerator
-    if acc.is_main_process and res.finished:
-        with atomic_path(out_dir / "final") as tmp:
-            res.model.save_pretrained(str(tmp))
-            tok.save_pretrained(str(tmp))
-            write_json(tmp / "train_info.json", final)
-    acc.wait_for_everyone()
-    return {"final": final, "history": res.history}
+    timing.record(**{f"lr {lr:g}": res.timing})
+    return {"final": final, "history": res.history, "model": res.model, "accelerator": res.accelerator,
+            "finished": res.finished}

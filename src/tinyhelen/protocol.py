@@ -35,6 +35,9 @@ class StudyScale:
 
 STUDY_NON_EMBEDDING: dict[str, float] = {"llama": 14.46e6, "bert": 14.20e6, "xlnet": 14.75e6, "mamba": 14.61e6}
 STUDY_PROXY_NON_EMBEDDING = 1.05e6
+STUDY_OBJECTIVES: dict[str, str] = {"llama": "clm", "bert": "mlm", "xlnet": "plm", "mamba": "clm"}  # pretraining
+STUDY_PRETRAIN_LRS: tuple[float, ...] = (5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2)
+STUDY_GLUE_LRS: tuple[float, ...] = (5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)
 STUDY_SCALE: dict[str, StudyScale] = {
     "EXP1": StudyScale(512 * 1024 * 10_000, 10_000, sum(STUDY_NON_EMBEDDING.values()) / len(STUDY_NON_EMBEDDING)),
     "EXP2": StudyScale(512 * 1024 * 1_000, 1_000, STUDY_NON_EMBEDDING["llama"]),
@@ -182,7 +185,28 @@ def _schedule(x: Inputs) -> str:
 
 
 def _glue_selection(x: Inputs) -> str:
-    return x.get("glue.selection", "model after the last epoch")
+    return "best epoch by the task metric (validation after every epoch)"
+
+
+def _arch_detail(arch: str, what: str) -> Callable[[Inputs], str]:
+    """A registered architecture's shape as the protocol table compares it (read from the registry)."""
+
+    def get(x: Inputs) -> str:
+        from tinyhelen import models
+
+        spec = models.get(arch)
+        kw = {**spec.config_kwargs, **spec.presets.get("paper", {})}
+        if what == "embeddings":
+            theta = kw.get("rope_theta")
+            return ("tied" if kw.get("tie_word_embeddings") else "untied") + (f", RoPE theta {theta:g}" if theta else "")
+        return spec.description
+    return get
+
+
+def _finetune_from(x: Inputs) -> str:
+    res = x.result("exp1")
+    steps = sorted({r.best_step for r in res.pretrain if r.best_step is not None}) if res is not None else []
+    return "lowest validation loss of the evaluated steps" + (f" (steps {fmt(steps)})" if steps else "")
 
 
 def _exp2_template(x: Inputs) -> str | None:
@@ -266,9 +290,21 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP1", "batch (sequences)", 512, "pretrain.batch_size", COMPUTE, "CPU memory and time"),
     Knob("EXP1", "sequence length", 1024, "pretrain.seq_len", COMPUTE, "CPU time",
          show_study="1,024 (XLNet 512)"),
-    Knob("EXP1", "learning rates swept", [5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2], _listed("pretrain.lr"), COMPUTE,
-         "one run per rate and architecture"),
+    Knob("EXP1", "learning rates swept", list(STUDY_PRETRAIN_LRS), _listed("pretrain.lr"), COMPUTE,
+         "every rate is one more pretraining run per architecture and corpus"),
     Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
+    Knob("EXP1", "pretraining genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("pretrain.genres") or ["all"]),
+         CHOICE, "all genres (incl. code and math) are pretrained on", same_set),
+    Knob("EXP1", "architectures", sorted(STUDY_OBJECTIVES), lambda x: sorted(x.get("exp1.archs")), CHOICE,
+         "a different set of architectures", same_set),
+    Knob("EXP1", "LLaMA embeddings", "untied, RoPE theta 500000", _arch_detail("llama", "embeddings"), CHOICE,
+         "a different LLaMA configuration"),
+    Knob("EXP1", "Mamba", "Mamba2 mixer + gated MLP", _arch_detail("mamba", "description"), CHOICE,
+         "a different Mamba block", lambda ours, study: ours.startswith(study),
+         show_study="mamba-ssm Mamba2 mixer + GatedMLP (d=768, 2 layers, MLP 1,536)"),
+    Knob("EXP1", "checkpoint fine-tuned", "LLaMA, Mamba: step 1,000 of 10,000; BERT, XLNet: the last", _finetune_from,
+         CHOICE, "the study's choice is not explained; we take each run's lowest validation loss",
+         lambda ours, study: False),
     # EXP1 GLUE
     Knob("EXP1 GLUE", "tasks", list(STUDY_GLUE_TASKS), "glue.tasks", DATA_ABSENT,
          "sst2, qqp, mnli, qnli have no released train file; WNLI is extra (not in the study's mean)", same_set),
@@ -276,14 +312,15 @@ KNOBS: tuple[Knob, ...] = (
          lambda ours, study: isinstance(ours, dict) and all(ours.get(t) == e for t, e in study.items())),
     Knob("EXP1 GLUE", "max_seq_len", 256, "glue.max_seq_len", COMPUTE, "CPU time"),
     Knob("EXP1 GLUE", "batch", 256, "glue.batch_size", COMPUTE, "CPU time"),
-    Knob("EXP1 GLUE", "learning rates swept", [5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3], "glue.lr", COMPUTE,
+    Knob("EXP1 GLUE", "learning rates swept", list(STUDY_GLUE_LRS), "glue.lr", COMPUTE,
          "one fine-tuning run per rate and seed"),
     Knob("EXP1 GLUE", "seeds", 5, lambda x: len(x.get("glue.seeds")), COMPUTE, "fewer seeds: wider intervals",
          show_study="5 (1, 53, 65, 256, 9264)"),
     Knob("EXP1 GLUE", "training examples per task", None, "glue.max_train_examples", COMPUTE,
          "a seeded subsample", show_study="all"),
-    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, CHOICE,
-         "the last fine-tuned model is scored"),
+    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, COMPUTE,
+         "validation is scored after every epoch, not every N steps (the study: every 10-1,250 steps)",
+         lambda ours, study: ours.startswith("best")),
     # EXP2
     Knob("EXP2", "instruction data", "released", "instruct.source", DATA_ABSENT,
          "Leaner-Instruct is not in the local release copy: code prompt/response twins stand in",

@@ -162,6 +162,9 @@ class PretrainRun(Schema):
     non_embedding_params: int
     train_loss: float | None
     val_loss: float | None
+    lr: float | None = None  # the learning rate selected by validation loss
+    lr_sweep: dict[str, float | None] | None = None  # learning rate -> its run's lowest validation loss
+    best_step: int | None = None  # the step whose weights fine-tuning starts from (lowest validation loss)
 
 
 class Exp1Result(Result):
@@ -191,10 +194,11 @@ class Exp1Result(Result):
 
     @classmethod
     def build(cls, glue_reports: dict[str, dict], glue_runs: dict[str, dict], pretrain_reports: dict[str, dict],
-              archs: list[str], sides: list[str], tokens_per_run: int, preset: str) -> Exp1Result:
+              archs: list[str], sides: list[str], tokens_per_run: int, preset: str,
+              inits: list[str] | None = None) -> Exp1Result:
         """From ``reports/glue/<arch>-<init>.json`` (best lr, mean/std per task), ``reports/glue_runs/``
         (every lr x seed run) and ``reports/pretrain/<arch>-<side>.json``, all keyed by ``<arch>-<init>``."""
-        inits = [*sides, "scratch"]
+        inits = inits if inits is not None else [*sides, "scratch"]
         cells, tasks = [], []
         for arch in archs:
             for init in inits:
@@ -216,7 +220,9 @@ class Exp1Result(Result):
                     raise InputError(f"reports/pretrain/{arch}-{side}.json", "pretraining report missing")
                 pre.append(PretrainRun(arch=arch, side=side, preset=p["preset"], tokens_seen=p["tokens_seen"],
                                        steps=p["steps"], non_embedding_params=p["non_embedding_params"],
-                                       train_loss=p.get("train_loss"), val_loss=p.get("val_loss")))
+                                       train_loss=p.get("train_loss"), val_loss=p.get("val_loss"), lr=p.get("lr"),
+                                       lr_sweep={k: v["best_val_loss"] for k, v in p["lr_sweep"].items()}
+                                       if "lr_sweep" in p else None, best_step=p.get("best_step")))
         return cls(preset=preset, archs=archs, inits=inits, tasks=tasks, tokens_per_run=tokens_per_run,
                    cells=cells, pretrain=pre)
 

@@ -102,7 +102,8 @@ class ArchSpec:
     ``config_kwargs`` are the fixed config values of every preset. ``objective`` names a pretraining
     objective of ``tinyhelen.train.objectives``. ``classifier_class`` must accept ``cls(config)`` (random
     init) and ``cls.from_pretrained(dir, config=config)`` (pretrained backbone, fresh head). ``flops`` gives
-    training FLOPs per token ``(model, seq_len)``; ``setup`` runs before a model is built."""
+    training FLOPs per token ``(model, seq_len)``; ``setup`` runs before a model is built; ``default``: part
+    of the default ``exp1.archs``."""
 
     name: str
     config_class: type | str
@@ -117,6 +118,7 @@ class ArchSpec:
     flops: Callable[[nn.Module, int], float] | None = None
     setup: Callable[[], None] | None = None
     description: str = ""
+    default: bool = True  # in the default EXP1 matrix (``exp1.archs``); false: an option
 
     @property
     def model_type(self) -> str:
@@ -138,6 +140,11 @@ def register(spec: ArchSpec, *, replace: bool = False) -> ArchSpec:
 def arch_names() -> list[str]:
     """Registered architectures, in registration order."""
     return list(ARCHITECTURES)
+
+
+def default_arch_names() -> list[str]:
+    """Registered architectures of the default EXP1 matrix (the study's four), in registration order."""
+    return [name for name, spec in ARCHITECTURES.items() if spec.default]
 
 
 def get(arch: str) -> ArchSpec:
@@ -266,6 +273,15 @@ def mamba_flops(model: nn.Module, seq_len: int) -> float:
     return 6.0 * total_params(model) + 6.0 * 9 * cfg.intermediate_size * cfg.state_size * cfg.num_hidden_layers
 
 
+def mamba2_flops(model: nn.Module, seq_len: int) -> float:
+    """6 N plus the chunked SSM: per token and layer about ``2 * chunk * d_inner`` (intra-chunk, attention-like)
+    plus ``4 * d_inner * state`` (states in and out), times 3 for forward + backward."""
+    cfg = model.config
+    d_inner = cfg.expand * cfg.hidden_size
+    chunk = min(cfg.chunk_size, seq_len)
+    return 6.0 * total_params(model) + 3.0 * cfg.num_hidden_layers * d_inner * (2 * chunk + 4 * cfg.state_size)
+
+
 def flops_per_token(model: nn.Module, seq_len: int, arch: str) -> float:
     """Training FLOPs per token of ``model`` (an ``arch`` model) at ``seq_len`` (for MFU)."""
     spec = get(arch)
@@ -297,10 +313,11 @@ register(ArchSpec(
     classifier_class="transformers:LlamaForSequenceClassification", objective="clm", padding_side="right",
     layout=_CAUSAL,
     presets={"tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                          intermediate_size=480),
+                          intermediate_size=512),
              "paper": dict(hidden_size=336, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
                            intermediate_size=1344)},
-    config_kwargs=dict(max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5)))
+    config_kwargs=dict(max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                       rope_theta=500_000.0, attn_implementation="sdpa")))
 register(ArchSpec(
     name="xlnet", description="XLNet, permutation LM (span masking, predicted spans only)",
     config_class="transformers:XLNetConfig", lm_class="transformers:XLNetLMHeadModel",
@@ -312,10 +329,23 @@ register(ArchSpec(
                        summary_use_proj=True),
     flops=partial(transformer_flops, attention_factor=2.0)))
 register(ArchSpec(
-    name="mamba", description="Mamba, causal LM",
+    name="mamba", description="Mamba2 mixer + gated MLP (the study's mamba-ssm block), causal LM",
+    config_class="transformers:Mamba2Config", lm_class="tinyhelen.models.mamba:Mamba2MLPForCausalLM",
+    classifier_class="tinyhelen.models.mamba:Mamba2ForSequenceClassification", objective="clm",
+    padding_side="right", layout=_CAUSAL,
+    presets={"tiny": dict(hidden_size=192, num_hidden_layers=2, state_size=32, head_dim=32, num_heads=12,
+                          mlp_intermediate_size=448, chunk_size=64),
+             "paper": dict(hidden_size=768, num_hidden_layers=2, state_size=128, head_dim=64, num_heads=24,
+                           mlp_intermediate_size=1536, chunk_size=256)},
+    config_kwargs=dict(expand=2, n_groups=1, conv_kernel=4, use_conv_bias=True, use_bias=False,
+                       tie_word_embeddings=False, use_cache=False),
+    flops=mamba2_flops))
+register(ArchSpec(
+    name="mamba1", description="Mamba-1 (transformers' MambaForCausalLM), causal LM; not the study's model",
     config_class="transformers:MambaConfig", lm_class="transformers:MambaForCausalLM",
     classifier_class="tinyhelen.models.mamba:MambaForSequenceClassification", objective="clm",
     padding_side="right", layout=_CAUSAL,
     presets={"tiny": dict(hidden_size=392, num_hidden_layers=2, state_size=8, expand=1),
              "paper": dict(hidden_size=744, num_hidden_layers=2, state_size=16, expand=4)},
-    config_kwargs=dict(tie_word_embeddings=True, use_cache=False), flops=mamba_flops, setup=_mamba_setup))
+    config_kwargs=dict(tie_word_embeddings=True, use_cache=False), flops=mamba_flops, setup=_mamba_setup,
+    default=False))

@@ -10,6 +10,10 @@ the runs goes through four named extension points:
   evaluation (the curriculum grows its pool there, instruction tuning saves a model), with a ``state()``;
 - a **log** (``TrainLog``, DVCLive) that receives every history row.
 
+A source whose batch depends on the step only (``prefetch = True``: pretraining's ``BlockSource``) has its next
+batch prepared in a background thread while the current step runs; the time the loop waits for a batch is
+returned as ``timing["input_wait_s"]``.
+
 Every step: set the learning rate (``tinyhelen.train.optim.lr_at``), take the batch, split it over the
 processes (rank ``r`` takes rows ``r::world``, so data order and token count do not depend on the number of
 processes) and into ``grad_accum`` micro-batches, forward/backward (bf16 autocast on a bf16 GPU through
@@ -120,6 +124,33 @@ class _Window:
         return tps
 
 
+class _Prefetch:
+    """Batches of a source, the next one prepared in a background thread while the current step runs, when
+    the source allows it (``source.prefetch``: its batch depends on the step only, not on what the callbacks
+    do between steps). Otherwise (or with ``enabled`` false) batches are made on demand."""
+
+    def __init__(self, source: BatchSource, end: int, enabled: bool | None = None):
+        self.source, self.end = source, end
+        self.enabled = bool(getattr(source, "prefetch", False)) if enabled is None else enabled
+        self.pool = None
+        self.pending: dict[int, Any] = {}
+        if self.enabled:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+
+    def get(self, step: int) -> Batch:
+        fut = self.pending.pop(step, None)
+        batch = fut.result() if fut is not None else self.source.batch(step)
+        if self.pool is not None and step + 1 < self.end:
+            self.pending[step + 1] = self.pool.submit(self.source.batch, step + 1)
+        return batch
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def train_loop(model: torch.nn.Module, source: BatchSource, optim: OptimConfig, compute: ComputeConfig, *,
                lr: float, steps: int, cadence: Cadence,
                evaluate: Callable[[torch.nn.Module, LoopContext], float | None] | None = None,
@@ -200,12 +231,15 @@ def train_loop(model: torch.nn.Module, source: BatchSource, optim: OptimConfig, 
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not (acc.is_main_process and progress), unit="step",
                dynamic_ncols=True, mininterval=2.0)
     window, losses, pending, throughput = _Window(), [], [], []
+    batches, input_wait = _Prefetch(source, end), 0.0
     t_start, tokens_start = time.perf_counter(), tokens_seen
     for step in range(start, end):
         lr_now = lr_of(step)
         for group in opt.param_groups:
             group["lr"] = lr_now
-        batch = source.batch(step)
+        t_wait = time.perf_counter()
+        batch = batches.get(step)
+        input_wait += time.perf_counter() - t_wait
         n_rows = next(iter(batch.values())).shape[0]
         if n_rows % (world * grad_accum):
             raise ValueError(f"{desc}: a batch of {n_rows} rows does not split into {world} processes x "
@@ -255,9 +289,11 @@ def train_loop(model: torch.nn.Module, source: BatchSource, optim: OptimConfig, 
         if ckpt_dir is not None and (done % cadence.checkpoint_every == 0 or done == end):
             save(done)
     bar.close()
+    batches.close()
     secs = time.perf_counter() - t_start
     tps = (tokens_seen - tokens_start) / max(secs, 1e-9)
-    timing = {"seconds": round(secs, 2), "tokens_per_s": round(tps, 1), "throughput": throughput}
+    timing = {"seconds": round(secs, 2), "tokens_per_s": round(tps, 1), "throughput": throughput,
+              "input_wait_s": round(input_wait, 3), "prefetch": batches.enabled}
     if peak and flops_per_token:
         timing["mfu"] = round(flops_per_token * tps / (world * peak * 1e12), 4)
     trained = [r for r in history if r["train_loss"] is not None]
