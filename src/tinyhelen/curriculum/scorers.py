@@ -15,8 +15,9 @@ sentlen        static   mean words per sentence (``tinyhelen.entropy.sentence_le
 unigram        static   (beyond the study) mean word rarity: mean of ``-log2 p(w)`` over the unit's
                         words, ``p`` = add-one-smoothed unigram frequency over the whole pool
 lmloss         static   mean token cross-entropy (nats) under the reference LM trained on held-out data
-selfloss       online   mean token cross-entropy under the *current* proxy, recomputed at each
-                        expansion inside the trainer (``tinyhelen.curriculum.trainer``)
+selfloss       online   mean token cross-entropy under the *current* proxy, recomputed over every unit
+                        outside the pool at each expansion inside the trainer (the first pool is a
+                        shuffled prefix; ``tinyhelen.curriculum.trainer``)
 =============  =======  ==========================================================================
 
 Static scores are written by the ``exp3_difficulty`` stage to ``data/curriculum/difficulty/<name>.jsonl``
@@ -61,6 +62,7 @@ class ScoringInputs:
     eos_id: int = 0
     pad_id: int = 0
     batch_size: int = 32
+    bf16: bool = False  # score under bf16 autocast (the training device's precision)
 
 
 ScoreFn = Callable[[ScoringInputs], np.ndarray]
@@ -154,16 +156,19 @@ def score_lmloss(inp: ScoringInputs) -> np.ndarray:
     if inp.reference_model is None:
         raise ValueError("lmloss needs the reference LM (exp3_reference_lm stage)")
     return unit_losses(inp.reference_model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id,
-                       batch_size=inp.batch_size)
+                       batch_size=inp.batch_size, bf16=inp.bf16)
 
 
-def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int, batch_size: int = 32
-                ) -> np.ndarray:
-    """Mean token cross-entropy (nats) of each unit under a causal LM.
+def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int, batch_size: int = 32,
+                bf16: bool = False) -> np.ndarray:
+    """Mean token cross-entropy (nats) of each unit under a causal LM, on the model's device.
 
     Each unit is fed as ``<|endoftext|> + ids`` (the separator the LMs are trained with), so every token
-    of the unit is predicted. Units are batched by length with right padding (masked out)."""
+    of the unit is predicted. Units are batched by length with right padding (masked out); ``bf16``: the
+    forward pass runs under bf16 autocast (the loss is taken in fp32)."""
     import torch
+
+    from tinyhelen.train.compute import autocast
 
     out = np.zeros(len(units), dtype=np.float64)
     order = sorted(range(len(units)), key=lambda i: len(units[i]))
@@ -182,7 +187,8 @@ def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int,
                 x[r, 1:1 + len(ids)] = ids
                 mask[r, :1 + len(ids)] = 1
             x, mask = x.to(device), mask.to(device)
-            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+            with autocast(device, bf16):
+                logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
             tgt = x[:, 1:]
             m = mask[:, 1:].float()
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -196,7 +202,8 @@ def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int,
 
 @register("selfloss", needs=("tokens", "model"), online=True)
 def score_selfloss(inp: ScoringInputs) -> np.ndarray:
-    return unit_losses(inp.model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id, batch_size=inp.batch_size)
+    return unit_losses(inp.model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id, batch_size=inp.batch_size,
+                       bf16=inp.bf16)
 
 
 def get(name: str) -> Scorer:
