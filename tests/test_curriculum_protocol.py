@@ -128,7 +128,8 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
     pool, tok, _ = pool_setup
     val = np.asarray(pool.tokens[:256])
     cfg = TrainConfig(max_steps=6, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1, checkpoints=0)
-    big = train_run(pool, val, "full-random", cfg, 0, tok)["curve"][-1]
+    big_res = train_run(pool, val, "full-random", cfg, 0, tok)
+    big = big_res["curve"][-1]
     assert big["pool_tokens"] == int(pool.lengths().sum())  # the whole pool is available ...
     assert 0 < big["seen_tokens"] <= big["tokens"] == 6 * 2 * 32 < big["pool_tokens"]  # ... but not all seen
     small = _distinct_units([5, 9, 3, 12, 7, 4])  # a 40-token pool, read many times over
@@ -145,5 +146,13 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
                          pool_tokens=40, non_embedding_params=None)
     run = built.runs[0]
     hit = next(r for r in curve if r["val_loss"] <= target)
-    assert run.data_to_target == hit["seen_tokens"] == 40 and hit["tokens"] >= 128
+    assert run.data_to_target == hit["seen_tokens"] == 40 and hit["tokens"] >= 128  # not steps x batch
     assert run.pool_tokens_at_target == 40 and run.data_at_end == 40
+    target = min(r["val_loss"] for r in big_res["curve"])
+    built = report.build({("full-random", 0): {"summary": big_res["summary"], "curve": big_res["curve"]}},
+                         ["full-random"], [0], "full-random", target, "full-random",
+                         SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32,
+                                         model=SimpleNamespace(preset="tiny")), pool_units=len(pool),
+                         pool_tokens=big["pool_tokens"], non_embedding_params=None)
+    hit = next(r for r in big_res["curve"] if r["val_loss"] <= target)
+    assert hit["step"] > 0 and built.runs[0].data_to_target == hit["seen_tokens"] < hit["pool_tokens"]  # not the pool
