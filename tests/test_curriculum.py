@@ -150,16 +150,31 @@ def test_units_roles_budgets_and_chunks(units_dir):
     pool, ref = units.subset("pool"), units.subset("reference")
     assert info["tokens"] == {"reference": 2000, "pool": 6000}
     assert int(pool.lengths().sum()) == 6000 and int(ref.lengths().sum()) == 2000
-    assert units.lengths().max() <= 64 and len(val) == 512
+    assert len(val) == 512
+    # the study's unit: a whole document (only the document crossing a budget is cut there)
+    assert all(u.endswith(":0") for u in units.unit_ids) and len({m["doc_id"] for m in units.meta}) == len(units)
+    assert units.lengths().max() > 64
     assert not {m["doc_id"] for m in pool.meta} & {m["doc_id"] for m in ref.meta}  # held out by document
     assert len(set(units.unit_ids)) == len(units)
     assert info["unused_docs"] + len({m["doc_id"] for m in units.meta}) + info["empty_docs"] <= info["train_docs"]
 
 
+def test_chunk_units_option(tmp_path, prepared, tokenizers):
+    from tinyhelen.tokenizer import load
+
+    cfg = UnitsConfig(unit="chunk", unit_max_tokens=64, pool_tokens=3000, reference_tokens=0, val_tokens=128)
+    build_units(prepared / "corpus/leaner/train.jsonl", prepared / "corpus/leaner/validation.jsonl",
+                load(tokenizers["leaner"]), cfg, tmp_path / "u")
+    units, _ = load_units(tmp_path / "u")
+    assert units.lengths().max() == 64 and int(units.lengths().sum()) == 3000
+    assert len({m["doc_id"] for m in units.meta}) < len(units)  # long documents became several units
+
+
 # ------------------------------------------------------------------ report arithmetic
 def _run(s, seed, losses, pool=1.0):
-    curve = [{"step": 10.0 * i, "tokens": 100.0 * i, "val_loss": v, "pool_tokens": 1000.0 * pool * (i + 1),
-              "pool_fraction": pool} for i, v in enumerate(losses)]
+    # seen_tokens (unique pool tokens seen) is the data figure; pool_tokens (the pool's size) is not
+    curve = [{"step": 10.0 * i, "tokens": 100.0 * i, "val_loss": v, "seen_tokens": 1000.0 * pool * (i + 1),
+              "pool_tokens": 4500.0 * pool, "pool_fraction": pool} for i, v in enumerate(losses)]
     return {"summary": {"final_val_loss": losses[-1], "best_val_loss": min(losses), "pool_fraction": pool,
                         "expansions": 0, "seconds": 1.0}, "curve": curve}
 
