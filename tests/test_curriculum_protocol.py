@@ -156,3 +156,37 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
                          pool_tokens=big["pool_tokens"], non_embedding_params=None)
     hit = next(r for r in big_res["curve"] if r["val_loss"] <= target)
     assert hit["step"] > 0 and built.runs[0].data_to_target == hit["seen_tokens"] < hit["pool_tokens"]  # not the pool
+
+
+# ------------------------------------------------------------------ Leaner-GLUE of every run and the untrained proxy
+def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, tokenizers, tmp_path):
+    """A run's checkpoints and the random-init proxy are fine-tuned with EXP1's code; the typed result and
+    the Markdown show GLUE per strategy and step (the untrained proxy at step 0)."""
+    import json
+
+    from tinyhelen.curriculum import runs
+    from tinyhelen.glue import GlueConfig
+
+    pool, tok, _ = pool_setup
+    cfg = Exp3Config(seeds=[0], train=dict(max_steps=4, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1),
+                     glue=dict(tasks=["wnli"], seeds=[0]))
+    assert cfg.train.saved_steps == [2, 4]
+    run_dir = tmp_path / "run"
+    train_run(pool, np.asarray(pool.tokens[:128]), "sentlen", cfg.train, 0, tok, np.arange(len(pool), dtype=float),
+              checkpoint_dir=run_dir)
+    gcfg = GlueConfig(tasks=["cola", "wnli"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=16,
+                      max_train_examples=16, max_eval_examples=16, threads=1, device="cpu")
+    out = {name: runs.glue(name, 0, run_dir if name == "sentlen" else None, tokenizers["leaner"],
+                           prepared / "glue", cfg, gcfg, tmp_path) for name in ("sentlen", runs.UNTRAINED)}
+    assert [s["step"] for s in out["sentlen"]["scores"]] == [2, 4]
+    assert [s["step"] for s in out[runs.UNTRAINED]["scores"]] == [0]
+    assert out["sentlen"]["tasks"] == ["wnli"] and set(out["sentlen"]["scores"][0]["tasks"]) == {"wnli"}
+    gdir = tmp_path / "glue"
+    gdir.mkdir()
+    for name, rep in out.items():
+        (gdir / f"{name}-s0.json").write_text(json.dumps({"enabled": True, **rep}))
+    rows, tasks = report.load_glue(gdir, ["sentlen", runs.UNTRAINED], [0])
+    assert tasks == ["wnli"] and {(r.strategy, r.step) for r in rows} == {("sentlen", 2), ("sentlen", 4),
+                                                                          ("untrained", 0)}
+    table = report.glue_table(SimpleNamespace(glue=rows, glue_tasks=tasks))
+    assert [(r["strategy"], r["step"]) for r in table] == [("sentlen", 2), ("sentlen", 4), ("untrained", 0)]
