@@ -208,3 +208,20 @@ def test_report_target_and_reductions():
     assert res2.metrics()["strategies"]["lmloss"]["step_reduction"] is None
     with pytest.raises(ValueError, match="curriculum"):
         _build(runs, selected="sentlen")
+
+
+def test_long_units_are_scored_in_windows(tiny_lm):
+    import torch
+
+    u = np.arange(2, 40)  # 38 tokens: windows of 16, 16, 6 tokens
+    whole = scorers.unit_losses(tiny_lm, [u], eos_id=0, pad_id=1, window=64)
+    windowed = scorers.unit_losses(tiny_lm, [u, u[:5]], eos_id=0, pad_id=1, window=16)
+    # by hand: the sum of token losses of each window (continuing from the previous window's last token)
+    total = 0.0
+    with torch.no_grad():
+        for prev, chunk in ((0, u[:16]), (u[15], u[16:32]), (u[31], u[32:])):
+            x = torch.tensor([[prev, *chunk]])
+            total += float(tiny_lm(input_ids=x, labels=x).loss) * len(chunk)
+    assert windowed[0] == pytest.approx(total / len(u), abs=1e-5)
+    assert windowed[0] != pytest.approx(whole[0], abs=1e-4)  # context is cut at window edges
+    assert windowed[1] == pytest.approx(scorers.unit_losses(tiny_lm, [u[:5]], eos_id=0, pad_id=1)[0], abs=1e-5)
