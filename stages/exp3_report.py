@@ -60,5 +60,6 @@ if __name__ == "__main__":
     p.add_argument("--difficulty", default="data/curriculum/difficulty")
     p.add_argument("--units", default="data/curriculum/units")
     p.add_argument("--tokenizer", default="data/tokenizers/leaner")
-    p.add_argument("--glue", default="reports/exp3/glue", help="exp3_glue scores (<strategy>-s<seed>.json, untrained-s<seed>.json)")
+    p.add_argument("--glue", default="reports/exp3/glue",
+                   help="exp3_glue scores (<strategy>-s<seed>.json, untrained-s<seed>.json)")
     stage_main(main, p)

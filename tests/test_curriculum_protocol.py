@@ -190,3 +190,34 @@ def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, 
                                                                           ("untrained", 0)}
     table = report.glue_table(SimpleNamespace(glue=rows, glue_tasks=tasks))
     assert [(r["strategy"], r["step"]) for r in table] == [("sentlen", 2), ("sentlen", 4), ("untrained", 0)]
+
+
+# ------------------------------------------------------------------ device and precision: one code path
+def test_scoring_follows_the_training_device_and_precision(pool_setup, units_dir, tokenizers, tmp_path,  # noqa: F811
+                                                           monkeypatch):
+    """The trainer hands the training device's precision to the online scorer and the difficulty stage
+    puts the reference LM on the training device; bf16 autocast runs on CPU through the CUDA code path."""
+    from tinyhelen.curriculum import runs
+    from tinyhelen.train.config import ComputeConfig
+
+    pool, tok, model = pool_setup
+    seen = []
+    real = scorers.SCORERS["selfloss"]
+
+    def spy(inp):
+        seen.append((inp.bf16, next(inp.model.parameters()).device.type))
+        return real.fn(inp)
+
+    monkeypatch.setitem(scorers.SCORERS, "selfloss", scorers.Scorer("selfloss", spy, real.needs, online=True))
+    cfg = TrainConfig(max_steps=4, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1, checkpoints=0,
+                      start_fraction=0.2, pacing="linear", full_at=0.75)
+    res = train_run(pool, np.asarray(pool.tokens[:128]), "selfloss", cfg, 0, tok,
+                    compute=ComputeConfig(device="cpu", precision="bf16", threads=1))
+    assert res["expansions"] and seen and all(s == (True, "cpu") for s in seen)
+    model.save_pretrained(str(tmp_path / "ref"))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        c = Exp3Config(device="cpu", precision=precision, threads=1)
+        runs.difficulty("lmloss", units_dir, tokenizers["leaner"], c, tmp_path / f"{precision}.jsonl", tmp_path / "ref")
+        out[precision] = scorers.read_scores(tmp_path / f"{precision}.jsonl", pool.unit_ids)
+    assert np.allclose(out["fp32"], out["bf16"], rtol=0.05) and not np.array_equal(out["fp32"], out["bf16"])

@@ -150,7 +150,8 @@ def md_exp3_glue(e3: Exp3Result) -> list[str]:
     g = pd.DataFrame([{"strategy": r.strategy, "step": r.step, "mean test score": r.mean_test_score, **r.tasks}
                       for r in e3.glue]).groupby(["strategy", "step"], sort=False)
     df = g.agg(lambda x: _mean_sd(x, ".3f")).reset_index()
-    return [f"Leaner-GLUE of the proxy ({', '.join(e3.glue_tasks)}; test scores, mean ± std over seeds):", ""] + table(df)
+    head = f"Leaner-GLUE of the proxy ({', '.join(e3.glue_tasks)}; test scores, mean ± std over seeds):"
+    return [head, ""] + table(df)
 
 
 def llm_inputs(experiment: str, llm: dict[str, Any]) -> list[str]:
