@@ -326,6 +326,7 @@ KNOBS: tuple[Knob, ...] = (
          "CPU time"),
     Knob("EXP3", "steps", STUDY_SCALE["EXP3"].steps, "exp3.train.max_steps", COMPUTE, "CPU time"),
     Knob("EXP3", "learning rate", 1e-2, "exp3.train.lr", CHOICE, "a different rate"),
+    Knob("EXP3", "warm-up steps", 100, "exp3.train.warmup_steps", COMPUTE, "scaled with the steps"),
     Knob("EXP3", "evaluation interval (steps)", 20, "exp3.train.eval_every", CHOICE, "a different interval"),
     Knob("EXP3", "patience", 1, "exp3.train.patience", CHOICE, "expands after more evaluations without a "
          "new best"),
