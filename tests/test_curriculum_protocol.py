@@ -209,11 +209,11 @@ def test_scoring_follows_the_training_device_and_precision(pool_setup, units_dir
         return real.fn(inp)
 
     monkeypatch.setitem(scorers.SCORERS, "selfloss", scorers.Scorer("selfloss", spy, real.needs, online=True))
-    cfg = TrainConfig(max_steps=4, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1, checkpoints=0,
-                      start_fraction=0.2, pacing="linear", full_at=0.75)
-    res = train_run(pool, np.asarray(pool.tokens[:128]), "selfloss", cfg, 0, tok,
-                    compute=ComputeConfig(device="cpu", precision="bf16", threads=1))
-    assert res["expansions"] and seen and all(s == (True, "cpu") for s in seen)
+    cur = Curriculum(pool, "selfloss", TrainConfig(batch_size=4, start_fraction=0.2), 0, tok, None, None,
+                     ComputeConfig(device="cpu", precision="bf16", threads=1))
+    cur.on_start(model, resumed=False)
+    cur.expand_to(len(cur.pool) + 3, model)  # an expansion rescored by the current model
+    assert seen == [(True, "cpu")]
     model.save_pretrained(str(tmp_path / "ref"))
     out = {}
     for precision in ("fp32", "bf16"):
