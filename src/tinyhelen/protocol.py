@@ -236,9 +236,12 @@ def _selfloss(x: Inputs) -> str:
 
 
 def _exp3_checkpoints(x: Inputs) -> list[int]:
-    from tinyhelen.curriculum.config import TrainConfig  # imported here: that module imports this one
+    from tinyhelen.curriculum.pacing import checkpoint_steps  # imported here: the curriculum imports this module
 
-    return TrainConfig.model_validate(x.get("exp3.train")).saved_steps
+    t = "exp3.train."
+    explicit = x.get(t + "checkpoint_steps", None)
+    return sorted(explicit) if explicit is not None else checkpoint_steps(
+        x.get(t + "max_steps"), x.get(t + "eval_every"), x.get(t + "checkpoints"))
 
 
 def _exp3_glue(x: Inputs) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from tinyhelen.config import Section
+from tinyhelen.curriculum.pacing import checkpoint_steps
 from tinyhelen.curriculum.scorers import check_strategy
 from tinyhelen.protocol import STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_PROXY_SHAPE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
@@ -129,11 +130,7 @@ class TrainConfig(ProxyOptimConfig):
         """The steps whose model is saved (and scored on Leaner-GLUE)."""
         if self.checkpoint_steps is not None:
             return sorted(self.checkpoint_steps)
-        out = set()
-        for k in range(1, self.checkpoints + 1):
-            s = self.max_steps * k // self.checkpoints
-            out.add(s if s == self.max_steps else max(self.eval_every, s - s % self.eval_every))
-        return sorted(out)
+        return checkpoint_steps(self.max_steps, self.eval_every, self.checkpoints)
 
 
 class ReportConfig(Section):
