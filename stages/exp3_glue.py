@@ -1,52 +1,50 @@
-"""Stage `exp3_glue`: Leaner-GLUE scores of the selected strategy's proxy (`curriculum`) at the fixed
-checkpoints `exp3.train.checkpoint_steps`, for every seed, fine-tuned and scored with EXP1's
-`tinyhelen.glue.evaluate_checkpoint`. With `exp3.glue.enabled: false` it only records that it was skipped.
+"""Stage `exp3_glue@<strategy>-<seed>` (and `exp3_glue_untrained@<seed>`): Leaner-GLUE scores of one run's
+proxy checkpoints (`exp3.train.saved_steps`) or of the untrained random-init proxy of that seed
+(`--untrained`, step 0), fine-tuned and scored with EXP1's `tinyhelen.glue.evaluate_checkpoint`, so every
+strategy is compared at the same steps (the study compared all six runs and the random-init proxy). With
+`exp3.glue.enabled: false` it only records that it was skipped.
 
 Every path comes from the command line (dvc.yaml).
-params: curriculum, exp3.glue, exp3.seeds, exp3.train.checkpoint_steps, exp3.train.model, glue
-Writes the metrics JSON. The fine-tuning protocol is EXP1's `glue:` params section
-(`tinyhelen.glue.GlueConfig`, incl. its threads), so proxy and EXP1 scores are comparable;
+params: exp3.glue, exp3.train (checkpoint steps, model), glue
+Writes the scores JSON (read by `exp3_report`). The fine-tuning protocol is EXP1's `glue:` params section
+(`tinyhelen.glue.GlueConfig`, incl. its threads) narrowed by `exp3.glue.tasks` / `exp3.glue.seeds`;
 `exp3.glue.seed` is the base seed passed to `evaluate_checkpoint`.
 """
-from pathlib import Path
+import tempfile
 
 from tinyhelen.cli import add_paths, parser, stage_main
-from tinyhelen.config import ParamsError, load_section
-from tinyhelen.curriculum.config import CurriculumParam, Exp3Config
-from tinyhelen.io import InputError, write_json
+from tinyhelen.config import load_section
+from tinyhelen.curriculum import runs
+from tinyhelen.curriculum.config import Exp3Config
+from tinyhelen.curriculum.scorers import check_strategy
+from tinyhelen.io import write_json
 
 
 def main(args):
     cfg = load_section("exp3", Exp3Config, args.params)
-    selected = load_section("curriculum", CurriculumParam, args.params).value
-    out = {"enabled": cfg.glue.enabled, "strategy": selected, "checkpoint_steps": cfg.train.checkpoint_steps}
-    if not cfg.glue.enabled:
-        write_json(args.out, {**out, "skipped": "exp3.glue.enabled is false"})
+    strategy = runs.UNTRAINED if args.untrained else args.strategy
+    if strategy is None or (args.run is None) != args.untrained:
+        raise ValueError("name a strategy and its --run, or pass --untrained")
+    skip = ("exp3.glue.enabled is false" if not cfg.glue.enabled else
+            "exp3.glue.untrained is false" if args.untrained and not cfg.glue.untrained else None)
+    if skip:
+        write_json(args.out, {"enabled": False, "strategy": strategy, "seed": args.seed, "skipped": skip})
         return
-    if not cfg.train.checkpoint_steps:
-        raise ParamsError(f"{args.params}: exp3.train.checkpoint_steps: empty, but exp3.glue.enabled is true")
-    from tinyhelen.glue import GlueConfig, evaluate_checkpoint  # EXP1
+    from tinyhelen.glue import GlueConfig  # EXP1
     from tinyhelen.train.compute import set_threads
 
     glue_cfg = load_section("glue", GlueConfig, args.params)
     set_threads(glue_cfg.threads)
-    scores: dict = {}
-    for seed in cfg.seeds:
-        run = Path(args.runs) / f"{selected}-s{seed}"
-        for step in cfg.train.checkpoint_steps:
-            ckpt = run / f"checkpoint-{step}"
-            if not ckpt.is_dir():
-                raise InputError(ckpt, "checkpoint not found (exp3_train with exp3.train.checkpoint_steps)")
-            scores.setdefault(f"step{step}", {})[f"seed{seed}"] = evaluate_checkpoint(
-                ckpt, cfg.train.model.arch, cfg.train.model.preset, args.tokenizer, args.glue, glue_cfg,
-                cfg.glue.seed)
-    out["mean_test_score"] = {step: {sd: r.get("mean_test_score") for sd, r in per.items()}
-                              for step, per in scores.items()}
-    write_json(args.out, {**out, "scores": scores})
+    with tempfile.TemporaryDirectory() as work:
+        out = runs.glue(strategy, args.seed, args.run, args.tokenizer, args.glue, cfg, glue_cfg, work)
+    write_json(args.out, {"enabled": True, **out})
 
 
 if __name__ == "__main__":
-    p = add_paths(parser(__doc__), {"--runs": "directory of the exp3_train runs (<strategy>-s<seed>/)",
-                                    "--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory",
-                                    "--out": "metrics JSON"})
+    p = parser(__doc__)
+    p.add_argument("seed", type=int, help="training seed of the run (and of the untrained proxy)")
+    p.add_argument("strategy", nargs="?", type=check_strategy, help="a strategy of exp3.strategies")
+    p.add_argument("--untrained", action="store_true", help="score the random-init proxy of the seed instead")
+    p.add_argument("--run", help="the exp3_train run directory (checkpoint-<step>/); not with --untrained")
+    add_paths(p, {"--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory", "--out": "scores JSON"})
     stage_main(main, p)

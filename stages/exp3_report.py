@@ -1,9 +1,12 @@
 """Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std), steps/data to reach the target loss and
-reductions vs full-random, loss curves of every strategy. `curriculum` selects the headline strategy.
+reductions vs full-random (steps, and data = unique pool tokens seen), loss curves of every strategy,
+Leaner-GLUE of every strategy's checkpoints and of the untrained proxy. `curriculum` selects the headline
+strategy.
 
 params: curriculum, exp3.strategies, exp3.seeds, exp3.report, exp3.train.{max_steps,batch_size,seq_len,
         eval_every,model}
-deps: data/curriculum/runs, data/curriculum/difficulty, data/curriculum/units, data/tokenizers/leaner
+deps: data/curriculum/runs, data/curriculum/difficulty, data/curriculum/units, data/tokenizers/leaner,
+      reports/exp3/glue
 outs: reports/results/exp3.json (typed result), reports/exp3.json (metrics), reports/exp3.md,
       reports/exp3_detail.json, reports/plots/exp3_val_loss.tsv + exp3_pool.tsv (plots), reports/figures/exp3.png
 """
@@ -20,12 +23,12 @@ from tinyhelen.io import atomic_open, write_json, write_tsv
 
 
 def proxy_params(model_cfg, tokenizer_dir: str) -> int:
-    """Non-embedding parameters of the proxy (built from its preset, not trained)."""
+    """Non-embedding parameters of the proxy (built from its config, not trained)."""
     from tinyhelen import models, tokenizer
+    from tinyhelen.curriculum.trainer import proxy_config
 
     tok = tokenizer.load(tokenizer_dir)
-    return models.non_embedding_params(models.build_lm(model_cfg.arch, models.build_config(
-        model_cfg.arch, model_cfg.preset, tok)))
+    return models.non_embedding_params(models.build_lm(model_cfg.arch, proxy_config(model_cfg, tok)))
 
 
 def main(args):
@@ -36,7 +39,8 @@ def main(args):
     pool = units.subset("pool")
     res = report.build(data, cfg.strategies, cfg.seeds, selected, cfg.report.target_loss, cfg.report.target_from,
                        cfg.train, pool_units=len(pool), pool_tokens=int(pool.lengths().sum()),
-                       non_embedding_params=proxy_params(cfg.train.model, args.tokenizer))
+                       non_embedding_params=proxy_params(cfg.train.model, args.tokenizer),
+                       glue=report.load_glue(args.glue, [*cfg.strategies, runs.UNTRAINED], cfg.seeds))
     results.write(res)
     corr = report.correlations(runs.pool_scores_matrix(args.difficulty, pool.unit_ids))
     info_path = Path(args.units) / "info.json"
@@ -56,4 +60,6 @@ if __name__ == "__main__":
     p.add_argument("--difficulty", default="data/curriculum/difficulty")
     p.add_argument("--units", default="data/curriculum/units")
     p.add_argument("--tokenizer", default="data/tokenizers/leaner")
+    p.add_argument("--glue", default="reports/exp3/glue",
+                   help="exp3_glue scores (<strategy>-s<seed>.json, untrained-s<seed>.json)")
     stage_main(main, p)

@@ -274,7 +274,7 @@ def test_protocol_table_lists_a_changed_knob_and_follows_params(tmp_path):
     r = rows[("EXP1 GLUE", "max_seq_len")]
     assert r.differs and (r.study, r.ours, r.reason) == ("256", "128", protocol.COMPUTE)
     assert not rows[("EXP3", "learning rate")].differs  # 0.01 is the study's
-    p.write_text("glue:\n  max_seq_len: 256\n")
+    p.write_text("glue:\n  max_seq_len: 256\nexp3:\n  train:\n    lr: 0.002\n")
     rows = {(r.experiment, r.knob): r for r in protocol.compare(resolved_params(p))}
     assert not rows[("EXP1 GLUE", "max_seq_len")].differs and rows[("EXP3", "learning rate")].differs
 

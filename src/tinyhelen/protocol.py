@@ -46,6 +46,11 @@ STUDY_SCALE: dict[str, StudyScale] = {
 STUDY_GENRES: tuple[str, ...] = ("book", "conversation", "textbook", "web", "wiki")  # natural-language genres
 STUDY_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")  # no WNLI
 STUDY_GLUE_EPOCHS = {"cola": 30, "sst2": 3, "mrpc": 30, "qqp": 3, "stsb": 30, "mnli": 3, "qnli": 3, "rte": 50}
+# the study's EXP3 runs: four orderings and the two full-data baselines
+STUDY_EXP3_STRATEGIES: tuple[str, ...] = ("random", "sentlen", "selfloss", "lmloss", "full-repeated", "full-random")
+# the study's proxy (llama-2K-1M) as LLaMA config values: d=128, 4 layers, 4 heads, FFN 512
+STUDY_PROXY_SHAPE: dict[str, int] = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                         num_key_value_heads=4, intermediate_size=512)
 STUDY_EXP3_CLAIM = ("lmloss", 0.20)  # the lmloss curriculum reaches the baseline's loss with ~20% fewer steps, data
 # the released prompts/templates/instruction_template.txt up to the response; {input}: the instruction (+ "\n" + input)
 STUDY_TEMPLATE = "### TASK INPUT:\n{input}\n\n### RESPONSE:\n"
@@ -254,8 +259,29 @@ def _pool_growth(x: Inputs) -> str:
 
 
 def _unit(x: Inputs) -> str:
-    unit = x.get("exp3.units.unit", None)
-    return unit or f"document chunks of at most {x.get('exp3.units.unit_max_tokens')} BPE tokens"
+    unit = x.get("exp3.units.unit", "chunk")
+    return "document" if unit == "document" else \
+        f"document chunks of at most {x.get('exp3.units.unit_max_tokens')} BPE tokens"
+
+
+def _selfloss(x: Inputs) -> str:
+    n = x.get("exp3.train.selfloss_candidates", None)
+    return "every unit outside the pool" if n is None else f"a random sample of {n:,} units outside the pool"
+
+
+def _exp3_checkpoints(x: Inputs) -> list[int]:
+    from tinyhelen.curriculum.pacing import checkpoint_steps  # imported here: the curriculum imports this module
+
+    t = "exp3.train."
+    explicit = x.get(t + "checkpoint_steps", None)
+    return sorted(explicit) if explicit is not None else checkpoint_steps(
+        x.get(t + "max_steps"), x.get(t + "eval_every"), x.get(t + "checkpoints"))
+
+
+def _exp3_glue(x: Inputs) -> str:
+    if not x.get("exp3.glue.enabled"):
+        return "none"
+    return "all runs" + (" + the random-init proxy" if x.get("exp3.glue.untrained", False) else "")
 
 
 def _pool(x: Inputs) -> Any:
@@ -357,17 +383,29 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP3", "batch", "512 x 1024 tokens", _seq("exp3.train.batch_size", "exp3.train.seq_len"), COMPUTE,
          "CPU time"),
     Knob("EXP3", "steps", STUDY_SCALE["EXP3"].steps, "exp3.train.max_steps", COMPUTE, "CPU time"),
-    Knob("EXP3", "learning rate", 1e-2, "exp3.train.lr", CHOICE, "a rate tuned for the smaller batch"),
-    Knob("EXP3", "evaluation interval (steps)", 20, "exp3.train.eval_every", COMPUTE, "scaled with the steps"),
+    Knob("EXP3", "learning rate", 1e-2, "exp3.train.lr", CHOICE, "a different rate"),
+    Knob("EXP3", "warm-up steps", 100, "exp3.train.warmup_steps", COMPUTE, "scaled with the steps"),
+    Knob("EXP3", "evaluation interval (steps)", 20, "exp3.train.eval_every", CHOICE, "a different interval"),
     Knob("EXP3", "patience", 1, "exp3.train.patience", CHOICE, "expands after more evaluations without a "
          "new best"),
     Knob("EXP3", "pool growth", "iterative: start 0.05, +0.05 per expansion", _pool_growth, CHOICE,
          "a different pacing"),
     Knob("EXP3", "unit", "document", _unit, CHOICE, "long documents are cut into chunks"),
     Knob("EXP3", "genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("exp3.units.genres") or ["all"]), CHOICE,
-         "all genres (incl. code, math) are curriculum units", same_set),
+         "other genres (e.g. code, math) are curriculum units", same_set),
     Knob("EXP3", "pool", "all training documents", _pool, COMPUTE, "a fixed slice of the corpus",
          show_study="all leaner training documents (100M setting)"),
+    Knob("EXP3", "runs (strategies)", list(STUDY_EXP3_STRATEGIES), "exp3.strategies", CHOICE,
+         "a different set of runs (unigram is ours, beyond the study)", same_set),
+    Knob("EXP3", "selfloss rescoring per expansion", "every unit outside the pool", _selfloss, COMPUTE,
+         "scoring every remaining unit costs more than the training at this scale"),
+    Knob("EXP3", "GLUE checkpoints (steps)", [500, 1000, 1500, 2000, 2500], _exp3_checkpoints, COMPUTE,
+         "fewer, evenly spaced checkpoints of a shorter run"),
+    Knob("EXP3", "GLUE compared", "all runs + the random-init proxy", _exp3_glue, COMPUTE,
+         "Leaner-GLUE of the proxy is off (CPU time)"),
+    Knob("EXP3", "GLUE tasks (proxy)", list(STUDY_GLUE_TASKS),
+         lambda x: x.get("exp3.glue.tasks", None) or x.get("glue.tasks"), COMPUTE,
+         "a subset (CPU time); sst2, qqp, mnli, qnli have no released train file", same_set),
 )
 
 

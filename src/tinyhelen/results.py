@@ -299,7 +299,9 @@ class Exp2Result(Result):
 # ------------------------------------------------------------------------------------ EXP3
 class Exp3Run(Schema):
     """One (strategy, seed) run. ``steps_to_target``: first evaluation step at or below the target loss
-    (None: not within the budget); ``data_to_target``: unique training tokens in the run's pool by then."""
+    (None: not within the budget); ``data_to_target``: unique pool tokens the run had seen by then (tokens
+    of distinct units that entered a training batch; not steps x batch); ``data_at_end``: the same at the
+    end of the budget; ``pool_tokens_at_target``: tokens of the units in the pool at that step."""
 
     strategy: str
     seed: int
@@ -309,6 +311,19 @@ class Exp3Run(Schema):
     expansions: int
     steps_to_target: int | None
     data_to_target: int | None
+    data_at_end: int | None = None
+    pool_tokens_at_target: int | None = None
+
+
+class Exp3Glue(Schema):
+    """Leaner-GLUE of one proxy checkpoint: ``strategy`` ``untrained`` with ``step`` 0 is the random-init
+    proxy of that seed; ``tasks``: test score per task."""
+
+    strategy: str
+    seed: int
+    step: int
+    mean_test_score: float
+    tasks: dict[str, float]
 
 
 class Exp3Result(Result):
@@ -328,6 +343,8 @@ class Exp3Result(Result):
     preset: str
     non_embedding_params: int | None
     runs: list[Exp3Run]
+    glue: list[Exp3Glue] = []
+    glue_tasks: list[str] = []
 
     @property
     def tokens_per_run(self) -> int:

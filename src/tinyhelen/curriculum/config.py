@@ -8,12 +8,14 @@ stages that read ``curriculum`` (``exp3_report`` and ``exp3_glue``).
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from tinyhelen.config import Section
-from tinyhelen.curriculum.scorers import check_strategy, strategy_names
+from tinyhelen.curriculum.pacing import checkpoint_steps
+from tinyhelen.curriculum.scorers import check_strategy
+from tinyhelen.protocol import STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_PROXY_SHAPE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 # a registered difficulty scorer (``tinyhelen.curriculum.scorers``) or one of the two full-data baselines
@@ -30,14 +32,19 @@ class CurriculumParam(BaseModel):
 class UnitsConfig(Section):
     """``exp3.units``: how documents become curriculum units and which go to the proxy / reference LM."""
 
-    unit_max_tokens: int = Field(256, ge=8, description="longer documents are cut into chunks of this many "
-                                                        "BPE tokens; each chunk is a unit")
+    unit: Literal["document", "chunk"] = Field("document", description="document: one unit per document (the "
+                                                                       "study); chunk: documents longer than "
+                                                                       "unit_max_tokens are cut into chunks")
+    unit_max_tokens: int = Field(256, ge=8, description="unit: chunk: longer documents are cut into chunks of "
+                                                        "this many BPE tokens; each chunk is a unit")
     pool_tokens: int | None = Field(150_000, ge=1, description="BPE tokens of training units in the proxy's "
                                                                "pool (whole documents, hash order); null = all")
     reference_tokens: int = Field(100_000, ge=0, description="BPE tokens of held-out training documents "
                                                              "(never in the pool) for the reference LM")
     val_tokens: int = Field(4096, ge=64, description="validation tokens (packed, fixed) for the loss curve")
-    genres: list[str] | None = Field(None, description="genres used; null = all")
+    genres: list[str] | None = Field(default_factory=lambda: list(STUDY_GENRES),
+                                     description="genres used (the study: the five natural-language ones); "
+                                                 "null = all")
     salt: str = Field("exp3", description="salt of the hash order that assigns documents to roles")
 
 
@@ -46,6 +53,9 @@ class ModelConfig(Section):
 
     arch: str = "llama"
     preset: Literal["tiny", "paper"] = "tiny"
+    shape: dict[str, Any] = Field(default_factory=lambda: dict(STUDY_PROXY_SHAPE),
+                                  description="config values set on top of the preset (default: the study's "
+                                              "proxy shape); {} = the preset as it is")
 
     @field_validator("arch")
     @classmethod
@@ -83,33 +93,44 @@ class TrainConfig(ProxyOptimConfig):
     """``exp3.train``: the proxy's training run (identical for every strategy: same token budget)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    max_steps: int = Field(120, ge=1, description="token budget = max_steps * batch_size * seq_len")
-    batch_size: int = Field(16, ge=1)
+    max_steps: int = Field(200, ge=1, description="token budget = max_steps * batch_size * seq_len")
+    batch_size: int = Field(8, ge=1)
     seq_len: int = Field(128, ge=8)
-    lr: float = Field(2e-3, gt=0)
-    eval_every: int = Field(6, ge=1, description="validation loss every N steps (pool updates happen here)")
+    lr: float = Field(1e-2, gt=0)
+    eval_every: int = Field(20, ge=1, description="validation loss every N steps (pool updates happen here)")
     pacing: Literal["iterative", "linear", "root", "step"] = "iterative"
     start_fraction: float = Field(0.05, gt=0, le=1, description="initial pool: easiest share of units")
     increment: float = Field(0.05, gt=0, le=1, description="share of units added per expansion")
-    patience: int = Field(2, ge=1, description="iterative pacing: expand after this many evaluations "
+    patience: int = Field(1, ge=1, description="iterative pacing: expand after this many evaluations "
                                                 "without improvement of the best validation loss")
     min_delta: float = Field(0.0, ge=0, description="an improvement must beat the best loss by this much")
     full_at: float = Field(0.8, gt=0, le=1, description="linear/root/step pacing: share of max_steps at "
                                                         "which the pool reaches 100%")
-    selfloss_candidates: int = Field(512, ge=1, description="online scorers: units (random sample of those "
-                                                            "not in the pool) scored by the current model "
-                                                            "per expansion")
-    checkpoint_steps: list[int] = Field(default_factory=list, description="steps at which model checkpoints "
-                                                                          "are saved (GLUE of the proxy)")
+    selfloss_candidates: int | None = Field(None, ge=1, description="online scorers: null = every unit outside "
+                                                                    "the pool is scored by the current model at "
+                                                                    "each expansion (the study); N = a random "
+                                                                    "sample of N of them")
+    checkpoints: int = Field(2, ge=0, description="model checkpoints kept for Leaner-GLUE, evenly spaced: step "
+                                                  "k * max_steps / checkpoints rounded down to an evaluation "
+                                                  "step (the study: 5, every 500 of 2,500 steps)")
+    checkpoint_steps: list[int] | None = Field(None, description="explicit checkpoint steps (evaluation steps); "
+                                                                 "null = the `checkpoints` evenly spaced ones")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        bad = [s for s in self.checkpoint_steps
+        bad = [s for s in self.checkpoint_steps or []
                if not 0 < s <= self.max_steps or (s % self.eval_every and s != self.max_steps)]
         if bad:
             raise ValueError(f"checkpoint_steps {bad} must be evaluation steps: multiples of eval_every "
                              f"({self.eval_every}) in 1..max_steps ({self.max_steps}), or max_steps")
         return self
+
+    @property
+    def saved_steps(self) -> list[int]:
+        """The steps whose model is saved (and scored on Leaner-GLUE)."""
+        if self.checkpoint_steps is not None:
+            return sorted(self.checkpoint_steps)
+        return checkpoint_steps(self.max_steps, self.eval_every, self.checkpoints)
 
 
 class ReportConfig(Section):
@@ -121,16 +142,23 @@ class ReportConfig(Section):
 
 
 class GlueConfig(Section):
-    """``exp3.glue``: Leaner-GLUE of the selected strategy's checkpoints (reuses EXP1's ``tinyhelen.glue``)."""
+    """``exp3.glue``: Leaner-GLUE of every strategy's checkpoints at ``exp3.train.checkpoint_steps`` and of the
+    untrained (random-init) proxy, fine-tuned with EXP1's ``tinyhelen.glue`` under the ``glue:`` protocol;
+    ``tasks`` / ``seeds`` narrow that protocol for EXP3 (null = the ``glue:`` value)."""
 
-    enabled: bool = Field(True, description="fine-tune and score the checkpoints (minutes per checkpoint on CPU)")
+    enabled: bool = Field(True, description="fine-tune and score the checkpoints (tens of seconds per checkpoint "
+                                            "on CPU at the default)")
     seed: int = 0
+    tasks: list[str] | None = Field(default_factory=lambda: ["rte", "mrpc"],
+                                    description="GLUE tasks of the proxy evaluations; null = glue.tasks")
+    seeds: list[int] | None = Field(default_factory=lambda: [0], description="fine-tuning seeds; null = glue.seeds")
+    untrained: bool = Field(True, description="also score the random-init proxy (step 0) of each training seed")
 
 
 class Exp3Config(ComputeConfig):
     """``exp3:`` section of params.yaml (its compute keys, e.g. ``threads``, serve every EXP3 stage)."""
 
-    strategies: list[Strategy] = Field(default_factory=strategy_names)
+    strategies: list[Strategy] = Field(default_factory=lambda: list(STUDY_EXP3_STRATEGIES))
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     scorer_seed: int = Field(0, description="seed of the random scorer's scores")
     units: UnitsConfig = Field(default_factory=UnitsConfig)

@@ -67,3 +67,13 @@ def target_size(pacing: str, current: int, total: int, *, step: int, max_steps: 
     if pacing == "iterative":
         return min(total, current + n_units(increment, total)) if plateau else current
     return max(current, n_units(competence(pacing, step, max_steps, start, increment, full_at), total))
+
+
+def checkpoint_steps(max_steps: int, eval_every: int, n: int) -> list[int]:
+    """``n`` evenly spaced checkpoint steps: ``k * max_steps / n`` rounded down to an evaluation step
+    (``max_steps`` itself is always an evaluation step)."""
+    out = set()
+    for k in range(1, n + 1):
+        s = max_steps * k // n
+        out.add(s if s == max_steps else max(eval_every, s - s % eval_every))
+    return sorted(out)

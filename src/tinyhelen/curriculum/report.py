@@ -7,8 +7,9 @@ Definitions (also in ``docs/exp3.md``):
   that every seed of the reference strategy (``exp3.report.target_from``, default ``full-random``) reaches
   by the end of its budget, i.e. ``max over seeds of min(val_loss)``: every reference run reaches it.
 * **steps to target**: the first evaluation step whose validation loss is <= the target (None: never
-  within the budget). **tokens to target** = steps x batch x seq_len (training tokens seen).
-  **data to target** = pool tokens at that step (the distinct training data the run had access to).
+  within the budget). **tokens to target** = steps x batch x seq_len (training tokens, not a second
+  measurement). **data to target** = the unique pool tokens seen by that step (tokens of distinct units
+  that entered a training batch; a unit read twice counts once).
 * **reduction** of a strategy = ``1 - mean(steps to target) / mean(reference's steps to target)``
   (positive = fewer steps; the study reports about 20% for ``lmloss``); **data reduction** likewise
   with data to target. Reported only when every seed of the strategy reached the target.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyhelen.io import InputError, atomic_path
-from tinyhelen.results import Exp3Result, Exp3Run
+from tinyhelen.results import Exp3Glue, Exp3Result, Exp3Run
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
@@ -55,10 +56,31 @@ def load_runs(runs_dir: Path | str, strategies: list[str], seeds: list[int]) -> 
 
 
 def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    """The first evaluation at or below ``target``: its step, training tokens (steps x batch), unique pool
+    tokens seen (``data``: the data-to-target figure) and the pool's size in tokens then."""
     for r in curve:
         if r["val_loss"] is not None and r["val_loss"] <= target:
-            return {"step": int(r["step"]), "tokens": int(r["tokens"]), "data": int(r["pool_tokens"])}
+            return {"step": int(r["step"]), "tokens": int(r["tokens"]), "data": int(r["seen_tokens"]),
+                    "pool_tokens": int(r["pool_tokens"])}
     return None
+
+
+def load_glue(glue_dir: Path | str, names: list[str], seeds: list[int]) -> tuple[list[Exp3Glue], list[str]]:
+    """The ``exp3_glue`` scores of ``names`` (strategies and ``untrained``) x ``seeds`` from ``glue_dir``
+    (``<name>-s<seed>.json``; a skipped stage contributes nothing) and the tasks they cover."""
+    rows, tasks = [], []
+    for name in names:
+        for seed in seeds:
+            path = Path(glue_dir) / f"{name}-s{seed}.json"
+            if not path.exists():
+                raise InputError(path, "file not found (run the exp3_glue stages)")
+            rep = json.loads(path.read_text())
+            if not rep.get("enabled"):
+                continue
+            tasks = tasks or list(rep["tasks"])
+            rows += [Exp3Glue(strategy=name, seed=seed, step=r["step"], mean_test_score=r["mean_test_score"],
+                              tasks=r["tasks"]) for r in rep["scores"]]
+    return rows, tasks
 
 
 def _stats(xs: list[float]) -> dict[str, float | None]:
@@ -70,7 +92,7 @@ def _stats(xs: list[float]) -> dict[str, float | None]:
 
 def build(runs: dict[tuple[str, int], dict], strategies: list[str], seeds: list[int], selected: str,
           target_loss: float | None, target_from: str, train: Any, pool_units: int, pool_tokens: int,
-          non_embedding_params: int | None) -> Exp3Result:
+          non_embedding_params: int | None, glue: tuple[list[Exp3Glue], list[str]] = ([], [])) -> Exp3Result:
     """The typed EXP3 result (``tinyhelen.results.Exp3Result``): every run's figures and the budget.
     ``train``: the ``exp3.train`` section (steps, batch, sequence length, evaluation interval, model)."""
     if target_loss is None:
@@ -86,12 +108,13 @@ def build(runs: dict[tuple[str, int], dict], strategies: list[str], seeds: list[
         per_run.append(Exp3Run(strategy=s, seed=seed, final_val_loss=sm["final_val_loss"],
                                best_val_loss=sm["best_val_loss"], pool_fraction=sm["pool_fraction"],
                                expansions=sm["expansions"], steps_to_target=hit and hit["step"],
-                               data_to_target=hit and hit["data"]))
+                               data_to_target=hit and hit["data"], data_at_end=int(run["curve"][-1]["seen_tokens"]),
+                               pool_tokens_at_target=hit and hit["pool_tokens"]))
     return Exp3Result(strategies=strategies, seeds=seeds, selected=selected, target_loss=round(target_loss, 5),
                       target_from=target_from, max_steps=train.max_steps, eval_every=train.eval_every,
                       batch_size=train.batch_size, seq_len=train.seq_len, pool_units=pool_units,
                       pool_tokens=pool_tokens, preset=train.model.preset, non_embedding_params=non_embedding_params,
-                      runs=per_run)
+                      runs=per_run, glue=glue[0], glue_tasks=glue[1])
 
 
 def aggregate(res: Exp3Result) -> dict[str, dict[str, Any]]:
@@ -130,7 +153,7 @@ def markdown(res: Exp3Result, correlations: dict[str, dict[str, float]] | None =
              f"{res.pool_units} units / {res.pool_tokens} tokens.", "",
              "## Mean ± std over seeds", "",
              "| strategy | final val loss | best val loss | steps to target | reached | step reduction | "
-             "data to target (pool tokens) | data reduction | pool used |",
+             "data to target (unique pool tokens seen) | data reduction | pool used |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s, a in agg.items():
         lines.append(f"| {s} | {_fmt(a['final_val_loss'])} | {_fmt(a['best_val_loss'])} | "
@@ -144,15 +167,43 @@ def markdown(res: Exp3Result, correlations: dict[str, dict[str, float]] | None =
                      f"{r.steps_to_target if r.steps_to_target is not None else 'never'} | "
                      f"{r.data_to_target if r.data_to_target is not None else 'n/a'} | "
                      f"{r.pool_fraction:.2f} | {r.expansions} |")
+    lines += glue_markdown(res)
     if correlations:
         names = list(correlations)
         lines += ["", "## Spearman correlation between difficulty scores (pool units)", "",
                   "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for a in names:
             lines.append(f"| {a} | " + " | ".join(f"{correlations[a][b]:.2f}" for b in names) + " |")
-    lines += ["", "Reduction = 1 - mean steps (or pool tokens) to reach the target / the same for "
+    lines += ["", "Reduction = 1 - mean steps (or unique pool tokens seen) to reach the target / the same for "
               f"`{res.target_from}`; positive = fewer. The study reports about 20% for `lmloss`.", ""]
     return "\n".join(lines)
+
+
+def glue_table(res: Exp3Result) -> list[dict[str, Any]]:
+    """Leaner-GLUE per strategy and checkpoint step (the untrained proxy at step 0): mean and std over
+    seeds of the mean test score and the mean of each task's test score."""
+    out = []
+    for name in dict.fromkeys(g.strategy for g in res.glue):
+        for step in sorted({g.step for g in res.glue if g.strategy == name}):
+            rows = [g for g in res.glue if g.strategy == name and g.step == step]
+            row: dict[str, Any] = {"strategy": name, "step": step, "seeds": len(rows),
+                                   "mean_test_score": _stats([g.mean_test_score for g in rows])}
+            for t in res.glue_tasks:
+                row[t] = round(statistics.fmean(g.tasks[t] for g in rows), 4)
+            out.append(row)
+    return out
+
+
+def glue_markdown(res: Exp3Result) -> list[str]:
+    if not res.glue:
+        return []
+    lines = ["", "## Leaner-GLUE of the proxy checkpoints (test scores, mean over seeds)", "",
+             "| strategy | step | mean test score | " + " | ".join(res.glue_tasks) + " |",
+             "|---|---|---|" + "---|" * len(res.glue_tasks)]
+    for r in glue_table(res):
+        lines.append(f"| {r['strategy']} | {r['step']} | {_fmt(r['mean_test_score'])} | "
+                     + " | ".join(f"{r[t]:.3f}" for t in res.glue_tasks) + " |")
+    return lines
 
 
 def curve_rows(runs: dict[tuple[str, int], dict], strategies: list[str], column: str) -> list[dict[str, Any]]:

@@ -60,15 +60,20 @@ def difficulty(strategy: str, units_dir: Path | str, tokenizer_dir: Path | str, 
     scores = None
     if scorer is not None and not scorer.online:
         tok = load_tokenizer(tokenizer_dir)
-        reference = None
+        reference, bf16 = None, False
         if "reference_model" in scorer.needs:
             if reference_dir is None or not Path(reference_dir).is_dir():
                 raise InputError(reference_dir or "reference_lm", "reference LM not found (exp3_reference_lm)")
             from transformers import AutoModelForCausalLM
 
-            reference = AutoModelForCausalLM.from_pretrained(str(reference_dir))
+            from tinyhelen.train.compute import device_of, uses_bf16
+
+            device = device_of(cfg)  # the training device and precision (bf16 autocast on a bf16 GPU)
+            reference = AutoModelForCausalLM.from_pretrained(str(reference_dir)).to(device)
+            bf16 = uses_bf16(cfg, device)
         inp = inputs_for(scorer, pool.unit_ids, [pool.ids(i) for i in range(len(pool))], tok,
-                         seed=cfg.scorer_seed, reference_model=reference)
+                         seed=cfg.scorer_seed, reference_model=reference,
+                         bf16=bf16)
         scores = score(strategy, inp)
         n_zero = int((scores == 0).sum())
         if n_zero:
@@ -103,7 +108,7 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
         # model checkpoints go beside the resume state (they survive an interruption), then into the output
         ckpt = Path(resume_dir) / "models" if resume_dir is not None else tmp
         res = train_run(pool, val, strategy, cfg.train, seed, tok, scores, compute=cfg, resume_dir=resume_dir,
-                        checkpoint_dir=ckpt if cfg.train.checkpoint_steps else None, live_dir=live_dir)
+                        checkpoint_dir=ckpt if cfg.train.saved_steps else None, live_dir=live_dir)
         if ckpt != tmp and ckpt.is_dir():
             for d in sorted(ckpt.iterdir()):
                 shutil.move(str(d), str(tmp / d.name))
@@ -127,3 +132,42 @@ def pool_scores_matrix(difficulty_dir: Path | str, unit_ids: list[str]) -> dict[
             if s is not None:
                 out[name] = s
     return out
+
+
+UNTRAINED = "untrained"  # the random-init proxy (step 0) in the GLUE comparison
+
+
+def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | str, glue_dir: Path | str,
+         cfg: Exp3Config, glue_cfg: Any, work_dir: Path | str) -> dict[str, Any]:
+    """Leaner-GLUE of one run's proxy checkpoints (``exp3.train.saved_steps`` in ``run_dir``) or, for
+    ``strategy == UNTRAINED``, of the random-init proxy of ``seed`` (the model each run of that seed starts
+    from; saved under ``work_dir``), fine-tuned with EXP1's ``tinyhelen.glue.evaluate_checkpoint`` under
+    ``glue_cfg`` (the ``glue:`` section) narrowed by ``exp3.glue.tasks`` / ``seeds``.
+    Returns ``{"strategy", "seed", "tasks", "scores": [{step, mean_test_score, tasks: {task: test}}], "details"}``."""
+    from tinyhelen.glue import GlueConfig, evaluate_checkpoint
+
+    g = cfg.glue
+    narrowed = {k: v for k, v in (("tasks", g.tasks), ("seeds", g.seeds)) if v is not None}
+    try:
+        glue_cfg = GlueConfig.model_validate({**glue_cfg.model_dump(), **narrowed})
+    except ValueError as exc:
+        raise ValueError(f"exp3.glue: {exc}") from exc
+    m = cfg.train.model
+    if strategy == UNTRAINED:
+        from tinyhelen.curriculum.trainer import build_model
+
+        d = Path(work_dir) / f"untrained-s{seed}"
+        build_model(m, load_tokenizer(tokenizer_dir), seed).save_pretrained(str(d))
+        points = [(0, d)]
+    else:
+        points = [(step, Path(run_dir) / f"checkpoint-{step}") for step in cfg.train.saved_steps]
+        for _, d in points:
+            if not d.is_dir():
+                raise InputError(d, "checkpoint not found (exp3_train saves exp3.train.saved_steps)")
+    scores, details = [], {}
+    for step, d in points:
+        rep = evaluate_checkpoint(d, m.arch, m.preset, tokenizer_dir, glue_dir, glue_cfg, g.seed)
+        scores.append({"step": step, "mean_test_score": round(rep["mean_test_score"], 5),
+                       "tasks": {t: round(r["test_score"], 5) for t, r in rep["tasks"].items()}})
+        details[f"step{step}"] = rep["tasks"]
+    return {"strategy": strategy, "seed": seed, "tasks": glue_cfg.tasks, "scores": scores, "details": details}

@@ -15,8 +15,9 @@ sentlen        static   mean words per sentence (``tinyhelen.entropy.sentence_le
 unigram        static   (beyond the study) mean word rarity: mean of ``-log2 p(w)`` over the unit's
                         words, ``p`` = add-one-smoothed unigram frequency over the whole pool
 lmloss         static   mean token cross-entropy (nats) under the reference LM trained on held-out data
-selfloss       online   mean token cross-entropy under the *current* proxy, recomputed at each
-                        expansion inside the trainer (``tinyhelen.curriculum.trainer``)
+selfloss       online   mean token cross-entropy under the *current* proxy, recomputed over every unit
+                        outside the pool at each expansion inside the trainer (the first pool is a
+                        shuffled prefix; ``tinyhelen.curriculum.trainer``)
 =============  =======  ==========================================================================
 
 Static scores are written by the ``exp3_difficulty`` stage to ``data/curriculum/difficulty/<name>.jsonl``
@@ -61,6 +62,7 @@ class ScoringInputs:
     eos_id: int = 0
     pad_id: int = 0
     batch_size: int = 32
+    bf16: bool = False  # score under bf16 autocast (the training device's precision)
 
 
 ScoreFn = Callable[[ScoringInputs], np.ndarray]
@@ -154,49 +156,62 @@ def score_lmloss(inp: ScoringInputs) -> np.ndarray:
     if inp.reference_model is None:
         raise ValueError("lmloss needs the reference LM (exp3_reference_lm stage)")
     return unit_losses(inp.reference_model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id,
-                       batch_size=inp.batch_size)
+                       batch_size=inp.batch_size, bf16=inp.bf16)
 
 
-def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int, batch_size: int = 32
-                ) -> np.ndarray:
-    """Mean token cross-entropy (nats) of each unit under a causal LM.
+def unit_losses(model, units: Sequence[np.ndarray], *, eos_id: int, pad_id: int, batch_size: int = 32,
+                bf16: bool = False, window: int = 1024) -> np.ndarray:
+    """Mean token cross-entropy (nats) of each unit under a causal LM, on the model's device.
 
     Each unit is fed as ``<|endoftext|> + ids`` (the separator the LMs are trained with), so every token
-    of the unit is predicted. Units are batched by length with right padding (masked out)."""
+    of the unit is predicted. A unit longer than ``window`` tokens (a whole book as one document) is read in
+    consecutive windows, each continuing from the previous window's last token, and its mean is over all
+    of its tokens. Windows are batched by length with right padding (masked out); ``bf16``: the forward pass
+    runs under bf16 autocast (the loss is taken in fp32)."""
     import torch
 
-    out = np.zeros(len(units), dtype=np.float64)
-    order = sorted(range(len(units)), key=lambda i: len(units[i]))
+    from tinyhelen.train.compute import autocast
+
+    # windows: (unit, tokens fed = context token + up to `window` predicted tokens)
+    pieces: list[tuple[int, np.ndarray]] = []
+    for i, u in enumerate(units):
+        u = np.asarray(u, dtype=np.int64)
+        prev = eos_id
+        for k in range(0, max(len(u), 1), window):
+            chunk = u[k:k + window]
+            pieces.append((i, np.concatenate([[prev], chunk])))
+            prev = int(chunk[-1]) if len(chunk) else eos_id
+    total = np.zeros(len(units), dtype=np.float64)
+    count = np.zeros(len(units), dtype=np.float64)
+    order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][1]))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            width = 1 + max(len(units[i]) for i in idx)
-            x = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids = torch.as_tensor(np.asarray(units[i], dtype=np.int64))
-                x[r, 0] = eos_id
-                x[r, 1:1 + len(ids)] = ids
-                mask[r, :1 + len(ids)] = 1
-            x, mask = x.to(device), mask.to(device)
-            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+            lens = torch.tensor([len(pieces[j][1]) for j in idx])
+            x = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(pieces[j][1]) for j in idx], batch_first=True,
+                                                padding_value=pad_id).to(device)
+            mask = (torch.arange(x.shape[1])[None, :] < lens[:, None]).long().to(device)
+            with autocast(device, bf16):
+                logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
             tgt = x[:, 1:]
             m = mask[:, 1:].float()
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                                    reduction="none").view(tgt.shape)
-            per = (ce * m).sum(1) / m.sum(1).clamp(min=1)
-            for r, i in enumerate(idx):
-                out[i] = float(per[r])
+            sums, ns = (ce * m).sum(1).double().cpu().numpy(), m.sum(1).double().cpu().numpy()
+            units_of = np.array([pieces[j][0] for j in idx])
+            np.add.at(total, units_of, sums)
+            np.add.at(count, units_of, ns)
     model.train(was_training)
-    return out
+    return total / np.maximum(count, 1)
 
 
 @register("selfloss", needs=("tokens", "model"), online=True)
 def score_selfloss(inp: ScoringInputs) -> np.ndarray:
-    return unit_losses(inp.model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id, batch_size=inp.batch_size)
+    return unit_losses(inp.model, inp.tokens, eos_id=inp.eos_id, pad_id=inp.pad_id, batch_size=inp.batch_size,
+                       bf16=inp.bf16)
 
 
 def get(name: str) -> Scorer:

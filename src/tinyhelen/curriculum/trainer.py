@@ -38,62 +38,101 @@ from tinyhelen.curriculum.config import TrainConfig
 from tinyhelen.curriculum.pacing import PlateauTracker, n_units, target_size
 from tinyhelen.curriculum.scorers import BASELINES, Scorer, get, inputs_for
 from tinyhelen.curriculum.units import Units
+from tinyhelen.train.compute import uses_bf16
 from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
 from tinyhelen.train.loop import Callback, Cadence, LoopContext, train_loop
 
 log = logging.getLogger(__name__)
 
+# pool_tokens: tokens of the units in the pool; seen_tokens: unique pool tokens that entered a batch so far
 CURVE_COLUMNS = ["step", "tokens", "val_loss", "best_val_loss", "train_loss", "pool_units", "pool_fraction",
-                 "pool_tokens", "lr"]
+                 "pool_tokens", "seen_tokens", "lr"]
 
 
 @dataclass
 class Sampler:
-    """Uniform sampling without replacement inside the pool, packed into fixed-length blocks."""
+    """Uniform sampling without replacement inside the pool, packed into fixed-length blocks.
+
+    It also counts the **unique pool tokens seen**: the tokens of distinct units that have entered a
+    training batch (a unit read twice counts once; ``<|endoftext|>`` separators are not data). This is the
+    run's data-to-target figure, measured, not ``steps x batch``."""
 
     perm: list[int] = field(default_factory=list)
     pos: int = 0
     buffer: list[int] = field(default_factory=list)
+    # buffered units in order: [unit index (-1: separator), tokens of it in the buffer, tokens already read]
+    segments: list[list[int]] = field(default_factory=list)
+    covered: dict[int, int] = field(default_factory=dict)  # unit index -> longest prefix of it ever read
+    seen_tokens: int = 0
     fixed_blocks: np.ndarray | None = None  # full-repeated: the fixed packing
+    fixed_data: np.ndarray | None = None  # full-repeated: data tokens in blocks 0..k (cumulative)
     block_pos: int = 0
+    blocks_read: int = 0
 
     def restart(self) -> None:
         """The pool changed: the next unit comes from a fresh shuffled pass over the new pool."""
         self.perm, self.pos = [], 0
+
+    def _read(self, need: int) -> None:
+        """Account for the first ``need`` buffered tokens entering a batch."""
+        while need:
+            seg = self.segments[0]
+            take = min(need, seg[1] - seg[2])
+            seg[2] += take
+            need -= take
+            if seg[0] >= 0 and seg[2] > self.covered.get(seg[0], 0):
+                self.seen_tokens += seg[2] - self.covered.get(seg[0], 0)
+                self.covered[seg[0]] = seg[2]
+            if seg[2] == seg[1]:
+                self.segments.pop(0)
 
     def batch(self, rng: np.random.Generator, pool: list[int], units: Units, n: int, length: int,
               eos: int) -> np.ndarray:
         if self.fixed_blocks is not None:
             idx = (self.block_pos + np.arange(n)) % len(self.fixed_blocks)
             self.block_pos = int((self.block_pos + n) % len(self.fixed_blocks))
+            self.blocks_read = min(len(self.fixed_blocks), self.blocks_read + n)
+            self.seen_tokens = int(self.fixed_data[self.blocks_read - 1])
             return self.fixed_blocks[idx]
         need = n * length
         while len(self.buffer) < need:
             if self.pos >= len(self.perm):
                 self.perm = [pool[i] for i in rng.permutation(len(pool))]
                 self.pos = 0
-            self.buffer.extend(units.ids(self.perm[self.pos]).tolist())
+            unit = self.perm[self.pos]
+            ids = units.ids(unit).tolist()
+            self.buffer.extend(ids)
             self.buffer.append(eos)
+            self.segments += [[unit, len(ids), 0], [-1, 1, 0]]
             self.pos += 1
         out = np.asarray(self.buffer[:need], dtype=np.int64).reshape(n, length)
         del self.buffer[:need]
+        self._read(need)
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"perm": list(self.perm), "pos": self.pos, "buffer": list(self.buffer), "block_pos": self.block_pos}
+        return {"perm": list(self.perm), "pos": self.pos, "buffer": list(self.buffer),
+                "segments": [list(x) for x in self.segments], "covered": dict(self.covered),
+                "seen_tokens": self.seen_tokens, "block_pos": self.block_pos, "blocks_read": self.blocks_read}
 
     def load(self, st: dict[str, Any]) -> None:
         self.perm, self.pos, self.buffer, self.block_pos = st["perm"], st["pos"], st["buffer"], st["block_pos"]
+        self.segments, self.covered = [list(x) for x in st["segments"]], dict(st["covered"])
+        self.seen_tokens, self.blocks_read = st["seen_tokens"], st["blocks_read"]
 
 
-def fixed_packing(units: Units, order: np.ndarray, length: int, eos: int) -> tuple[np.ndarray, int]:
-    """Blocks of ``length`` tokens from the units in ``order`` (EOS-separated); returns (blocks, tokens cut)."""
-    stream = np.concatenate([np.append(units.ids(i).astype(np.int64), eos) for i in order])
+def fixed_packing(units: Units, order: np.ndarray, length: int, eos: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Blocks of ``length`` tokens from the units in ``order`` (EOS-separated); returns (blocks, data tokens
+    in blocks 0..k cumulatively (separators excluded), tokens cut)."""
+    parts = [np.append(units.ids(i).astype(np.int64), eos) for i in order]
+    stream = np.concatenate(parts)
+    is_data = np.concatenate([np.append(np.ones(len(p) - 1, dtype=np.int64), 0) for p in parts])
     n = len(stream) // length
     if n == 0:
         raise ValueError(f"pool of {len(stream)} tokens is shorter than one block of {length}")
-    return stream[:n * length].reshape(n, length), int(len(stream) - n * length)
+    data = np.cumsum(is_data[:n * length].reshape(n, length).sum(1))
+    return stream[:n * length].reshape(n, length), data, int(len(stream) - n * length)
 
 
 def val_blocks(val: np.ndarray, length: int) -> np.ndarray:
@@ -128,12 +167,28 @@ def fingerprint(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: n
     return h.hexdigest()[:16]
 
 
+def proxy_config(cfg_model, tokenizer):
+    """The ``transformers`` config of the proxy / reference LM: the ``tinyhelen.models`` preset of
+    ``cfg_model.arch`` with ``cfg_model.shape`` set on top (the study's proxy shape by default)."""
+    from tinyhelen.models import build_config
+
+    config = build_config(cfg_model.arch, cfg_model.preset, tokenizer)
+    values = config.to_dict()
+    unknown = sorted(set(cfg_model.shape) - set(values))
+    if unknown:
+        raise ValueError(f"model.shape: {unknown} are not config values of {cfg_model.arch!r} "
+                         f"({type(config).__name__})")
+    if cfg_model.shape and "head_dim" in values and "head_dim" not in cfg_model.shape:
+        values.pop("head_dim")  # derived from hidden_size / heads: recomputed for the new shape
+    return type(config)(**{**values, **cfg_model.shape})
+
+
 def build_model(cfg_model, tokenizer, seed: int):
-    """A randomly initialised causal LM from a ``tinyhelen.models`` preset (seeded)."""
-    from tinyhelen.models import build_config, build_lm
+    """A randomly initialised causal LM of ``proxy_config`` (seeded)."""
+    from tinyhelen.models import build_lm
 
     torch.manual_seed(seed)
-    return build_lm(cfg_model.arch, build_config(cfg_model.arch, cfg_model.preset, tokenizer))
+    return build_lm(cfg_model.arch, proxy_config(cfg_model, tokenizer))
 
 
 class Curriculum(Callback):
@@ -141,7 +196,7 @@ class Curriculum(Callback):
     callback (plateau tracking and pool growth at every evaluation, model checkpoints for GLUE)."""
 
     def __init__(self, units: Units, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
-                 scores: np.ndarray | None, checkpoint_dir: Path | str | None):
+                 scores: np.ndarray | None, checkpoint_dir: Path | str | None, compute: ComputeConfig | None = None):
         self.units, self.strategy, self.cfg, self.tokenizer = units, strategy, cfg, tokenizer
         self.total, self.lengths = len(units), units.lengths()
         self.scorer: Scorer | None = None if strategy in BASELINES else get(strategy)
@@ -149,15 +204,18 @@ class Curriculum(Callback):
             raise ValueError(f"strategy {strategy!r} needs difficulty scores")
         self.order = np.argsort(scores, kind="stable") if scores is not None else None
         self.checkpoint_dir = checkpoint_dir
+        self.compute = compute or ComputeConfig()
         self.rng = np.random.default_rng(seed)
         self.tracker = PlateauTracker(cfg.patience, cfg.min_delta)
         self.sampler = Sampler()
         self.extra: dict[str, Any] = {}
         if strategy == "full-repeated":
-            self.sampler.fixed_blocks, self.extra["tokens_cut_by_packing"] = fixed_packing(
+            blocks, data, self.extra["tokens_cut_by_packing"] = fixed_packing(
                 units, self.rng.permutation(self.total), cfg.seq_len, tokenizer.eos_token_id)
+            self.sampler.fixed_blocks, self.sampler.fixed_data = blocks, data
         self.pool: list[int] = []
         self.expansions: list[dict[str, Any]] = []
+        self.seen_at: dict[int, int] = {}  # step -> unique pool tokens seen once that step's batch was drawn
 
     # -- the pool
     def expand_to(self, size: int, model) -> None:
@@ -166,15 +224,21 @@ class Curriculum(Callback):
         if self.order is not None:
             self.pool = [int(i) for i in self.order[:size]]
             return
-        # online scorer: score a random sample of the remaining units with the current model
+        # online scorer: the first pool is a shuffled prefix (an untrained model ranks nothing); then the
+        # units outside the pool (all of them, or a random sample) are scored by the current model
         in_pool = set(self.pool)
         remaining = np.array([i for i in range(self.total) if i not in in_pool], dtype=np.int64)
         n_add = size - len(self.pool)
-        n_cand = min(len(remaining), max(self.cfg.selfloss_candidates, n_add))
-        cand = np.sort(self.rng.choice(remaining, size=n_cand, replace=False))
+        if not self.pool:
+            self.pool = [int(i) for i in self.rng.permutation(remaining)[:n_add]]
+            return
+        cand = remaining
+        if self.cfg.selfloss_candidates is not None and len(remaining) > max(self.cfg.selfloss_candidates, n_add):
+            cand = np.sort(self.rng.choice(remaining, size=max(self.cfg.selfloss_candidates, n_add), replace=False))
+        device = next(model.parameters()).device
         inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
                          [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
-                         batch_size=self.cfg.batch_size)
+                         batch_size=self.cfg.batch_size, bf16=uses_bf16(self.compute, device))
         chosen = cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]
         self.pool = self.pool + [int(i) for i in chosen]
 
@@ -185,6 +249,7 @@ class Curriculum(Callback):
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         x = torch.as_tensor(self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size,
                                                self.cfg.seq_len, self.tokenizer.eos_token_id))
+        self.seen_at[step + 1] = self.sampler.seen_tokens
         return {"input_ids": x, "labels": x}
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -199,8 +264,11 @@ class Curriculum(Callback):
     def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model) -> None:
         cfg, pool_before = self.cfg, len(self.pool)
         plateau = self.tracker.update(val_loss)
+        seen = self.seen_at.get(step, 0)
+        self.seen_at = {k: v for k, v in self.seen_at.items() if k > step}
         row.update(best_val_loss=round(self.tracker.best, 5), pool_units=pool_before,
-                   pool_fraction=round(pool_before / self.total, 5), pool_tokens=self.pool_tokens())
+                   pool_fraction=round(pool_before / self.total, 5), pool_tokens=self.pool_tokens(),
+                   seen_tokens=seen)
         if self.scorer is not None and pool_before < self.total and step < cfg.max_steps:  # none after the end
             size = target_size(cfg.pacing, pool_before, self.total, step=step, max_steps=cfg.max_steps,
                                start=cfg.start_fraction, increment=cfg.increment, full_at=cfg.full_at,
@@ -209,20 +277,22 @@ class Curriculum(Callback):
                 self.expand_to(size, model)
                 self.sampler.restart()
                 self.expansions.append({"step": step, "pool_units": len(self.pool), "val_loss": round(val_loss, 5)})
-        if self.checkpoint_dir is not None and step in cfg.checkpoint_steps:
+        if self.checkpoint_dir is not None and step in cfg.saved_steps:
             model.save_pretrained(str(Path(self.checkpoint_dir) / f"checkpoint-{step}"))
         log.info("%s step %d/%d: pool %d/%d units", self.strategy, step, cfg.max_steps, len(self.pool), self.total)
 
     # -- checkpoint state (saved for the batch source and for the callback: the same state, loaded twice)
     def state(self) -> dict[str, Any]:
         return {"pool": list(self.pool), "tracker": self.tracker.state(), "sampler": self.sampler.state(),
-                "rng": self.rng.bit_generator.state, "expansions": list(self.expansions)}
+                "rng": self.rng.bit_generator.state, "expansions": list(self.expansions),
+                "seen_at": dict(self.seen_at)}
 
     def load_state(self, st: dict[str, Any]) -> None:
         self.pool, self.expansions = list(st["pool"]), list(st["expansions"])
         self.tracker = PlateauTracker(**st["tracker"])
         self.sampler.load(st["sampler"])
         self.rng.bit_generator.state = st["rng"]
+        self.seen_at = dict(st["seen_at"])
 
 
 def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
@@ -234,7 +304,7 @@ def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, se
 
     ``units``: the pool units. ``scores``: static difficulty (low = easy), required for static scorers.
     ``resume_dir``: checkpoints for an exact resume; ``checkpoint_dir``: model saves at
-    ``cfg.checkpoint_steps``; ``live_dir``: DVCLive log of the curve. ``stop_after``: stop after that many
+    ``cfg.saved_steps``; ``live_dir``: DVCLive log of the curve. ``stop_after``: stop after that many
     steps of this call (a simulated interruption; returns None unless the run is complete). Wall-clock
     figures go to ``tinyhelen.timing``."""
     from tinyhelen import timing
@@ -242,7 +312,7 @@ def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, se
     label = label or f"{strategy}-s{seed}"
     if len(units) == 0:
         raise ValueError("no pool units")
-    curriculum = Curriculum(units, strategy, cfg, seed, tokenizer, scores, checkpoint_dir)
+    curriculum = Curriculum(units, strategy, cfg, seed, tokenizer, scores, checkpoint_dir, compute)
     model = build_model(cfg.model, tokenizer, seed)
     res = train_loop(model, curriculum, cfg, compute or ComputeConfig(), lr=cfg.lr,
                      steps=cfg.max_steps, cadence=Cadence(cfg.eval_every, cfg.eval_every, cfg.eval_every),
@@ -258,6 +328,7 @@ def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, se
     summary = {"strategy": strategy, "seed": seed, "steps": final["step"], "tokens": final["tokens"],
                "final_val_loss": final["val_loss"], "best_val_loss": min(r["val_loss"] for r in curve),
                "pool_fraction": final["pool_fraction"], "pool_tokens": final["pool_tokens"],
+               "seen_tokens": final["seen_tokens"],
                "total_units": curriculum.total, "total_tokens": int(curriculum.lengths.sum()),
                "expansions": len(curriculum.expansions), **curriculum.extra}
     return {"curve": curve, "summary": summary, "expansions": curriculum.expansions, "model": res.model,

@@ -1,9 +1,9 @@
 """Curriculum units: the items a difficulty scorer ranks and the pacing adds to the pool.
 
-A **unit** is a document, or, for documents longer than ``exp3.units.unit_max_tokens`` BPE tokens (some
-book and web documents have 100k+ words), one consecutive chunk of that many tokens (the last chunk is
-shorter). Chunks keep the document's id plus ``:<k>``; they are scored and paced independently, because
-one 100k-word book as a single unit would be 5% of the pool on its own.
+A **unit** is a document (``exp3.units.unit: document``, the study's), or with ``unit: chunk``, for
+documents longer than ``exp3.units.unit_max_tokens`` BPE tokens (some book and web documents have 100k+
+words), one consecutive chunk of that many tokens (the last chunk is shorter). Unit ids are the document's
+id plus ``:<k>`` (``:0`` for a whole document); chunks are scored and paced independently.
 
 Training documents are assigned to roles in a fixed hash order (sha256 of ``salt + doc_id``): first
 ``reference`` (held-out data of the reference LM behind ``lmloss``) until ``reference_tokens`` are
@@ -121,9 +121,10 @@ def build_units(train_path: Path | str, val_path: Path | str, tokenizer, cfg: Un
             keep = ids[:room]
             unused_tokens += len(ids) - len(keep)
             used[role] += len(keep)
-            for k in range(0, len(keep), cfg.unit_max_tokens):
-                chunk = keep[k:k + cfg.unit_max_tokens]
-                meta.append({"unit_id": f"{rec['doc_id']}:{k // cfg.unit_max_tokens}", "doc_id": rec["doc_id"],
+            width = cfg.unit_max_tokens if cfg.unit == "chunk" else len(keep)
+            for k in range(0, len(keep), width):
+                chunk = keep[k:k + width]
+                meta.append({"unit_id": f"{rec['doc_id']}:{k // width}", "doc_id": rec["doc_id"],
                              "genre": rec["genre"], "role": role, "n_tokens": len(chunk)})
                 parts.append(np.asarray(chunk, dtype=np.uint16))
     if used["pool"] == 0:

@@ -335,7 +335,8 @@ def claims_exp3(e3: Exp3Result | None, cfg: ReportConfig, problem: str | None = 
         return _not_run(specs, "EXP3", f"strategies {s!r} and {b!r} needed; have {sorted(e3.strategies)}")
     fr = exp3_scale(e3)
     end = {"steps_to_target": lambda r: e3.max_steps,
-           "data_to_target": lambda r: round(r.pool_fraction * e3.pool_tokens)}
+           "data_to_target": lambda r: r.data_at_end if r.data_at_end is not None
+           else round(r.pool_fraction * e3.pool_tokens)}
     out = []
     for (cid, text), fld in zip(specs, ("steps_to_target", "data_to_target")):
         reds, censored = [], 0

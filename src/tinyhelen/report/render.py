@@ -129,7 +129,7 @@ def md_exp3(e3: Exp3Result) -> list[str]:
         "seeds": g.size(),
         "reached": g.steps_to_target.count().astype(str) + "/" + g.size().astype(str),
         "steps to target": g.steps_to_target.agg(_mean_sd),
-        "data to target (pool tokens)": g.data_to_target.agg(_mean_sd),
+        "data to target (unique pool tokens seen)": g.data_to_target.agg(_mean_sd),
         "final val loss": g.final_val_loss.agg(_mean_sd),
         "pool used": g.pool_fraction.agg(lambda x: f"{x.mean():.2f}"),
     }).reindex(e3.strategies)
@@ -140,7 +140,18 @@ def md_exp3(e3: Exp3Result) -> list[str]:
     head = [f"Target validation loss {e3.target_loss:.4g} (from `{e3.target_from}`); budget {e3.max_steps} steps x "
             f"{e3.batch_size} x {e3.seq_len} tokens; pool {f(e3.pool_units)} units / {f(e3.pool_tokens)} tokens; "
             f"selected strategy (`curriculum`): `{e3.selected}`. Mean ± std over seeds.", ""]
-    return head + table(df.reset_index())
+    return head + table(df.reset_index()) + md_exp3_glue(e3)
+
+
+def md_exp3_glue(e3: Exp3Result) -> list[str]:
+    """Leaner-GLUE of the proxy per strategy and checkpoint step (the untrained proxy at step 0)."""
+    if not e3.glue:
+        return []
+    g = pd.DataFrame([{"strategy": r.strategy, "step": r.step, "mean test score": r.mean_test_score, **r.tasks}
+                      for r in e3.glue]).groupby(["strategy", "step"], sort=False)
+    df = g.agg(lambda x: _mean_sd(x, ".3f")).reset_index()
+    head = f"Leaner-GLUE of the proxy ({', '.join(e3.glue_tasks)}; test scores, mean ± std over seeds):"
+    return [head, ""] + table(df)
 
 
 def llm_inputs(experiment: str, llm: dict[str, Any]) -> list[str]:

@@ -1,0 +1,92 @@
+"""CPU cost of EXP3's pieces, measured as process CPU time (``time.process_time``) so that a shared machine
+does not distort it: one training step of the proxy (the study's shape, ~1.05M non-embedding parameters;
+forward, backward, AdamW) per batch size x sequence length, and forward-only scoring (``selfloss`` /
+``lmloss``: ``unit_losses``) per 1,000 tokens. Used to size the CPU default and the ``cpu-study`` profile.
+
+    python benchmarks/bench_exp3.py --threads 1 --steps 6 --out reports/timings/bench_exp3.json
+
+Random token blocks over the 2K vocabulary; the first two steps of each shape are not timed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import tinyhelen  # noqa: E402,F401  (pins the CPU math kernels before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tinyhelen.curriculum.config import ModelConfig, TrainConfig  # noqa: E402
+from tinyhelen.curriculum.scorers import unit_losses  # noqa: E402
+from tinyhelen.curriculum.trainer import build_model  # noqa: E402
+from tinyhelen.train.optim import build_optimizer  # noqa: E402
+
+
+class VocabOnly:
+    """What building the proxy needs of a tokenizer: the 2K vocabulary and the special ids."""
+
+    pad_token_id = eos_token_id = bos_token_id = 0
+    cls_token_id, sep_token_id, mask_token_id = 1, 2, 3
+
+    def __len__(self) -> int:
+        return 2000
+
+
+def train_step_cpu_s(batch: int, seq_len: int, steps: int) -> float:
+    model = build_model(ModelConfig(), VocabOnly(), 0)
+    cfg = TrainConfig(batch_size=batch, seq_len=seq_len)
+    opt = build_optimizer(model, cfg, cfg.lr)
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for k in range(steps + 2):
+        x = torch.randint(4, 2000, (batch, seq_len), generator=g)
+        t0 = time.process_time()
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if k >= 2:
+            times.append(time.process_time() - t0)
+    return float(np.median(times))
+
+
+def score_cpu_s_per_ktok(unit_len: int, n_units: int, batch: int) -> float:
+    model = build_model(ModelConfig(), VocabOnly(), 0)
+    rng = np.random.default_rng(0)
+    units = [rng.integers(4, 2000, size=int(n)) for n in rng.integers(unit_len // 2, unit_len * 3 // 2, n_units)]
+    t0 = time.process_time()
+    unit_losses(model, units, eos_id=0, pad_id=0, batch_size=batch)
+    return (time.process_time() - t0) / (sum(len(u) for u in units) / 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--shapes", default="4x128,8x128,16x128,8x256,16x256,4x512,8x512,2x1024,4x1024",
+                    help="batch x seq_len pairs")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for shape in args.shapes.split(","):
+        b, n = map(int, shape.split("x"))
+        s = train_step_cpu_s(b, n, args.steps)
+        rows.append({"what": "train step", "batch": b, "seq_len": n, "cpu_s": round(s, 4),
+                     "tokens_per_cpu_s": round(b * n / s)})
+        print(json.dumps(rows[-1]), flush=True)
+    for unit_len in (256, 1024):
+        s = score_cpu_s_per_ktok(unit_len, 64, 8)
+        rows.append({"what": "score (forward)", "unit_len": unit_len, "cpu_s_per_1k_tokens": round(s, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
