@@ -1,9 +1,12 @@
 """CPU cost of EXP3's pieces, measured as process CPU time (``time.process_time``) so that a shared machine
 does not distort it: one training step of the proxy (the study's shape, ~1.05M non-embedding parameters;
 forward, backward, AdamW) per batch size x sequence length, and forward-only scoring (``selfloss`` /
-``lmloss``: ``unit_losses``) per 1,000 tokens. Used to size the CPU default and the ``cpu-study`` profile.
+``lmloss``: ``unit_losses``) per 1,000 tokens, and with ``--run-steps N`` whole runs (``train_run``: sampling,
+evaluation every 20 steps, pool growth, ``selfloss`` rescoring) on a synthetic pool of random documents.
+Used to size the CPU default and the ``cpu-study`` profile.
 
     python benchmarks/bench_exp3.py --threads 1 --steps 6 --out reports/timings/bench_exp3.json
+    python benchmarks/bench_exp3.py --shapes 4x128 --run-steps 200 --pool-tokens 150000
 
 Random token blocks over the 2K vocabulary; the first two steps of each shape are not timed.
 """
@@ -63,26 +66,58 @@ def score_cpu_s_per_ktok(unit_len: int, n_units: int, batch: int) -> float:
     return (time.process_time() - t0) / (sum(len(u) for u in units) / 1000)
 
 
+def run_cpu_s(strategy: str, batch: int, seq_len: int, steps: int, pool_tokens: int) -> dict:
+    """CPU seconds of one whole run on random documents (lengths as skewed as real ones)."""
+    from tinyhelen.curriculum.trainer import train_run
+    from tinyhelen.curriculum.units import Units
+    from tinyhelen.train.config import ComputeConfig
+
+    rng = np.random.default_rng(0)
+    lens = []
+    while sum(lens) < pool_tokens:
+        lens.append(int(min(rng.lognormal(5.5, 1.0), 4000)) + 1)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    units = Units(rng.integers(4, 2000, offsets[-1]).astype(np.uint16), offsets,
+                  [{"unit_id": f"d{i}:0"} for i in range(len(lens))])
+    val = rng.integers(4, 2000, 4096)
+    cfg = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq_len, checkpoints=0)
+    scores = None if strategy in ("full-random", "selfloss") else rng.random(len(lens))
+    t0 = time.process_time()
+    res = train_run(units, val, strategy, cfg, 0, VocabOnly(), scores,
+                    compute=ComputeConfig(device="cpu", threads=torch.get_num_threads()))
+    secs = time.process_time() - t0
+    return {"what": "run", "strategy": strategy, "batch": batch, "seq_len": seq_len, "steps": steps,
+            "pool_tokens": int(offsets[-1]), "units": len(lens), "expansions": len(res["expansions"]),
+            "cpu_s": round(secs, 2), "cpu_s_per_step": round(secs / steps, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--shapes", default="4x128,8x128,16x128,8x256,16x256,4x512,8x512,2x1024,4x1024",
                     help="batch x seq_len pairs")
+    ap.add_argument("--run-steps", type=int, default=0, help="also time whole runs of this many steps")
+    ap.add_argument("--pool-tokens", type=int, default=150_000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for shape in args.shapes.split(","):
+    for shape in args.shapes.split(",") if args.steps else ():
         b, n = map(int, shape.split("x"))
         s = train_step_cpu_s(b, n, args.steps)
         rows.append({"what": "train step", "batch": b, "seq_len": n, "cpu_s": round(s, 4),
                      "tokens_per_cpu_s": round(b * n / s)})
         print(json.dumps(rows[-1]), flush=True)
-    for unit_len in (256, 1024):
+    for unit_len in (256, 1024) if args.steps else ():
         s = score_cpu_s_per_ktok(unit_len, 64, 8)
         rows.append({"what": "score (forward)", "unit_len": unit_len, "cpu_s_per_1k_tokens": round(s, 4)})
         print(json.dumps(rows[-1]), flush=True)
+    if args.run_steps:
+        b, n = map(int, args.shapes.split(",")[0].split("x"))
+        for strategy in ("full-random", "lmloss", "selfloss"):
+            rows.append(run_cpu_s(strategy, b, n, args.run_steps, args.pool_tokens))
+            print(json.dumps(rows[-1]), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1) + "\n")
