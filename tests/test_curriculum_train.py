@@ -117,7 +117,7 @@ def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_
     scores = tmp_path / "selfloss.jsonl"
     runs.difficulty("selfloss", units_dir, tokenizers["leaner"], Exp3Config(), scores)
     params = {"exp3": {"threads": 1, "device": "cpu", "train": train}}
-    files = run_stage_twice("curriculum.py", ["selfloss", "0", "--units", str(units_dir), "--difficulty", str(scores),
+    files = run_stage_twice("exp3_train.py", ["selfloss", "0", "--units", str(units_dir), "--difficulty", str(scores),
                                               "--tokenizer", str(tokenizers["leaner"]), "--out", "run", "--live",
                                               "live", "--resume", "resume"],
                             params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live"])

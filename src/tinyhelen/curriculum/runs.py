@@ -1,5 +1,5 @@
-"""What the EXP3 training and scoring stages do (``stages/reference_lm.py``, ``difficulty.py``,
-``curriculum.py``): read inputs, call the library, write outputs atomically."""
+"""What the EXP3 training and scoring stages do (``stages/exp3_reference_lm.py``, ``exp3_difficulty.py``,
+``exp3_train.py``): read inputs, call the library, write outputs atomically."""
 from __future__ import annotations
 
 import logging
