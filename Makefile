@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv repro test bench compare params data clean-venv
+.PHONY: venv repro test bench compare params data study clean-venv
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 venv: $(BIN)/.installed
 
-params: venv  ## validate params.yaml (every section) and exit
+params: venv  ## validate params.yaml (every section) and every profile in conf/profile/, and exit
 	$(BIN)/python -m tinyhelen.config params.yaml
+	$(BIN)/python -m tinyhelen.profiles check
+
+study: venv data  ## make study PROFILE=cpu-study : dvc exp run -S profile=$(PROFILE), results saved in results/$(PROFILE)/
+	$(BIN)/python -m tinyhelen.profiles run $(or $(PROFILE),cpu-study)
 
 data: venv  ## download the pinned release into data.local_dir (params.yaml) unless that directory exists
 	$(BIN)/python -m tinyhelen.data.fetch

@@ -21,27 +21,27 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 DEFAULT_PARAMS = Path("params.yaml")
 
 # section name in params.yaml -> "module:Class" of its model. Scalars (seed, curriculum) are models too.
-SECTIONS: dict[str, str] = {
+SECTIONS: dict[str, str] = {  # in pipeline order (the order of params.yaml)
+    "profile": "tinyhelen.config:ProfileParam",  # the scale this params set was composed for (conf/profile/)
     "seed": "tinyhelen.config:SeedParam",
     "data": "tinyhelen.data:DataConfig",
-    "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
-    "entropy": "tinyhelen.entropy:EntropyConfig",
-    # -- sections of later study components are registered below this line --
     "llm": "tinyhelen.llm.config:LLMConfig",  # the LLM layer: endpoint, cache, retries
     "simplify": "tinyhelen.simplify:SimplifyConfig",
     "leaner_glue": "tinyhelen.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
     "leaner_eval": "tinyhelen.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
-    "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
-    "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
-    "judge": "tinyhelen.judge:JudgeConfig",  # EXP2
-    "exp2": "tinyhelen.judge:Exp2Config",  # EXP2
-    "report": "tinyhelen.report:ReportConfig",  # report card: verdict rules
-    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3: the selected strategy
-    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3
+    "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
+    "entropy": "tinyhelen.entropy:EntropyConfig",
     "models": "tinyhelen.models:ModelsConfig",  # EXP1: size preset
     "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1
     "glue": "tinyhelen.glue:GlueConfig",  # EXP1
     "exp1": "tinyhelen.exp1:Exp1Config",  # EXP1
+    "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
+    "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
+    "judge": "tinyhelen.judge:JudgeConfig",  # EXP2
+    "exp2": "tinyhelen.judge:Exp2Config",  # EXP2
+    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3: the selected strategy
+    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3
+    "report": "tinyhelen.report:ReportConfig",  # report card: verdict rules
 }
 
 
@@ -60,7 +60,16 @@ def check_subset(values: list[str], allowed: tuple[str, ...] | list[str], what: 
 
 
 class SeedParam(BaseModel):
+    """The seed every stage derives its random streams from."""
+
     value: int = 1234
+
+
+class ProfileParam(BaseModel):
+    """The named scale (conf/profile/<name>.yaml) this params set was composed from:
+    ``dvc exp run -S profile=cpu-study`` selects one (docs/profiles.md)."""
+
+    value: str = "default"
 
 
 class ParamsError(ValueError):
@@ -96,7 +105,7 @@ def _format_error(path: Path | str, section: str, exc: ValidationError, scalar: 
     return "\n".join(lines)
 
 
-def _model_for(section: str) -> type[BaseModel]:
+def model_for(section: str) -> type[BaseModel]:
     try:
         target = SECTIONS[section]
     except KeyError as exc:
@@ -107,7 +116,7 @@ def _model_for(section: str) -> type[BaseModel]:
 
 def validate_section(section: str, raw_value: Any, model: type[T] | None = None,
                      path: Path | str = DEFAULT_PARAMS) -> T:
-    model = model or _model_for(section)
+    model = model or model_for(section)
     scalar = "value" in model.model_fields and len(model.model_fields) == 1
     if raw_value is None:
         value: Any = {}

@@ -42,14 +42,30 @@ DEFAULT_PROFILE = "default"
 
 def _section_defaults() -> list[tuple[str, Any, type]]:
     """``(section, default value, model)`` for every registered section, in registration order."""
-    from tinyhelen.config import SECTIONS, _model_for
+    from tinyhelen.config import SECTIONS, model_for
 
     out = []
     for name in SECTIONS:
-        model = _model_for(name)
+        model = model_for(name)
         dumped = model().model_dump(mode="json")
         scalar = "value" in model.model_fields and len(model.model_fields) == 1
         out.append((name, dumped["value"] if scalar else dumped, model))
+    return out
+
+
+def _source_comments(model: Any) -> dict[str, str]:
+    """Field -> the end-of-line comment on its line in the model's source (``lr: float = 1e-3  # peak LR``):
+    a field documented by a comment is rendered with it, as one documented with ``description``."""
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(model)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for m in re.finditer(r"^\s{4}(\w+)\s*:[^\n#]*?#\s*(.+)$", src, re.M):
+        out.setdefault(m.group(1), m.group(2).strip())
     return out
 
 
@@ -60,15 +76,17 @@ def _commented(value: Any, model: Any):
 
     if isinstance(value, dict):
         node = CommentedMap()
-        fields = getattr(model, "model_fields", {}) if isinstance(model, type) and issubclass(model, BaseModel) \
-            else {}
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        fields = getattr(model, "model_fields", {}) if is_model else {}
+        comments = _source_comments(model) if is_model else {}
         for k, v in value.items():
             info = fields.get(k)
             sub = info.annotation if info is not None else None
             sub_model = sub if isinstance(sub, type) and issubclass(sub, BaseModel) else None
             node[k] = _commented(v, sub_model)
-            if info is not None and info.description:
-                node.yaml_add_eol_comment(" ".join(info.description.split()), k, column=40)
+            text = (info.description if info is not None else None) or comments.get(k)
+            if text:
+                node.yaml_add_eol_comment(" ".join(text.split()), k, column=40)
         return node
     if isinstance(value, list):
         seq = CommentedSeq(value)

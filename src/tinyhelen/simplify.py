@@ -74,7 +74,7 @@ _PY_LANG_RE = re.compile(r"```\s*(python|py)\b", re.I)
 class SimplifyConfig(Section):
     """``simplify:`` section of params.yaml."""
 
-    max_docs_per_genre: int | None = Field(None, ge=0)  # live backends: documents per genre sent to the LLM
+    max_docs_per_genre: int | None = Field(20, ge=0, description="live backends: documents per genre sent to the LLM (null: all); the rest are replayed")
     max_doc_tokens: int | None = Field(None, ge=1)       # live backends: longer documents are not sent (replayed)
     chunk_tokens: dict[str, int] = Field(default_factory=lambda: {"default": 700, "code": 1500})
     prompt_version: int | None = None                    # null: latest file in prompts/simplify_<genre>/

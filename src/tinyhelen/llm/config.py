@@ -39,8 +39,8 @@ class LLMConfig(Section):
     batch_api: bool = False                         # use the OpenAI Batch API instead of live calls
     batch_poll_s: float = Field(30.0, gt=0)
     batch_dir: str = "data/llm_batches"             # request/response JSONL files of Batch API jobs
-    price_per_1k_input: float = Field(0.0, ge=0)    # USD per 1K prompt tokens (cost accounting only)
-    price_per_1k_output: float = Field(0.0, ge=0)
+    price_per_1k_input: float = Field(0.00015, ge=0, description="USD per 1K prompt tokens (cost accounting only; gpt-4o-mini)")
+    price_per_1k_output: float = Field(0.0006, ge=0, description="USD per 1K completion tokens")
     progress: bool = True                           # tqdm progress bar (requests/s)
     max_quarantine_share: float = Field(0.5, ge=0, le=1)  # a stage fails above this share of quarantined docs
     pipeline_check_below_params: int = Field(1_000_000_000, ge=0)  # smaller models: "pipeline check, not a result"

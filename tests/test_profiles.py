@@ -1,0 +1,65 @@
+"""Profiles: defaults live in the section models; conf/config.yaml is rendered from them, params.yaml is the
+`default` profile composed by Hydra (as `dvc exp run` does), and every profile composes and validates."""
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinyhelen import profiles
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def test_conf_config_is_rendered_from_the_section_models():
+    assert (REPO / "conf/config.yaml").read_text() == profiles.render(), \
+        "conf/config.yaml is stale: run `python -m tinyhelen.profiles render`"
+
+
+def test_params_yaml_is_the_default_profile():
+    assert yaml.safe_load((REPO / "params.yaml").read_text()) == profiles.compose("default"), \
+        "params.yaml differs from the default profile: `python -m tinyhelen.profiles compose > params.yaml`"
+
+
+def test_every_profile_composes_and_validates():
+    assert set(profiles.profiles()) >= {"default", "cpu-study", "gpu-study"}
+    assert profiles.check() == []
+
+
+def test_a_profile_changes_its_keys_only():
+    base, cpu = profiles.compose("default"), profiles.compose("cpu-study")
+    assert cpu["profile"] == "cpu-study" and base["profile"] == "default"
+    assert cpu["exp3"]["train"]["max_steps"] == 2500 and len(cpu["exp3"]["seeds"]) >= 3
+    assert cpu["exp1"]["archs"] == ["llama"]
+    assert cpu["data"] == base["data"] and cpu["entropy"] == base["entropy"]
+
+
+def test_an_override_on_top_of_a_profile_and_a_bad_value_fails(tmp_path):
+    p = profiles.compose("cpu-study", ["glue.epochs=5"])
+    assert p["glue"]["epochs"] == 5 and p["profile"] == "cpu-study"
+    bad = profiles.compose("default", ["glue.epochs=-1"])
+    path = tmp_path / "params.yaml"
+    path.write_text(profiles.dump(bad))
+    from tinyhelen.config import ParamsError, validate_all
+
+    with pytest.raises(ParamsError, match="glue.epochs"):
+        validate_all(path)
+
+
+def test_dvc_composes_params_with_hydra():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / ".dvc/config")
+    assert cfg.get("hydra", "enabled", fallback="false").strip() == "true"
+
+
+def test_a_field_comment_in_the_model_documents_the_rendered_key():
+    text = profiles.render()
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("token_budget:"))
+    assert "#" in line and "tokens" in line
