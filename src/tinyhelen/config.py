@@ -67,7 +67,7 @@ class SeedParam(BaseModel):
 
 class ProfileParam(BaseModel):
     """The named scale (conf/profile/<name>.yaml) this params set was composed from:
-    ``dvc exp run -S profile=cpu-study`` selects one (docs/profiles.md)."""
+    ``dvc exp run -S profile=cpu-study`` selects one (README: Scaling up)."""
 
     value: str = "default"
 
