@@ -1,4 +1,4 @@
-"""EXP3 (issue 6): difficulty scorers on hand examples, pacing schedules, units, report arithmetic."""
+"""EXP3: difficulty scorers on hand examples, pacing schedules, units, report arithmetic."""
 from __future__ import annotations
 
 import json

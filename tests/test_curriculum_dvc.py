@@ -1,4 +1,4 @@
-"""EXP3 (issue 6): `dvc exp run -S curriculum=...` reruns only EXP3 stages.
+"""EXP3: `dvc exp run -S curriculum=...` reruns only EXP3 stages.
 
 Uses DVC's own view of the pipeline (``dvc.repo.Repo(...).index``): which stages declare a params
 dependency that covers the key ``curriculum`` (the key itself, or the whole params file), and every stage
@@ -50,7 +50,7 @@ def test_changing_curriculum_reruns_only_exp3(index):
     names = {s.addressing for s in index.stages}
     stale = _stale_after_change(index, "curriculum")
     assert "exp3_report" in stale  # the key is wired to the selected-strategy report
-    # report card (issue 7) depends on params.yaml as a whole by design; everything else must be EXP3
+    # the report card depends on params.yaml as a whole by design; everything else must be EXP3
     assert {n for n in stale if not n.startswith("exp3_")} <= {"report"}
     assert not any(n.startswith("exp3_train@") or n.startswith("exp3_difficulty@") for n in stale)
     upstream = {n for n in names if n.split("@")[0] in {"prepare", "tokenizer", "entropy", "simplify",
