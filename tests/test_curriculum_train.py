@@ -15,7 +15,7 @@ from tinyhelen.curriculum.units import load_units
 
 from test_curriculum import units_dir  # noqa: F401  (shared fixture)
 
-CFG = TrainConfig(model=ModelConfig(preset="tiny"), max_steps=12, batch_size=4, seq_len=32, lr=3e-3,
+CFG = TrainConfig(model=ModelConfig(preset="tiny"), max_steps=12, batch_size=4, seq_len=32, lr=1e-2,
                   warmup_steps=2, eval_every=2, patience=1, start_fraction=0.1, increment=0.1,
                   selfloss_candidates=16)
 

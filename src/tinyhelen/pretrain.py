@@ -41,9 +41,10 @@ class PretrainConfig(OptimConfig, ComputeConfig):
     seq_len: int = Field(128, ge=8, description="packed block length (even, XLNet's perm mask needs it)")
     batch_size: int = Field(16, ge=1, description="sequences per optimizer step (global, all processes)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step and process")
-    lr: list[float] = Field(default_factory=lambda: [1e-3, 5e-3], min_length=1,
-                            description="peak learning rates swept per run (a number: one run); the run with the "
-                                        "lowest validation loss is selected")
+    lr: list[float] = Field(default_factory=lambda: [1e-3], min_length=1,
+                            description="peak learning rates swept per arch x corpus (a number: one run); the run "
+                                        "with the lowest validation loss is selected. The study swept six "
+                                        "(tinyhelen.protocol.STUDY_PRETRAIN_LRS); the CPU default runs one")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr (linear decay to 0: the study's)")
     genres: list[str] | None = Field(default_factory=lambda: list(STUDY_GENRES),

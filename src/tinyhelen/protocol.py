@@ -317,7 +317,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP1", "sequence length", 1024, "pretrain.seq_len", COMPUTE, "CPU time",
          show_study="1,024 (XLNet 512)"),
     Knob("EXP1", "learning rates swept", list(STUDY_PRETRAIN_LRS), _listed("pretrain.lr"), COMPUTE,
-         "every rate is one more pretraining run per architecture and corpus"),
+         "CPU time: every rate is one more pretraining run per architecture and corpus"),
     Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
     Knob("EXP1", "pretraining genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("pretrain.genres") or ["all"]),
          CHOICE, "all genres (incl. code and math) are pretrained on", same_set),

@@ -10,13 +10,13 @@ its name in ``exp1.archs`` (``docs/extending.md``); ``arch_names()`` lists the r
 
 Size presets, with the vocabulary of the 2K byte-level BPE tokenizer:
 
-- ``tiny``: about 1M non-embedding parameters (the CPU default; minutes for the whole EXP1 block). Tiny
-  Mamba uses ``expand=1, d_state=8`` (d=392, 2 layers): the selective scan is a sequential loop on CPU whose
-  cost grows with ``d_inner * d_state``; this shape is ~2x faster than ``expand=2, d_state=16`` at 1M;
-- ``paper``: about 14M non-embedding parameters, the size used in the study (LLaMA d=336, 8 layers,
-  8 heads, FFN 1344; BERT d=384, 8 layers, FFN 1536; XLNet d=376, 8 layers, FFN 1440; Mamba 2 layers,
-  d=744 with expand 4: the study's "d=768, 2 layers" has 7.5M non-embedding parameters with
-  transformers' default expand 2 and 15.1M with expand 4, so the width is trimmed to land on 14M).
+- ``tiny``: about 1M non-embedding parameters (the CPU default; minutes for the whole EXP1 block). LLaMA's
+  tiny preset is the study's EXP3 proxy shape (d=128, 4 layers, 4 heads, FFN 512); tiny Mamba2 has d=192,
+  2 layers, state 32, MLP 448;
+- ``paper``: about 14M non-embedding parameters, the study's shapes (LLaMA d=336, 8 layers, 8 heads,
+  FFN 1344, untied, RoPE theta 500,000; BERT d=384, 8 layers, FFN 1536; XLNet d=376, 8 layers, FFN 1440;
+  Mamba2 d=768, 2 layers, state 128, gated MLP 1536: 14.61M as in the study). ``mamba1`` (Mamba-1, an option
+  outside the default matrix) keeps the earlier shapes (tiny d=392 expand 1 state 8; paper d=744 expand 4).
 
 "Non-embedding parameters" (``non_embedding_params``) = all parameters of the model with its pretraining
 head, minus token/position/segment embedding tables and an *untied* output embedding matrix (tied ones
@@ -34,9 +34,10 @@ mamba    ``a <sep> [b] <eos>``                       right       last non-pad to
 =======  ==========================================  ==========  =========================================
 
 Right padding is required for Mamba (no attention mask inside the recurrence: pads *after* the pooled
-token cannot influence it) and XLNet's "last" summary requires left padding. Mamba's classification head
-and fast CPU scan are in ``tinyhelen.models.mamba`` (transformers has neither); the mamba-ssm /
-causal-conv1d CUDA kernels are used automatically when installed and the model runs on CUDA.
+token cannot influence it) and XLNet's "last" summary requires left padding. The study's Mamba2 block (with
+its gated MLP), the Mamba classification heads and Mamba-1's PyTorch scan are in ``tinyhelen.models.mamba``
+(transformers has none of them); the mamba-ssm / causal-conv1d CUDA kernels are used automatically when
+installed and the model runs on CUDA.
 """
 from __future__ import annotations
 
