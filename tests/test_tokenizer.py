@@ -40,3 +40,37 @@ def test_leaner_text_needs_fewer_tokens_per_word(tokenizers, prepared):
         n_tok = sum(len(x) for x in tok(texts, add_special_tokens=False)["input_ids"])
         ratios[side] = n_tok / sum(len(t.split()) for t in texts)
     assert ratios["leaner"] < ratios["ori"]
+
+
+def _run_stage(tmp_path, prepared, shared: bool) -> dict[str, bytes]:
+    """Run the tokenizer stage for both sides in ``tmp_path``; return each side's tokenizer.json."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "stages" / "tokenizer.py"
+    spec = importlib.util.spec_from_file_location("tokenizer_stage", script)
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    (tmp_path / "params.yaml").write_text(f"tokenizer:\n  shared: {str(shared).lower()}\n")
+    out = {}
+    for side in ("leaner", "ori"):
+        stage.main(argparse.Namespace(params="params.yaml", side=side, corpus=str(prepared / "corpus" / side),
+                                      shared_corpus=str(prepared / "corpus" / "leaner")))
+        out[side] = (tmp_path / "data/tokenizers" / side / "tokenizer.json").read_bytes()
+        report = json.loads((tmp_path / f"reports/tokenizer_{side}.json").read_text())
+        assert report["shared"] is shared and "seconds" not in report
+        assert report["trained_on"].endswith(("leaner" if shared else side) + "/train.jsonl")
+    return out
+
+
+def test_shared_tokenizer_is_one_bpe_for_both_sides(tmp_path, monkeypatch, prepared):
+    """The study's protocol: the same tokenizer for both corpora (trained on leaner text) by default."""
+    from tinyhelen.tokenizer import TokenizerConfig
+
+    assert TokenizerConfig().shared is True
+    monkeypatch.chdir(tmp_path)
+    shared = _run_stage(tmp_path, prepared, shared=True)
+    assert shared["leaner"] == shared["ori"]
+    per_side = _run_stage(tmp_path, prepared, shared=False)
+    assert per_side["leaner"] == shared["leaner"] and per_side["ori"] != shared["ori"]

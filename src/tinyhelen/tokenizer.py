@@ -17,6 +17,7 @@ from pydantic import Field
 
 from tinyhelen.config import Section
 from tinyhelen.data import read_docs
+from tinyhelen import timing
 from tinyhelen.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class TokenizerConfig(Section):
     vocab_size: int = Field(2000, ge=len(SPECIAL_TOKENS) + 256 + 1,
                             description="total vocabulary incl. 256 byte symbols and special tokens")
     min_frequency: int = Field(2, ge=1)
+    shared: bool = Field(True, description="one BPE for both corpus sides, trained on the leaner training split "
+                         "(the study's: the same tokenizer for both corpora); false: one per side, each on its own")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2):
@@ -66,8 +69,8 @@ def build(shard: Path | str, out_dir: Path | str, cfg: TokenizerConfig) -> dict[
     with atomic_path(out_dir) as tmp:
         tok.save_pretrained(str(tmp))
     secs = time.time() - t0
-    info = {"vocab_size": len(tok), "train_docs": stats.get("docs", 0), "train_chars": stats.get("chars", 0),
-            "seconds": round(secs, 2)}
+    info = {"vocab_size": len(tok), "train_docs": stats.get("docs", 0), "train_chars": stats.get("chars", 0)}
+    timing.record(seconds=round(secs, 2), chars_per_s=round(info["train_chars"] / max(secs, 1e-9)))
     log.info("tokenizer %s: %s (%.0f chars/s)", out_dir, info, info["train_chars"] / max(secs, 1e-9))
     return info
 
