@@ -171,6 +171,16 @@ def test_exp2_verdicts():
     assert v(None) == [R.NOT_RUN] * 2
 
 
+def test_exp2_with_no_scored_answer_is_not_measured_not_not_run():
+    """Every answer empty (a tiny model under greedy decoding): the stages ran, nothing could be scored."""
+    e2 = _exp2(False, {"leaner-leaner": 1.0, "leaner-ori": 1.0, "ori-leaner": 1.0, "ori-ori": 1.0}, 0.0)
+    scores = {"proxy_ref_ppl": T.Estimate(mean=None, n=0), "proxy_empty": T.Estimate(mean=1.0, lo=1.0, hi=1.0, n=10)}
+    e2 = e2.model_copy(update={"recipes": [r.model_copy(update={"scores": scores}) for r in e2.recipes]})
+    claims = R.claims_exp2(e2, CFG)
+    assert [c.verdict for c in claims] == [R.NOT_MEASURED] * 2
+    assert "no answer scored in `proxy_ref_ppl`" in claims[0].why and "leaner-leaner 100%" in claims[0].why
+
+
 # ------------------------------------------------------------------------------------ EXP3
 def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> T.Exp3Result:
     runs = []

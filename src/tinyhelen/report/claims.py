@@ -294,7 +294,11 @@ def claims_exp2(e2: Exp2Result | None, cfg: ReportConfig, problem: str | None = 
     for cid, text, pos, neg in EXP2:
         ests = {r: (e2.recipe(r).scores.get(metric) if e2.recipe(r) else None) for r in pos + neg}
         if any(e is None or e.mean is None for e in ests.values()):
-            out.append(Claim(cid, "EXP2", text, NOT_RUN, "-", f"recipes {list(pos + neg)} / metric `{metric}` missing"))
+            # the stage ran, but no answer could be scored (e.g. every answer empty): nothing was measured
+            empty = {r: e2.recipe(r).scores.get("proxy_empty") for r in pos + neg if e2.recipe(r)}
+            shares = ", ".join(f"{r} {e.mean:.0%}" for r, e in empty.items() if e and e.mean is not None)
+            why = f"no answer scored in `{metric}`" + (f"; share of empty answers: {shares}" if shares else "")
+            out.append(Claim(cid, "EXP2", text, NOT_MEASURED, "-", why, scale_text(fr)))
             continue
         eff = sign * (statistics.fmean(ests[r].mean for r in pos) - statistics.fmean(ests[r].mean for r in neg))
         se = None if any(e.lo is None or e.hi is None for e in ests.values()) else \
