@@ -102,3 +102,32 @@ def tokenizers(tmp_path_factory, prepared) -> dict[str, Path]:
         out[side] = root / side
         build(prepared / "corpus" / side / "train.jsonl", out[side], TokenizerConfig())
     return out
+
+
+# ------------------------------------------------------------------------------------ fake LLM endpoint
+@pytest.fixture(scope="module")
+def server():
+    """A loopback OpenAI-compatible fake server (tinyhelen.llm.fake_server) that answers slowly enough for
+    the timeout tests; test modules that need other behaviour define their own ``server``."""
+    from tinyhelen.llm.fake_server import FakeServer
+
+    srv = FakeServer(0, slow_s=0.6).start()
+    yield srv
+    srv.stop()
+
+
+def fake_llm_calls(srv) -> int:
+    """Chat completions the fake server has answered so far."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(srv.base_url.removesuffix("/v1") + "/stats") as r:
+        return json.loads(r.read()).get("chat_calls", 0)
+
+
+def fake_llm_config(srv, tmp_path):
+    """An ``openai``-backend LLMConfig pointing at the fake server, with short timeouts and its own cache."""
+    from tinyhelen.llm import LLMConfig
+
+    return LLMConfig(backend="openai", base_url=srv.base_url, timeout_s=0.3, backoff_base_s=0.01, max_reasks=1,
+                     progress=False, cache_dir=str(tmp_path / "cache"))

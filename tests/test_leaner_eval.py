@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
 from tinyhelen.io import read_jsonl
 from tinyhelen.leaner_eval import LeanerEvalConfig, Similarity, bin_of, dedupe, leaner_eval
 from tinyhelen.llm import LLMConfig, LLMFailure
-from tinyhelen.llm.fake_server import FakeServer
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = FakeServer(0, slow_s=0.6).start()
-    yield srv
-    srv.stop()
-
-
-def _calls(srv) -> int:
-    with urllib.request.urlopen(srv.base_url.removesuffix("/v1") + "/stats") as r:
-        return json.loads(r.read()).get("chat_calls", 0)
-
-
-def _llm(srv, tmp_path) -> LLMConfig:
-    return LLMConfig(backend="openai", base_url=srv.base_url, timeout_s=0.3, backoff_base_s=0.01, max_reasks=1,
-                     progress=False, cache_dir=str(tmp_path / "cache"))
+from conftest import fake_llm_calls as _calls  # noqa: E402
+from conftest import fake_llm_config as _llm  # noqa: E402
 
 
 def test_eval_replay_keeps_release_and_adds_similarity(prepared, tmp_path):

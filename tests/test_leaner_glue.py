@@ -1,8 +1,6 @@
 """Leaner-GLUE creation: replay, the live path on loopback (rewrite + verify), outages, loaders, parsers."""
 from __future__ import annotations
 
-import json
-import urllib.request
 
 import pytest
 
@@ -10,7 +8,6 @@ from tinyhelen.config import ParamsError
 from tinyhelen.io import read_jsonl, write_jsonl
 from tinyhelen.leaner_glue import LeanerGlueConfig, leaner_glue, load_glue_tsv, parse_answer, parse_item
 from tinyhelen.llm import LLMConfig, LLMFailure
-from tinyhelen.llm.fake_server import FakeServer
 
 # a small fixture of "original" GLUE items in the prepared glue schema (the offline release has none)
 ORIGINAL = {
@@ -28,21 +25,8 @@ ORIGINAL = {
 }
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = FakeServer(0, slow_s=0.6).start()
-    yield srv
-    srv.stop()
-
-
-def _calls(srv) -> int:
-    with urllib.request.urlopen(srv.base_url.removesuffix("/v1") + "/stats") as r:
-        return json.loads(r.read()).get("chat_calls", 0)
-
-
-def _llm(srv, tmp_path) -> LLMConfig:
-    return LLMConfig(backend="openai", base_url=srv.base_url, timeout_s=0.3, backoff_base_s=0.01, max_reasks=1,
-                     progress=False, cache_dir=str(tmp_path / "cache"))
+from conftest import fake_llm_calls as _calls  # noqa: E402
+from conftest import fake_llm_config as _llm  # noqa: E402
 
 
 @pytest.fixture()
