@@ -63,3 +63,26 @@ def test_a_field_comment_in_the_model_documents_the_rendered_key():
     text = profiles.render()
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("token_budget:"))
     assert "#" in line and "tokens" in line
+
+
+def test_save_keeps_a_runs_results_and_lists_it_in_the_report_card(tmp_path):
+    from tinyhelen.report.provenance import read_profile_runs
+
+    reports = tmp_path / "reports"
+    (reports / "figures").mkdir(parents=True)
+    (reports / "README.md").write_text("# card\n")
+    (reports / "summary.json").write_text('{"claims": {"exp3_lmloss_fewer_steps": {"verdict": "inconclusive"}}}')
+    (reports / "figures" / "exp3.png").write_bytes(b"png")
+    (tmp_path / "params.yaml").write_text("profile: cpu-study\n")
+    dest = profiles.save("cpu-study", "dvc exp run -S profile=cpu-study", 61.4, tmp_path)
+    assert (dest / "README.md").read_text() == "# card\n" and (dest / "figures/exp3.png").read_bytes() == b"png"
+    assert (dest / "params.yaml").exists()
+    (run,) = read_profile_runs(tmp_path)
+    assert run["profile"] == "cpu-study" and run["wall_seconds"] == 61
+    assert run["command"] == "dvc exp run -S profile=cpu-study"
+    assert run["verdicts"] == {"exp3_lmloss_fewer_steps": "inconclusive"}
+    assert "reports/exp1.json" in run["missing"]
+    (reports / "README.md").unlink()
+    with pytest.raises(FileNotFoundError, match="report stage"):
+        profiles.save("cpu-study", "x", 1, tmp_path)
+    assert (dest / "README.md").exists(), "a failed save leaves the earlier one in place"

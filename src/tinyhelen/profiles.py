@@ -172,11 +172,11 @@ def check(root: Path | str = ".") -> list[str]:
 
 
 def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> Path:
-    """Copy a finished run's results to ``results/<profile>/`` (replacing an earlier save) and write
-    ``run.json``: profile, command, wall time, hardware, commit. Returns the directory."""
-    import json
+    """Copy a finished run's results to ``results/<profile>/`` (replacing an earlier save, atomically) and
+    write ``run.json``: profile, command, wall time, hardware, commit. Returns the directory."""
     import shutil
 
+    from tinyhelen.io import atomic_path, write_json
     from tinyhelen.report.provenance import git_info, hardware
 
     root = Path(root)
@@ -184,24 +184,19 @@ def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> 
     if "reports/README.md" in missing:
         raise FileNotFoundError("reports/README.md absent: the run did not reach the report stage")
     dest = root / RESULTS_DIR / profile
-    tmp = dest.with_name(f".{profile}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in SAVED:
-        src = root / f
-        if not src.exists():
-            continue
-        target = tmp / Path(f).relative_to("reports") if f.startswith("reports/") else tmp / f
-        if src.is_dir():
-            shutil.copytree(src, target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-    meta = {"profile": profile, "command": command, "wall_seconds": round(seconds), "hardware": hardware(),
-            "git": git_info(root), "missing": missing}
-    (tmp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with atomic_path(dest) as tmp:
+        for f in SAVED:
+            src = root / f
+            if not src.exists():
+                continue
+            target = tmp / Path(f).relative_to("reports") if f.startswith("reports/") else tmp / f
+            if src.is_dir():
+                shutil.copytree(src, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+        write_json(tmp / "run.json", {"profile": profile, "command": command, "wall_seconds": round(seconds),
+                                      "hardware": hardware(), "git": git_info(root), "missing": missing})
     return dest
 
 
