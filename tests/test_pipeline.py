@@ -2,6 +2,7 @@
 depends on it; a no-op `dvc repro` is fast. Runs the real data stages in a temporary copy of the repo."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from tinyhelen.pipeline import stage_params, stages_affected_by
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
-DATA_STAGES = {"prepare", "tokenizer@leaner", "tokenizer@ori", "entropy"}
+DATA_STAGES = {"code", "prepare", "tokenizer@leaner", "tokenizer@ori", "entropy"}
 
 
 def _downstream_only(stages: set[str]) -> set[str]:
@@ -97,6 +98,15 @@ def test_dvc_reruns_only_what_changed(tmp_path, data_dir):
     dry = _dvc(repo, "repro", "--dry", "entropy")
     ran = {line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage")}
     assert ran == {"entropy"}
+    _dvc(repo, "repro", "entropy")
+
+    # editing a module reruns the code stage, then exactly the stages whose code checksums changed
+    # (results.py: imported by entropy, not by the stages upstream of it)
+    module = repo / "src/tinyhelen/results.py"
+    module.write_text(module.read_text() + "# edited\n")
+    out = _dvc(repo, "repro", "entropy")
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"code", "entropy"}
 
 
 # ------------------------------------------------------------------------------------ code deps
@@ -106,28 +116,59 @@ def _problems(root: Path) -> dict[str, tuple[list[str], list[str]]]:
     return {name: (d, e) for name, (d, e) in code_deps(root).items() if d != e}
 
 
-def test_every_stage_declares_its_import_closure():
-    """dvc.yaml lists, for every stage, its script and exactly the src/tinyhelen files it can import
-    (`python -m tinyhelen.pipeline deps --write` regenerates the lists)."""
+def test_every_stage_depends_on_its_script_and_its_code_checksums():
+    """Every stage declares its script and data/code/<script>.sha256 (and no module file: the checksums
+    stand for them); the code stage that writes the checksums depends on all the code."""
     bad = _problems(REPO)
     assert bad == {}, "dvc.yaml code deps are stale; run `python -m tinyhelen.pipeline deps --write`"
+    code = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["code"]
+    assert code["cmd"] == "python stages/code.py --out data/code"
+    assert code["deps"] == ["stages", "src/tinyhelen"] and code["outs"] == ["data/code"]
+
+
+def test_code_checksums_list_the_script_and_exactly_its_import_closure():
+    from tinyhelen.pipeline import fingerprint, import_closure
+
+    lines = fingerprint("stages/entropy.py", REPO).splitlines()
+    paths = [line.split("  ", 1)[1] for line in lines]
+    assert paths[0] == "stages/entropy.py" and set(paths[1:]) == import_closure("stages/entropy.py", REPO)
+    assert "src/tinyhelen/tokenizer.py" in paths and "src/tinyhelen/llm/client.py" not in paths
+    digest, path = lines[1].split("  ", 1)
+    assert digest == hashlib.sha256((REPO / path).read_bytes()).hexdigest()
+
+
+def test_editing_a_module_changes_the_checksums_of_exactly_the_stages_that_import_it(tmp_path):
+    from tinyhelen.pipeline import import_closure, write_fingerprints
+
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    before = {Path(f).name: Path(f).read_text() for f in write_fingerprints(tmp_path / "a", tmp_path)}
+    assert len(before) == len(list((REPO / "stages").glob("*.py")))
+    module = tmp_path / "src/tinyhelen/tokenizer.py"
+    module.write_text(module.read_text() + "# edited\n")
+    after = {Path(f).name: Path(f).read_text() for f in write_fingerprints(tmp_path / "b", tmp_path)}
+    changed = {name.removesuffix(".sha256") for name in before if before[name] != after[name]}
+    importers = {s.stem for s in (REPO / "stages").glob("*.py")
+                 if "src/tinyhelen/tokenizer.py" in import_closure(s.relative_to(REPO), REPO)}
+    assert changed == importers
+    assert {"tokenizer", "entropy", "glue"} <= changed and not {"prepare", "judge"} & changed
 
 
 def test_a_missing_code_dep_is_caught(tmp_path):
     shutil.copytree(REPO / "src", tmp_path / "src")
     shutil.copytree(REPO / "stages", tmp_path / "stages")
     text = (REPO / "dvc.yaml").read_text()
-    # entropy imports tokenizer.py: drop it from the entropy stage's deps only
+    # drop the entropy stage's code checksums from its deps only
     head, rest = text.split("\n  entropy:\n", 1)
     body, tail = rest.split("\n\n", 1)
-    line = re.search(r"^ *- src/tinyhelen/tokenizer.py\n", body + "\n", re.M)
+    line = re.search(r"^ *- data/code/entropy.sha256\n", body + "\n", re.M)
     assert line is not None
     (tmp_path / "dvc.yaml").write_text(head + "\n  entropy:\n" + (body + "\n").replace(line.group(0), "", 1)
                                        + "\n" + tail)
     bad = _problems(tmp_path)
     assert list(bad) == ["entropy"]
     declared, expected = bad["entropy"]
-    assert set(expected) - set(declared) == {"src/tinyhelen/tokenizer.py"}
+    assert set(expected) - set(declared) == {"data/code/entropy.sha256"}
     from tinyhelen.pipeline import write_code_deps
 
     assert write_code_deps(tmp_path) == ["entropy"] and _problems(tmp_path) == {}
