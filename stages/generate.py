@@ -1,8 +1,9 @@
-"""Stage `generate` (matrix over the four recipes): the checkpoint selected for a recipe (`judge_inner`)
-answers the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`).
+"""Stage `generate`: for every recipe of `exp2.recipes`, the checkpoint selected by `judge_inner` answers
+the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`).
 
-Every path comes from the command line (dvc.yaml). params: generate, instruct.template, seed
-Writes <out> (JSONL: one record per question) and <metrics>; wall-clock figures go to reports/timings/.
+Every path comes from the command line (dvc.yaml). params: generate, instruct.template, exp2.recipes, seed
+Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question) and <metrics>
+(per recipe); wall-clock figures go to reports/timings/.
 """
 import json
 from pathlib import Path
@@ -10,25 +11,31 @@ from pathlib import Path
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.generate import GenerateConfig, answer_selected
-from tinyhelen.instruct import RECIPES, InstructConfig
+from tinyhelen.instruct import InstructConfig
 from tinyhelen.io import InputError, write_json
+from tinyhelen.judge import Exp2Config
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     cfg = load_section("generate", GenerateConfig, args.params)
     template = load_section("instruct", InstructConfig, args.params).template
+    recipes = load_section("exp2", Exp2Config, args.params).recipes
     selected = json.loads(Path(args.selection).read_text())["selected"]
-    if args.recipe not in selected:
-        raise InputError(args.selection, f"no checkpoint selected for {args.recipe}; run judge_inner")
+    missing = [r for r in recipes if r not in selected]
+    if missing:
+        raise InputError(args.selection, f"no checkpoint selected for {missing}; run judge_inner")
     set_threads(cfg.threads)
-    write_json(args.metrics, answer_selected(args.model, args.recipe, selected[args.recipe], cfg, args.out,
-                                             load_seed(args.params), template))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = load_seed(args.params)
+    write_json(args.metrics, {r: answer_selected(Path(args.models) / r, r, selected[r], cfg, out / f"{r}.jsonl",
+                                                 seed, template) for r in recipes})
 
 
 if __name__ == "__main__":
-    p = add_paths(parser(__doc__), {"--model": "the recipe's tuned-model directory (step-NNNNNN checkpoints)",
+    p = add_paths(parser(__doc__), {"--models": "directory of the tuned models (<recipe>/step-NNNNNN)",
                                     "--selection": "the checkpoint selection (judge_inner)",
-                                    "--out": "generations (JSONL)", "--metrics": "metrics JSON of the stage"})
-    p.add_argument("--recipe", required=True, choices=RECIPES, help="<pretrain side>-<tune side>")
+                                    "--out": "directory of the <recipe>.jsonl generations",
+                                    "--metrics": "metrics JSON of the stage"})
     stage_main(main, p)

@@ -1,26 +1,34 @@
-"""Stage `generate_inner` (matrix over the four recipes): every checkpoint of a recipe answers the 31
+"""Stage `generate_inner`: every checkpoint of every recipe of `exp2.recipes` answers the 31
 inner-comparison questions (the input of checkpoint selection, `judge_inner`).
 
-Every path comes from the command line (dvc.yaml). params: generate, instruct.template
-Writes <out> (JSONL: one record per question and checkpoint) and <metrics>; wall-clock figures go to reports/timings/.
+Every path comes from the command line (dvc.yaml). params: generate, instruct.template, exp2.recipes
+Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question and checkpoint)
+and <metrics> (per recipe); wall-clock figures go to reports/timings/.
 """
+from pathlib import Path
+
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.generate import GenerateConfig, answer_inner
-from tinyhelen.instruct import RECIPES, InstructConfig
+from tinyhelen.instruct import InstructConfig
 from tinyhelen.io import write_json
+from tinyhelen.judge import Exp2Config
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     cfg = load_section("generate", GenerateConfig, args.params)
     template = load_section("instruct", InstructConfig, args.params).template
+    recipes = load_section("exp2", Exp2Config, args.params).recipes
     set_threads(cfg.threads)
-    write_json(args.metrics, answer_inner(args.model, args.recipe, cfg, args.out, template))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(args.metrics, {r: answer_inner(Path(args.models) / r, r, cfg, out / f"{r}.jsonl", template)
+                              for r in recipes})
 
 
 if __name__ == "__main__":
-    p = add_paths(parser(__doc__), {"--model": "the recipe's tuned-model directory (step-NNNNNN checkpoints)",
-                                    "--out": "generations (JSONL)", "--metrics": "metrics JSON of the stage"})
-    p.add_argument("--recipe", required=True, choices=RECIPES, help="<pretrain side>-<tune side>")
+    p = add_paths(parser(__doc__), {"--models": "directory of the tuned models (<recipe>/step-NNNNNN)",
+                                    "--out": "directory of the <recipe>.jsonl generations",
+                                    "--metrics": "metrics JSON of the stage"})
     stage_main(main, p)

@@ -2,7 +2,8 @@
 (``judge.BACKENDS``: the offline proxy metrics, or the LLM judge through the `llm` layer with the
 ``judge.llm`` endpoint/model); the four recipes' answers to a question are judged together.
 
-Every path comes from the command line (dvc.yaml). params: judge, llm.* (reply-changing keys), seed
+Every path comes from the command line (dvc.yaml). params: judge, llm.* (reply-changing keys), exp2.recipes,
+seed. Reads <generations>/<recipe>.jsonl for every recipe of exp2.recipes.
 Writes <out>/{scores.jsonl,summary.json,quarantine.jsonl} and the metrics <metrics> (LLM usage, provenance);
 an LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
@@ -15,7 +16,9 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     cfg = load_section("judge", judge.JudgeConfig, args.params)
-    _, summary = judge.judge_answers(args.generations, args.out, cfg, load_section("llm", LLMConfig, args.params),
+    recipes = load_section("exp2", judge.Exp2Config, args.params).recipes
+    generations = [f"{args.generations}/{r}.jsonl" for r in recipes]
+    _, summary = judge.judge_answers(generations, args.out, cfg, load_section("llm", LLMConfig, args.params),
                                      load_seed(args.params))
     write_json(args.metrics, summary)
 
@@ -23,5 +26,6 @@ def main(args):
 if __name__ == "__main__":
     p = add_paths(parser(__doc__), {"--out": "output directory (scores, summary, quarantine)",
                                     "--metrics": "metrics JSON of the stage"})
-    p.add_argument("--generations", required=True, nargs="+", help="Leaner-Eval generations (JSONL)")
+    p.add_argument("--generations", required=True,
+                   help="directory of the Leaner-Eval generations (<recipe>.jsonl, generate)")
     stage_main(main, p)

@@ -52,7 +52,7 @@ def test_changing_curriculum_reruns_only_exp3(index):
     assert "exp3_report" in stale  # the key is wired to the selected-strategy report
     # the report card depends on params.yaml as a whole by design; everything else must be EXP3
     assert {n for n in stale if not n.startswith("exp3_")} <= {"report"}
-    assert not any(n.startswith("exp3_train@") or n.startswith("exp3_difficulty@") for n in stale)
+    assert not any(n.startswith("exp3_train@") or n == "exp3_difficulty" for n in stale)
     upstream = {n for n in names if n.split("@")[0] in {"prepare", "tokenizer", "entropy", "simplify",
                                                         "leaner_corpus", "leaner_glue", "leaner_eval"}}
     other_exps = {n for n in names if n.startswith(("exp1", "exp2", "pretrain", "finetune", "glue",
@@ -65,10 +65,15 @@ def test_exp3_matrix_covers_all_strategies_and_seeds(index):
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     names = {s.addressing for s in index.stages}
+    assert {"exp3_difficulty", "exp3_glue"} <= names  # one stage each, over every strategy (and seed)
     for strategy in params["exp3"]["strategies"]:
-        assert f"exp3_difficulty@{strategy}" in names
         for seed in params["exp3"]["seeds"]:
             assert f"exp3_train@{strategy}-{seed}" in names
+    # each run depends on its own strategy's scores file only (a changed scorer reruns only its runs)
+    train = {s.addressing: s for s in index.stages}["exp3_train@sentlen-0"]
+    assert {d.def_path for d in train.deps} >= {"data/curriculum/difficulty/sentlen.jsonl"}
+    assert not any(d.def_path.startswith("data/curriculum/difficulty/") and "sentlen" not in d.def_path
+                   for d in train.deps)
     assert params["curriculum"] in params["exp3"]["strategies"]
     # the training stages do not read the selected strategy, the report does not read training internals
     train = next(s for s in index.stages if s.addressing.startswith("exp3_train@"))

@@ -80,7 +80,8 @@ def test_selected_checkpoint_answers_the_full_set(model_dir, prepared, tmp_path)
 
 
 def test_generate_stage_reads_the_selection(model_dir, prepared, tmp_path):
-    """`generate` answers with the step that `judge_inner` wrote to the selection file."""
+    """`generate` answers, for every recipe of exp2.recipes, with the step `judge_inner` selected for it;
+    a recipe without a selection is an error naming the selection file."""
     import json
     import os
     import subprocess
@@ -89,18 +90,33 @@ def test_generate_stage_reads_the_selection(model_dir, prepared, tmp_path):
     import yaml
 
     params = {"seed": 1, "generate": {"eval_dir": str(prepared / "eval"), "max_questions": 3, "batch_size": 3,
-                                      "device": "cpu", "decoding": {"max_new_tokens": 4}}}
+                                      "device": "cpu", "decoding": {"max_new_tokens": 4}},
+              "exp2": {"recipes": ["leaner-ori", "ori-ori"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "sel.json").write_text(json.dumps({"selected": {"leaner-ori": 5, "ori-ori": 10}}))
+    models = tmp_path / "models"
+    models.mkdir()
+    for recipe in params["exp2"]["recipes"]:
+        (models / recipe).symlink_to(model_dir, target_is_directory=True)
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "stages" / "generate.py"), "--params", str(tmp_path / "params.yaml"),
-           "--recipe", "leaner-ori", "--model", str(model_dir), "--selection", str(tmp_path / "sel.json"),
-           "--out", str(tmp_path / "g.jsonl"), "--metrics", str(tmp_path / "m.json")]
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "TINYHELEN_LOG": "WARNING"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    def run(selected: dict) -> subprocess.CompletedProcess:
+        (tmp_path / "sel.json").write_text(json.dumps({"selected": selected}))
+        cmd = [sys.executable, str(root / "stages" / "generate.py"), "--params", str(tmp_path / "params.yaml"),
+               "--models", str(models), "--selection", str(tmp_path / "sel.json"),
+               "--out", str(tmp_path / "gen"), "--metrics", str(tmp_path / "m.json")]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    res = run({"leaner-ori": 5, "ori-ori": 10, "ori-leaner": 5})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert {r["step"] for r in read_jsonl(tmp_path / "g.jsonl")} == {5}
-    assert json.loads((tmp_path / "m.json").read_text())["selected_step"] == 5
+    assert {r["step"] for r in read_jsonl(tmp_path / "gen" / "leaner-ori.jsonl")} == {5}
+    assert {r["step"] for r in read_jsonl(tmp_path / "gen" / "ori-ori.jsonl")} == {10}
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["leaner-ori.jsonl", "ori-ori.jsonl"]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["leaner-ori"]["selected_step"] == 5 and metrics["ori-ori"]["selected_step"] == 10
+
+    res = run({"leaner-ori": 5})
+    assert res.returncode == 2 and "sel.json" in res.stderr and "ori-ori" in res.stderr
 
 
 def test_checkpoints_listing(model_dir):

@@ -52,7 +52,7 @@ class GlueConfig(OptimConfig, ComputeConfig):
                                              "with the weights of the best epoch")
     batch_size: int = Field(16, ge=1)
     max_seq_len: int = Field(256, ge=8, description="tokens per example incl. special tokens")
-    max_train_examples: int | None = Field(256, ge=1, description="per task (seeded subsample); null: all")
+    max_train_examples: int | None = Field(128, ge=1, description="per task (seeded subsample); null: all")
     max_eval_examples: int | None = Field(128, ge=1, description="per validation/test split; null: all")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     warmup_steps: int = Field(2, ge=0, description="steps of linear warm-up")

@@ -149,7 +149,7 @@ class GlueConfig(Section):
     enabled: bool = Field(True, description="fine-tune and score the checkpoints (tens of seconds per checkpoint "
                                             "on CPU at the default)")
     seed: int = 0
-    tasks: list[str] | None = Field(default_factory=lambda: ["rte", "mrpc"],
+    tasks: list[str] | None = Field(default_factory=lambda: ["mrpc"],
                                     description="GLUE tasks of the proxy evaluations; null = glue.tasks")
     seeds: list[int] | None = Field(default_factory=lambda: [0], description="fine-tuning seeds; null = glue.seeds")
     untrained: bool = Field(True, description="also score the random-init proxy (step 0) of each training seed")

@@ -43,11 +43,17 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_name(strategy: str, seed: int) -> str:
+    """A run's name (``dvc.yaml`` spells it ``${strategy}-s${seed}``): its directory under
+    ``data/curriculum/runs``, its DVCLive log, its ``exp3_glue`` scores file."""
+    return f"{strategy}-s{seed}"
+
+
 def load_runs(runs_dir: Path | str, strategies: list[str], seeds: list[int]) -> dict[tuple[str, int], dict]:
     out = {}
     for s in strategies:
         for seed in seeds:
-            d = Path(runs_dir) / f"{s}-s{seed}"
+            d = Path(runs_dir) / run_name(s, seed)
             summary = d / "summary.json"
             if not summary.exists():
                 raise InputError(summary, "file not found (run the exp3_train stages)")
@@ -71,9 +77,9 @@ def load_glue(glue_dir: Path | str, names: list[str], seeds: list[int]) -> tuple
     rows, tasks = [], []
     for name in names:
         for seed in seeds:
-            path = Path(glue_dir) / f"{name}-s{seed}.json"
+            path = Path(glue_dir) / f"{run_name(name, seed)}.json"
             if not path.exists():
-                raise InputError(path, "file not found (run the exp3_glue stages)")
+                raise InputError(path, "file not found (run the exp3_glue stage)")
             rep = json.loads(path.read_text())
             if not rep.get("enabled"):
                 continue
