@@ -157,6 +157,35 @@ def test_run_on_the_fixture_keeps_the_report_card_keys(prepared, tokenizers):
     assert summ["equal_budget"]["leaner"]["tokens"] == summ["equal_budget"]["ori"]["tokens"]
 
 
+def test_a_figure_added_in_side_stats_reaches_every_scope_and_setting(monkeypatch):
+    """Entropy figures have no registry: ``side_stats`` is the one function that computes them. A toy figure
+    added there (for this test only) appears in every scope, setting and side of ``compare`` (what
+    reports/entropy_by_genre.json holds), at the equal budget on the cut documents; the typed result keeps
+    only its declared fields (docs/extending.md, "An entropy measure")."""
+    from tinyhelen import entropy
+    from tinyhelen.results import EntropyResult
+
+    plain = entropy.side_stats
+
+    def with_toy(word, bpe, cfg):
+        return {**plain(word, bpe, cfg), "toy_words_seen": word.n_tokens}
+
+    monkeypatch.setattr(entropy, "side_stats", with_toy)
+    cfg = EntropyConfig(max_n=1, genres=["web", "wiki"], pooled_genres=["web", "wiki"])
+    leaner = [_doc("a", "web", "a b c d."), _doc("b", "wiki", "e f.")]
+    ori = [_doc("a", "web", "one two three four five six."), _doc("b", "wiki", "seven eight nine.")]
+    samples = {"leaner": scope_samples(leaner, cfg), "ori": scope_samples(ori, cfg)}
+    pool(samples, cfg)
+    res = compare(samples, cfg)
+    seen = {(setting, scope, side): st["toy_words_seen"] for setting, scopes in res.items()
+            for scope, sides in scopes.items() for side, st in sides.items()}
+    assert len(seen) == 2 * 3 * 2  # paired and equal_budget x pooled, web, wiki x leaner, ori
+    assert seen[("paired", "pooled", "ori")] == 9 and seen[("paired", "pooled", "leaner")] == 6
+    assert seen[("equal_budget", "pooled", "ori")] == seen[("equal_budget", "pooled", "leaner")] == 6
+    typed = EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, ["web", "wiki"])
+    assert "toy_words_seen" not in typed.model_dump_json()
+
+
 def test_leaner_vs_ori_lists_exceptions():
     res = {"paired": {"pooled": {"leaner": {"word_H1": 1.0, "bpe_H1": 3.0},
                                  "ori": {"word_H1": 2.0, "bpe_H1": 2.5}}}}

@@ -297,3 +297,45 @@ def test_proxy_judge_and_report(prepared, tmp_path):
         report(scores, "proxy", RECIPES, 100, 0, at_step(sel, 10))
     judge.plot_png(rep, tmp_path / "exp2.png")
     assert (tmp_path / "exp2.png").stat().st_size > 1000
+
+
+def test_toy_backend_registered_here_runs_through_judging_selection_report_and_card(tmp_path, monkeypatch):
+    """A third judge backend, registered for this test only (one ``JudgeBackend`` in ``BACKENDS``, its metric's
+    direction and label): the params accept it, and the judge, checkpoint selection, EXP2 report, typed result,
+    report card table and claims all read it from the registry (docs/extending.md, "A judge backend")."""
+    from tinyhelen.judge import HIGHER_IS_BETTER, METRIC_LABELS, JudgeBackend
+    from tinyhelen.proxy_judge import base_record
+    from tinyhelen.report.claims import NOT_MEASURED, ReportConfig, claims_exp2
+    from tinyhelen.report.render import md_exp2
+    from tinyhelen.results import Exp2Result
+
+    def score_toy(gens, cfg, llm, seed):  # longer answers score higher; a later checkpoint breaks ties
+        recs = [{**base_record(r), "backend": "toy", "toy_words": len(r["answer"].split()) + r["step"] / 100}
+                for r in gens]
+        return recs, {"backend": "toy", "answers": len(recs), "provenance": {"backend": "toy", "source": "proxy"}}
+
+    monkeypatch.setitem(judge.BACKENDS, "toy", JudgeBackend("toy", ("toy_words",), "toy_words", False,
+                                                            "answer length (a toy)", score_toy))
+    monkeypatch.setitem(HIGHER_IS_BETTER, "toy_words", True)
+    monkeypatch.setitem(METRIC_LABELS, "toy_words", "toy: answer length (words)")
+    cfg = validate_section("judge", {"backend": "toy"}, JudgeConfig)
+    paths = []
+    for rec in RECIPES:
+        paths.append(tmp_path / f"{rec}.jsonl")
+        paths[-1].write_text("".join(json.dumps(g) + "\n" for g in fake_generations() if g["recipe"] == rec))
+    scores, summ = judge.judge_answers(paths, tmp_path / "judge", cfg, LLMConfig(), seed=0)
+    assert summ["backend"] == "toy" and (tmp_path / "judge/scores.jsonl").read_text().count("toy_words") == len(scores)
+    sel = select_checkpoints(scores, "toy", RECIPES, n_boot=100, seed=0)
+    assert sel["selection_metric"] == "toy_words" and set(sel["selected"].values()) == {20}
+    rep = report(scores, "toy", RECIPES, 100, 0, sel)
+    assert rep["metrics"] == ["toy_words"] and rep["higher_is_better"] == {"toy_words": True}
+    assert rep["recipes"]["ori-ori"]["toy_words"]["mean"] > rep["recipes"]["leaner-leaner"]["toy_words"]["mean"]
+    md = markdown(rep, {"instruct_source": "code_pairs"})
+    assert "Proxy metrics, not LLM-judge scores" in md and "toy: answer length (words)" in md
+    backend = judge.BACKENDS["toy"]  # as stages/exp2_report.py builds the typed result
+    e2 = Exp2Result.build(rep, judge_is_llm=backend.is_llm, main_metric=backend.main_metric,
+                          instruct_source="code_pairs", template=None, questions=None, tune_reports={},
+                          non_embedding_params=None)
+    assert "toy_words (main)" in "\n".join(md_exp2(e2))
+    claims = claims_exp2(e2, ReportConfig())
+    assert claims and all(c.verdict == NOT_MEASURED and "judge backend `toy`" in c.why for c in claims)

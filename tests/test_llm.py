@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import json
 import struct
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -332,3 +334,68 @@ def test_llm_layer_has_no_import_cycle_and_no_private_names_across_modules():
     for f in files:  # no attribute access to another object's private members either (e.g. chat._serve)
         src = f.read_text()
         assert "chat._" not in src and "client._" not in src, f"{f.name} reaches a private name"
+
+
+class _ToyEndpoint(BaseHTTPRequestHandler):
+    """The least an OpenAI-compatible endpoint serves: ``POST /v1/chat/completions`` (a reply, its model and
+    usage) and, optionally, ``GET /v1/models`` with the model's size. It answers the judge's JSON schema."""
+
+    bodies: list[dict] = []
+
+    def _send(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self._send({"object": "list", "data": [{"id": "toy-7b", "object": "model", "meta": {"n_params": 7 * 10**9}}]})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.bodies.append(body)
+        labels = body["response_format"]["json_schema"]["schema"]["required"]
+        text = json.dumps({lab: {"grammar": 4, "coherence": 4, "specificity": 4} for lab in labels})
+        self._send({"id": "c", "object": "chat.completion", "created": 0, "model": "toy-7b",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_endpoint_started_here_is_params_only_through_the_judge(tmp_path):
+    """A new OpenAI-compatible endpoint needs no code: a toy server started in this test and the ``llm`` keys
+    that point at it run the LLM judge (``judge.judge_answers``, what the judge stage calls) with the cache,
+    and the provenance records the model that answered with the size its ``/models`` reports
+    (docs/extending.md, "An LLM endpoint")."""
+    from tinyhelen import judge
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ToyEndpoint)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _ToyEndpoint.bodies = []
+    try:
+        llm = validate_section("llm", {"backend": "openai", "base_url": f"http://127.0.0.1:{httpd.server_port}/v1",
+                                       "model": "toy-7b", "cache_dir": str(tmp_path / "cache"), "max_retries": 0,
+                                       "progress": False}, LLMConfig)
+        gens = tmp_path / "gens.jsonl"
+        gens.write_text("".join(json.dumps({"set": "all", "qid": f"q{q}", "question": f"Question {q}?", "bin": "0-7",
+                                            "recipe": rec, "checkpoint": "final", "step": 10, "answer": f"Answer {q}."})
+                                + "\n" for q in range(3) for rec in ("leaner-leaner", "ori-ori")))
+        jcfg = judge.JudgeConfig(backend="llm")  # judge.llm keys null: the llm section's endpoint
+        scores, summ = judge.judge_answers([gens], tmp_path / "judge", jcfg, llm, seed=0)
+        assert len(_ToyEndpoint.bodies) == 3 and {b["model"] for b in _ToyEndpoint.bodies} == {"toy-7b"}
+        assert {b["temperature"] for b in _ToyEndpoint.bodies} == {0.0}  # judge.llm.temperature
+        assert [s["total"] for s in scores] == [12.0] * 6 and summ["quarantine_gate"]["status"] == "passed"
+        prov = summ["provenance"]
+        assert summ["model"] == "toy-7b" and prov["backend"] == "openai" and prov["source"] == "llm"
+        assert prov["models"] == [{"model": "toy-7b", "backend": "openai", "n_params": 7 * 10**9}]
+        assert result_status(prov, llm.pipeline_check_below_params)["status"] == "result"
+        again, summ2 = judge.judge_answers([gens], tmp_path / "judge2", jcfg, llm, seed=0)
+        assert len(_ToyEndpoint.bodies) == 3 and again == scores and summ2["provenance"] == prov  # from the cache
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
