@@ -159,6 +159,14 @@ def test_answered_model_and_provenance_are_recorded(server, tmp_path):
     assert prov["templates"] == [load_template("simplify_wiki").template_id]
     assert prov["decoding"] == {"temperature": 0.0, "max_tokens": 2048, "seed": 1234}
     assert result_status(prov, 10**9)["label"] == "pipeline check, not a result"
+    # what the report card reads from the stage's metrics: the model and the pipeline-check flag
+    assert prov["model"] == "fake" and prov["pipeline_check"] and prov["status"] == "pipeline_check"
+    from tinyhelen.report.provenance import llm_marks
+    from tinyhelen.results import LLMStageMetrics
+
+    metrics = LLMStageMetrics.model_validate({"backend": "openai", "provenance": prov})
+    assert metrics.pipeline_check and metrics.provenance.model == "fake"
+    assert llm_marks("EXP1", {"simplify": {"wiki": metrics}}) == ["pipeline check, not a result (simplify)"]
     big = {**prov, "models": [{"model": "m", "n_params": 7 * 10**9}]}
     assert result_status(big, 10**9)["status"] == "result"
     assert result_status(stage_provenance(LLMConfig()), 10**9)["label"] == "the study's released outputs"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen import protocol
+from tinyhelen import protocol, study
 from tinyhelen import report as R
 from tinyhelen import results as T
 from tinyhelen.cli import stage_name
@@ -23,7 +23,7 @@ from tinyhelen.report.render import md_entropy
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "report"
-STUDY = protocol.STUDY_SCALE
+STUDY = study.STUDY_SCALE
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
                     "3a7e9b550000000a49444154789c63680000008200816d8e5b0a0000000049454e44ae426082")
 CFG = R.ReportConfig()
@@ -75,7 +75,7 @@ def test_t_interval_is_the_student_t_interval():
 
 
 def test_scale_text():
-    assert R.scale_text(protocol.scale_fractions("EXP1", STUDY["EXP1"].tokens_per_run / 2000, 10_000,
+    assert R.scale_text(study.scale_fractions("EXP1", STUDY["EXP1"].tokens_per_run / 2000, 10_000,
                                                  STUDY["EXP1"].non_embedding_params)) \
         == "at 1/2,000 of the study's tokens per run"
     assert R.scale_text({"tokens": 262_144 / 5_242_880_000, "steps": 128 / 10_000, "params": 1e6 / 14.5e6}) \
@@ -482,3 +482,14 @@ def test_stage_name_from_dvc_or_argv(monkeypatch):
     assert stage_name(["stages/instruct_tune.py", "--pretrain", "leaner", "--tune", "ori", "--params", "p.yaml"]
                       ) == "instruct_tune@leaner-ori"
     assert stage_name(["stages/entropy.py", "--params", "x.yaml"]) == "entropy"
+
+
+def test_protocol_table_names_the_judge_model_in_effect():
+    """The judge row names judge.llm.model when it overrides llm.model, else llm.model."""
+    def judge_row(params):
+        return next(r for r in protocol.compare(params) if (r.experiment, r.knob) == ("EXP2", "judge"))
+
+    base = {"llm": {"model": "smollm2"}}
+    assert judge_row({**base, "judge": {"backend": "llm", "llm": {"model": "qwen-judge"}}}).ours == "llm: qwen-judge"
+    assert judge_row({**base, "judge": {"backend": "llm", "llm": {"model": None}}}).ours == "llm: smollm2"
+    assert judge_row({**base, "judge": {"backend": "proxy"}}).ours == "proxy metrics (no LLM judge)"

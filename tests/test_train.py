@@ -140,7 +140,7 @@ def _structure(objective: str, out: dict, ids: torch.Tensor, tok) -> bool:
 def test_each_architecture_pretrains_with_the_study_objective(tok):
     """LLaMA and Mamba: causal LM; BERT: masked LM; XLNet: permutation LM (the objective pretraining builds,
     checked by the structure of its inputs, and the model takes them)."""
-    from tinyhelen.protocol import STUDY_OBJECTIVES
+    from tinyhelen.study import STUDY_OBJECTIVES
 
     cfg = _cfg()
     ids = torch.randint(10, len(tok), (4, 32), generator=torch.Generator().manual_seed(0))

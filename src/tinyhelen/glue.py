@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.io import InputError, read_jsonl
-from tinyhelen.protocol import STUDY_GLUE_TASKS
+from tinyhelen.study import STUDY_GLUE_TASKS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.loop import Callback
 

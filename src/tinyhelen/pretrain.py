@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tinyhelen import timing
 from tinyhelen.io import atomic_path, write_json
-from tinyhelen.protocol import STUDY_GENRES
+from tinyhelen.study import STUDY_GENRES
 from tinyhelen.train.checkpoint import fingerprint
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.live import TrainLog
@@ -44,7 +44,7 @@ class PretrainConfig(OptimConfig, ComputeConfig):
     lr: list[float] = Field(default_factory=lambda: [1e-3], min_length=1,
                             description="peak learning rates swept per arch x corpus (a number: one run); the run "
                                         "with the lowest validation loss is selected. The study swept six "
-                                        "(tinyhelen.protocol.STUDY_PRETRAIN_LRS); the CPU default runs one")
+                                        "(tinyhelen.study.STUDY_PRETRAIN_LRS); the CPU default runs one")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr (linear decay to 0: the study's)")
     genres: list[str] | None = Field(default_factory=lambda: list(STUDY_GENRES),

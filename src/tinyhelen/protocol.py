@@ -7,8 +7,8 @@ study's value, and, for when they differ, the reason category and a one-line exp
 builds its "Protocol vs study" table from ``KNOBS`` with ``compare``, so a changed default or a new run
 shows up there without editing the card.
 
-``STUDY_SCALE`` holds the study's size of each experiment (tokens per run, optimiser steps, non-embedding
-parameters): the report qualifies every verdict with the fraction of it that was actually run.
+The study's values themselves live in ``tinyhelen.study`` (a leaf module the training code reads too), so
+editing this table reruns only the report card.
 """
 from __future__ import annotations
 
@@ -17,43 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tinyhelen.study import (
+    STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS, STUDY_GLUE_TASKS,
+    STUDY_NON_EMBEDDING, STUDY_OBJECTIVES, STUDY_PRETRAIN_LRS, STUDY_PROXY_NON_EMBEDDING, STUDY_SCALE,
+    STUDY_TEMPLATE,
+)
+
 Reason = Literal["data absent", "compute", "choice"]
 DATA_ABSENT: Reason = "data absent"
 COMPUTE: Reason = "compute"
 CHOICE: Reason = "choice"
 MISSING = object()
-
-
-@dataclass(frozen=True)
-class StudyScale:
-    """The study's size of one experiment's training runs."""
-
-    tokens_per_run: int
-    steps: int
-    non_embedding_params: float
-
-
-STUDY_NON_EMBEDDING: dict[str, float] = {"llama": 14.46e6, "bert": 14.20e6, "xlnet": 14.75e6, "mamba": 14.61e6}
-STUDY_PROXY_NON_EMBEDDING = 1.05e6
-STUDY_OBJECTIVES: dict[str, str] = {"llama": "clm", "bert": "mlm", "xlnet": "plm", "mamba": "clm"}  # pretraining
-STUDY_PRETRAIN_LRS: tuple[float, ...] = (5e-6, 5e-5, 5e-4, 1e-3, 5e-3, 5e-2)
-STUDY_GLUE_LRS: tuple[float, ...] = (5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)
-STUDY_SCALE: dict[str, StudyScale] = {
-    "EXP1": StudyScale(512 * 1024 * 10_000, 10_000, sum(STUDY_NON_EMBEDDING.values()) / len(STUDY_NON_EMBEDDING)),
-    "EXP2": StudyScale(512 * 1024 * 1_000, 1_000, STUDY_NON_EMBEDDING["llama"]),
-    "EXP3": StudyScale(512 * 1024 * 2_500, 2_500, STUDY_PROXY_NON_EMBEDDING),
-}
-STUDY_GENRES: tuple[str, ...] = ("book", "conversation", "textbook", "web", "wiki")  # natural-language genres
-STUDY_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")  # no WNLI
-STUDY_GLUE_EPOCHS = {"cola": 30, "sst2": 3, "mrpc": 30, "qqp": 3, "stsb": 30, "mnli": 3, "qnli": 3, "rte": 50}
-# the study's EXP3 runs: four orderings and the two full-data baselines
-STUDY_EXP3_STRATEGIES: tuple[str, ...] = ("random", "sentlen", "selfloss", "lmloss", "full-repeated", "full-random")
-# the study's proxy (llama-2K-1M) as LLaMA config values: d=128, 4 layers, 4 heads, FFN 512
-STUDY_PROXY_SHAPE: dict[str, int] = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                                         num_key_value_heads=4, intermediate_size=512)
-STUDY_EXP3_CLAIM = ("lmloss", 0.20)  # the lmloss curriculum reaches the baseline's loss with ~20% fewer steps, data
-# the released prompts/templates/instruction_template.txt up to the response; {input}: the instruction (+ "\n" + input)
-STUDY_TEMPLATE = "### TASK INPUT:\n{input}\n\n### RESPONSE:\n"
 
 
 class Inputs:
@@ -242,7 +216,7 @@ def _judge(x: Inputs) -> str:
     backend = x.get("judge.backend")
     if backend == "proxy":
         return "proxy metrics (no LLM judge)"
-    return f"{backend}: {x.get('judge.model', None) or x.get('llm.model')}"
+    return f"{backend}: {x.get('judge.llm.model', None) or x.get('llm.model')}"
 
 
 def _proxy_size(x: Inputs) -> Any:
@@ -425,12 +399,3 @@ def compare(params: dict[str, Any], results: dict[str, Any] | None = None,
         rows.append(Row(k.experiment, k.name, k.show_study or fmt(k.study), k.show_ours(ours),
                         not k.same(ours, k.study), k.reason, k.why))
     return rows
-
-
-def scale_fractions(experiment: str, tokens_per_run: float | None, steps: float | None,
-                    non_embedding_params: float | None) -> dict[str, float | None]:
-    """Ours / the study's for tokens per run, steps and model size (None where not known)."""
-    s = STUDY_SCALE[experiment]
-    div = lambda a, b: None if a is None else a / b  # noqa: E731
-    return {"tokens": div(tokens_per_run, s.tokens_per_run), "steps": div(steps, s.steps),
-            "params": div(non_embedding_params, s.non_embedding_params)}

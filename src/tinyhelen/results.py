@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tinyhelen.io import InputError, write_json
-from tinyhelen.protocol import STUDY_GLUE_TASKS
+from tinyhelen.study import STUDY_GLUE_TASKS
 
 RESULTS_DIR = "reports/results"
 ENTROPY_KEY = re.compile(r"^(word|bpe)_[Hh]\d+(_mm)?$")

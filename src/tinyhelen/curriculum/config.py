@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 from tinyhelen.config import Section
 from tinyhelen.curriculum.pacing import checkpoint_steps
 from tinyhelen.curriculum.scorers import check_strategy
-from tinyhelen.protocol import STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_PROXY_SHAPE
+from tinyhelen.study import STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_PROXY_SHAPE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 # a registered difficulty scorer (``tinyhelen.curriculum.scorers``) or one of the two full-data baselines

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_jsonl
-from tinyhelen.protocol import STUDY_TEMPLATE
+from tinyhelen.study import STUDY_TEMPLATE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 
 log = logging.getLogger(__name__)

@@ -59,8 +59,14 @@ def stage_provenance(llm: Any, results: Sequence[ChatResult] = (), templates: It
         dec["response_format"] = _fmt_summary(dec["response_format"])
     models = models_of(results)
     configured = next((m.get("model_file") for m in models if m.get("model_file")), None) or llm.model
-    return {"backend": llm.backend, "source": "llm+released" if replayed else "llm", "configured_model": configured,
+    prov = {"backend": llm.backend, "source": "llm+released" if replayed else "llm", "configured_model": configured,
             "models": models, "templates": sorted(set(templates)), "decoding": dec}
+    status = result_status(prov, llm.pipeline_check_below_params)
+    gguf = next((m for m in models if m.get("model_file")), {})
+    # the summary the report card reads: which model, which GGUF, and whether the outputs are a pipeline check
+    return {**prov, "model": answered_model(prov), "gguf_file": gguf.get("model_file"),
+            "gguf_sha256": gguf.get("model_sha256"), "pipeline_check": status["status"] == "pipeline_check",
+            "status": status["status"], "status_reason": status["reason"]}
 
 
 def answered_model(provenance: dict[str, Any]) -> str | None:

@@ -10,7 +10,7 @@ Verdicts (``VERDICTS``; rules in ``docs/report.md``):
 * ``not run``: the experiment's typed result is absent or invalid (the reason is given).
 
 Model claims are qualified with the scale actually run as a fraction of the study's (tokens per run, steps,
-non-embedding parameters; ``tinyhelen.protocol.STUDY_SCALE``), e.g. "inconclusive at 1/20,000 of the
+non-embedding parameters; ``tinyhelen.study.STUDY_SCALE``), e.g. "inconclusive at 1/20,000 of the
 study's tokens per run". Intervals: EXP1 over (architecture, task, seed) pairs, EXP3 over seeds (Student t),
 EXP2 from the recipes' bootstrap intervals; the entropy figures are whole-corpus measurements.
 """
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field
 
 from tinyhelen.config import Section
-from tinyhelen.protocol import STUDY_EXP3_CLAIM, scale_fractions
+from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
 from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result
 
 REPRODUCED = "reproduced"
