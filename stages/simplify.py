@@ -1,35 +1,47 @@
-"""Stage `simplify@<genre>`: the leaner twin of every original document of one genre (both splits).
+"""Stage `simplify`: the leaner twin of every original document of every genre of `data.genres` (both splits).
 
-params: llm.* (backend, endpoint, decoding), simplify.*, data.splits (the splits rewritten)
-deps: prepared ori + leaner shards (leaner: the released twins used by the replay backend)
-outs: data/leaner/genres/<genre>.jsonl, data/leaner/quarantine/<genre>.jsonl
-metrics: reports/simplify/<genre>.json (reasons, validation stats, LLM requests/tokens/cost, cache hits,
-provenance); throughput (documents/s, tokens/s) goes to reports/timings/simplify@<genre>.json.
-An LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
+params: llm.* (backend, endpoint, decoding), simplify.*, data.genres, data.splits (the splits rewritten)
+deps: prepared ori + leaner shards (leaner: the released twins used by the replay backend), the prompts
+outs: <out>/<genre>.jsonl, <quarantine>/<genre>.jsonl
+metrics: <metrics>/<genre>.json (reasons, validation stats, LLM requests/tokens/cost, cache hits, provenance);
+throughput (documents/s, tokens/s) goes to reports/timings/simplify.json.
+Every genre is simplified before anything is written: an LLM outage (or more quarantine than
+llm.max_quarantine_share) in any genre exits 3 and writes nothing. The replies already received are in the
+reply cache, so a plain `dvc repro` asks the LLM only for what failed.
 """
+import logging
 from pathlib import Path
 
 from tinyhelen import simplify
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.data import GENRES, DataConfig
+from tinyhelen.data import DataConfig
 from tinyhelen.llm import LLMConfig
+
+log = logging.getLogger("tinyhelen.simplify")
 
 
 def main(args):
     llm = load_section("llm", LLMConfig, args.params)
     cfg = load_section("simplify", simplify.SimplifyConfig, args.params)
-    splits = list(load_section("data", DataConfig, args.params).splits)
-    ori = {s: Path(args.ori) / f"{s}.jsonl" for s in splits}
-    lean = {s: Path(args.released) / f"{s}.jsonl" for s in splits}
-    res = simplify.simplify_genre(args.genre, ori, lean, cfg, llm)
-    simplify.write_genre(res, f"data/leaner/genres/{args.genre}.jsonl",
-                         f"data/leaner/quarantine/{args.genre}.jsonl", f"reports/simplify/{args.genre}.json")
+    data = load_section("data", DataConfig, args.params)
+    splits = list(data.splits)
+    results = {}
+    for i, genre in enumerate(data.genres, 1):
+        log.info("simplify %d/%d: %s", i, len(data.genres), genre)
+        ori = {s: Path(args.ori) / f"{s}.jsonl" for s in splits}
+        lean = {s: Path(args.released) / f"{s}.jsonl" for s in splits}
+        results[genre] = simplify.simplify_genre(genre, ori, lean, cfg, llm)
+    for genre, res in results.items():
+        simplify.write_genre(res, Path(args.out) / f"{genre}.jsonl", Path(args.quarantine) / f"{genre}.jsonl",
+                             Path(args.metrics) / f"{genre}.json")
 
 
 if __name__ == "__main__":
     p = parser(__doc__)
-    p.add_argument("genre", choices=list(GENRES))
-    p.add_argument("--ori", default="data/prepared/corpus/ori", help="original documents (prepared shards)")
-    p.add_argument("--released", default="data/prepared/corpus/leaner", help="released leaner twins (replay)")
+    add_paths(p, {"--ori": "original documents (prepared shards: <split>.jsonl)",
+                  "--released": "released leaner twins (prepared shards; read by the replay backend)",
+                  "--out": "directory of the <genre>.jsonl leaner documents",
+                  "--quarantine": "directory of the <genre>.jsonl quarantined documents",
+                  "--metrics": "directory of the <genre>.json metrics"})
     stage_main(main, p)

@@ -186,3 +186,16 @@ def test_no_import_cycles_in_the_library():
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_no_cached_output_holds_a_file_tracked_by_git():
+    """DVC refuses to run a stage whose cached output (a file or a directory) git already tracks, e.g. a
+    .gitignore left inside a folder that has become one directory output."""
+    from dvc.repo import Repo
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True,
+                             text=True).stdout.split()
+    with Repo(str(REPO)) as repo:
+        outs = {o.def_path for st in repo.index.stages for o in st.outs if o.use_cache}
+    bad = {o: f for o in outs for f in tracked if f == o or f.startswith(o.rstrip("/") + "/")}
+    assert bad == {}, "git-tracked files inside DVC outputs (git rm --cached them)"
