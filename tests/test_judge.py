@@ -232,7 +232,7 @@ def test_judge_model_change_reruns_only_the_judge():
     from tinyhelen.pipeline import stages_affected_by
 
     judge_only = stages_affected_by(["judge.llm.model"], REPO)
-    corpus = {"simplify@wiki", "leaner_glue", "leaner_eval", "leaner_corpus"}
+    corpus = {"simplify", "leaner_glue", "leaner_eval", "leaner_corpus"}
     assert "judge" in judge_only and not corpus & judge_only
     assert corpus | {"judge"} <= stages_affected_by(["llm.model"], REPO)
     assert "judge" in stages_affected_by(["llm.local.model_path"], REPO)
