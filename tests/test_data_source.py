@@ -143,12 +143,14 @@ def _dvc(cwd: Path, *args: str) -> str:
 
 
 def _repo_with_prepare(dst: Path) -> Path:
-    """A git + DVC repository with this repository's prepare stage and its inputs (not the others)."""
-    for rel in ("stages/prepare.py", "src", "params.yaml", ".dvc/config", ".dvcignore"):
+    """A git + DVC repository with this repository's prepare stage, the code stage that writes the checksums
+    prepare depends on, and their inputs (not the other stages)."""
+    for rel in ("stages", "src", "params.yaml", ".dvc/config", ".dvcignore"):
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (REPO / rel).is_dir() else shutil.copy)(REPO / rel, dst / rel)
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": stages["prepare"]}}, sort_keys=False))
+    (dst / "dvc.yaml").write_text(yaml.safe_dump({"stages": {k: stages[k] for k in ("code", "prepare")}},
+                                                 sort_keys=False))
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
