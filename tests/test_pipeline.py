@@ -199,3 +199,22 @@ def test_no_cached_output_holds_a_file_tracked_by_git():
         outs = {o.def_path for st in repo.index.stages for o in st.outs if o.use_cache}
     bad = {o: f for o in outs for f in tracked if f == o or f.startswith(o.rstrip("/") + "/")}
     assert bad == {}, "git-tracked files inside DVC outputs (git rm --cached them)"
+
+
+def test_the_lock_file_holds_only_stages_that_dvc_yaml_defines(tmp_path):
+    """Every dvc command parses the whole dvc.lock: entries of renamed or folded stages (DVC keeps them)
+    slow every no-op `dvc repro`. The committed lock has none, and `pipeline lock --prune` removes them."""
+    from tinyhelen.pipeline import prune_lock, stale_lock_entries
+
+    assert stale_lock_entries(REPO) == []
+    for rel in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(REPO / rel, tmp_path / rel)
+    (tmp_path / ".dvc").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    kept = dict(lock["stages"])
+    lock["stages"]["simplify@web"] = {"cmd": "python stages/simplify.py web"}  # a stage that was folded
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    assert stale_lock_entries(tmp_path) == ["simplify@web"]
+    assert prune_lock(tmp_path) == ["simplify@web"] and stale_lock_entries(tmp_path) == []
+    assert yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"] == kept

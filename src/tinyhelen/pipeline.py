@@ -13,6 +13,10 @@
 * ``code_deps`` (``python -m tinyhelen.pipeline deps [--write]``): checks that every stage declares exactly
   those two code deps; ``--write`` rewrites the code entries of each stage's ``deps`` in place (comments
   and other deps kept); without it, the differences are printed.
+* ``stale_lock_entries`` (``python -m tinyhelen.pipeline lock [--prune]``): ``dvc.lock`` entries of stages
+  that ``dvc.yaml`` no longer defines (DVC keeps them when a stage is renamed or folded into another).
+  Every ``dvc`` command parses the whole lock file, so they slow every no-op ``dvc repro``; ``--prune``
+  removes them.
 """
 from __future__ import annotations
 
@@ -229,6 +233,39 @@ def stage_params(root: Path | str = ".") -> dict[str, set[str]]:
         return out
 
 
+def stale_lock_entries(root: Path | str = ".") -> list[str]:
+    """Names in ``dvc.lock`` of stages that ``dvc.yaml`` does not define (any more)."""
+    import yaml
+    from dvc.repo import Repo
+
+    lock = Path(root) / "dvc.lock"
+    if not lock.exists():
+        return []
+    with Repo(str(root)) as repo:  # names, not addressing: addressing is relative to the working directory
+        dvc_yaml = lock.resolve().with_name("dvc.yaml")
+        defined = {st.name for st in repo.index.stages if Path(st.dvcfile.path).resolve() == dvc_yaml}
+    return [name for name in yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"] if name not in defined]
+
+
+def prune_lock(root: Path | str = ".") -> list[str]:
+    """Remove the stale entries from ``dvc.lock`` (written as DVC writes it); returns their names."""
+    from ruamel.yaml import YAML
+
+    stale = stale_lock_entries(root)
+    if stale:
+        from tinyhelen.io import atomic_open
+
+        path = Path(root) / "dvc.lock"
+        yaml = YAML()
+        yaml.width = 4096
+        lock = yaml.load(path.read_text(encoding="utf-8"))
+        for name in stale:
+            del lock["stages"][name]
+        with atomic_open(path) as fh:
+            yaml.dump(lock, fh)
+    return stale
+
+
 def stages_affected_by(changed: Iterable[str], root: Path | str = ".") -> set[str]:
     """Stages that declare one of the ``changed`` params keys (or an enclosing section / a sub-key),
     plus every stage downstream of them: exactly what ``dvc repro`` would rerun for that change."""
@@ -252,7 +289,7 @@ def stages_affected_by(changed: Iterable[str], root: Path | str = ".") -> set[st
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] not in ("affected", "deps") and not argv[0].startswith("-"):
+    if argv and argv[0] not in ("affected", "deps", "lock") and not argv[0].startswith("-"):
         argv = ["affected", *argv]  # `python -m tinyhelen.pipeline glue.lr` keeps working
     p = argparse.ArgumentParser(prog="python -m tinyhelen.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("keys", nargs="+")
     d = sub.add_parser("deps", help="check (or --write) every stage's code deps: its script and data/code/<script>.sha256")
     d.add_argument("--write", action="store_true")
+    k = sub.add_parser("lock", help="list (or --prune) dvc.lock entries of stages dvc.yaml no longer defines")
+    k.add_argument("--prune", action="store_true")
     args = p.parse_args(argv)
+    if args.cmd == "lock":
+        stale = prune_lock() if args.prune else stale_lock_entries()
+        for name in stale:
+            print(f"dvc.lock: {name}: {'removed' if args.prune else 'no such stage in dvc.yaml'}")
+        return 1 if stale and not args.prune else 0
     if args.cmd == "affected":
         for name in sorted(stages_affected_by(args.keys)):
             print(name)
