@@ -159,7 +159,8 @@ class Exp3Config(ComputeConfig):
     """``exp3:`` section of params.yaml (its compute keys, e.g. ``threads``, serve every EXP3 stage)."""
 
     strategies: list[Strategy] = Field(default_factory=lambda: list(STUDY_EXP3_STRATEGIES))
-    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    seeds: list[int] = Field(default_factory=lambda: [0], description="one run per strategy and seed (the CPU "
+                             "default: 1; the study profiles 3, for intervals over seeds)")
     scorer_seed: int = Field(0, description="seed of the random scorer's scores")
     units: UnitsConfig = Field(default_factory=UnitsConfig)
     reference_lm: ReferenceLMConfig = Field(default_factory=ReferenceLMConfig)
