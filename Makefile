@@ -30,6 +30,7 @@ data: venv  ## download the pinned release into data.local_dir (params.yaml) unl
 
 repro: venv params data
 	$(BIN)/dvc repro
+	$(BIN)/python -m tinyhelen.pipeline lock --prune  # entries of stages a smaller matrix no longer defines
 	$(BIN)/dvc metrics show
 
 test: venv
