@@ -111,8 +111,11 @@ def test_exp1_table_and_equal_budget_check(tmp_path):
     g = {f"{a}-{i}": _rep(s) for a, base in [("llama", 0.6), ("bert", 0.5)]
          for i, s in [("leaner", base), ("ori", base - 0.05), ("scratch", base - 0.1)]}
     p = {f"{a}-{s}": {"tokens_seen": 4096} for a in ("llama", "bert") for s in ("leaner", "ori")}
+    p["xlnet-leaner"] = {"tokens_seen": 1024}  # a run of an arch outside exp1.archs (an earlier run's file)
     res = exp1.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
     assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
+    assert sorted(res["pretrain"]) == ["bert-leaner", "bert-ori", "llama-leaner", "llama-ori"]
+    del p["xlnet-leaner"]
     md = exp1.exp1_markdown(res, "tiny")
     assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
     exp1.exp1_png(res, tmp_path / "x.png")

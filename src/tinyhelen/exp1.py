@@ -108,9 +108,10 @@ def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[s
     claims[f"best_arch_{best_init}"] = ranking[0]
     claims["pretraining_helps"] = {a: max(table[a][s]["mean"]["test"] for s in sides)
                                    > table[a]["scratch"]["mean"]["test"] for a in archs} if sides and "scratch" in inits else {}
+    runs = {f"{a}-{s}" for a in archs for s in sides}  # the directory may hold runs of other archs
     pre = {n: {k: r.get(k) for k in ("tokens_seen", "train_loss", "val_loss", "non_embedding_params", "lr",
                                      "best_step", "best_val_loss", "lr_sweep")}
-           for n, r in sorted(pretrain_reports.items())}
+           for n, r in sorted(pretrain_reports.items()) if n in runs}
     return {"tasks": tasks, "inits": inits, "table": table, "claims": claims, "pretrain": pre,
             "tokens_per_run": expected_tokens}
 
