@@ -119,6 +119,13 @@ def test_exp1_verdicts():
     assert c.numbers["n"] == 36  # 3 archs x 4 study tasks x 3 seeds: WNLI is not in the claim
     assert c.scale == "at the study's scale"
     assert [x.verdict for x in R.claims_exp1(None, CFG, "reports/results/exp1.json absent")] == [R.NOT_RUN] * 2
+    e1 = _exp1(0.03, 0.01)  # LLaMA alone (the cpu-study profile): the second claim is not run, and says so
+    e1 = e1.model_copy(update={"archs": ["llama"], "cells": [x for x in e1.cells if x.arch == "llama"],
+                               "pretrain": [x for x in e1.pretrain if x.arch == "llama"]})
+    first, best = R.claims_exp1(e1, CFG)
+    assert first.verdict == R.REPRODUCED and first.numbers["n"] == 12
+    assert (best.id, best.experiment, best.verdict) == ("exp1_llama_best", "EXP1", R.NOT_RUN)
+    assert best.claim == "LLaMA is the best architecture after fine-tuning"
 
 
 def test_verdict_is_qualified_with_the_scale_run():

@@ -240,7 +240,7 @@ def claims_exp1(e1: Exp1Result | None, cfg: ReportConfig, problem: str | None = 
     diffs = [d for a in e1.archs for d in _paired(e1, (a, "leaner"), (a, "ori"), tasks)] if len(sides) == 2 else []
     iv = t_interval(diffs, cfg.confidence, "(arch, task, seed) pairs")
     if iv is None:
-        out.append(Claim(*EXP1[0], "EXP1", NOT_RUN, "-", "no (arch, task, seed) with both corpus sides"))
+        out.append(Claim(EXP1[0][0], "EXP1", EXP1[0][1], NOT_RUN, "-", "no (arch, task, seed) with both corpus sides"))
     else:
         verdict, why = decide(iv)
         wins = sum(d > 0 for d in diffs)
@@ -251,7 +251,8 @@ def claims_exp1(e1: Exp1Result | None, cfg: ReportConfig, problem: str | None = 
     means = {a: statistics.fmean(s) for a in e1.archs
              if (s := [x for i in sides if (x := e1.mean_score(a, i)) is not None])}
     if "llama" not in means or len(means) < 2:
-        out.append(Claim(*EXP1[1], "EXP1", NOT_RUN, "-", "needs LLaMA and another pretrained architecture"))
+        out.append(Claim(EXP1[1][0], "EXP1", EXP1[1][1], NOT_RUN, "-",
+                         "needs LLaMA and another pretrained architecture"))
         return out
     rank = sorted(means, key=lambda a: -means[a])
     rival = next(a for a in rank if a != "llama")
