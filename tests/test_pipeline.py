@@ -203,7 +203,9 @@ def test_no_cached_output_holds_a_file_tracked_by_git():
 
 def test_the_lock_file_holds_only_stages_that_dvc_yaml_defines(tmp_path):
     """Every dvc command parses the whole dvc.lock: entries of renamed or folded stages (DVC keeps them)
-    slow every no-op `dvc repro`. The committed lock has none, and `pipeline lock --prune` removes them."""
+    slow every no-op `dvc repro`. The committed lock has none, and `pipeline lock --prune` removes them and
+    their outputs left in the workspace (one inside a directory a stage depends on changes its hash), but
+    never a path that a current stage declares."""
     from tinyhelen.pipeline import prune_lock, stale_lock_entries
 
     assert stale_lock_entries(REPO) == []
@@ -213,8 +215,22 @@ def test_the_lock_file_holds_only_stages_that_dvc_yaml_defines(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     kept = dict(lock["stages"])
-    lock["stages"]["simplify@web"] = {"cmd": "python stages/simplify.py web"}  # a stage that was folded
+    stale_run = "data/curriculum/runs/lmloss-s9"  # a seed the matrix no longer runs
+    lock["stages"]["simplify@web"] = {"cmd": "python stages/simplify.py web",  # a stage that was folded
+                                      "outs": [{"path": "data/leaner/genres"}, {"path": "reports/simplify/web.json"}]}
+    lock["stages"]["exp3_train@lmloss-9"] = {"cmd": "python stages/exp3_train.py",
+                                             "outs": [{"path": stale_run}, {"path": "reports/gone.json"}]}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
-    assert stale_lock_entries(tmp_path) == ["simplify@web"]
-    assert prune_lock(tmp_path) == ["simplify@web"] and stale_lock_entries(tmp_path) == []
+    for rel in (f"{stale_run}/final/model.safetensors", "data/leaner/genres/web.jsonl"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "reports/simplify").mkdir(parents=True)
+    (tmp_path / "reports/simplify/web.json").write_text("{}")
+    assert stale_lock_entries(tmp_path) == ["simplify@web", "exp3_train@lmloss-9"]
+    assert prune_lock(tmp_path) == {"simplify@web": [], "exp3_train@lmloss-9": [stale_run]}
+    assert stale_lock_entries(tmp_path) == []
     assert yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"] == kept
+    assert not (tmp_path / stale_run).exists()
+    # outputs (or parents/children of outputs) of current stages stay
+    assert (tmp_path / "data/leaner/genres/web.jsonl").exists() and (tmp_path / "reports/simplify/web.json").exists()
+

@@ -16,7 +16,7 @@
 * ``stale_lock_entries`` (``python -m tinyhelen.pipeline lock [--prune]``): ``dvc.lock`` entries of stages
   that ``dvc.yaml`` no longer defines (DVC keeps them when a stage is renamed or folded into another).
   Every ``dvc`` command parses the whole lock file, so they slow every no-op ``dvc repro``; ``--prune``
-  removes them.
+  removes them, and their outputs still in the workspace (see ``prune_lock``).
 """
 from __future__ import annotations
 
@@ -235,23 +235,46 @@ def stage_params(root: Path | str = ".") -> dict[str, set[str]]:
 
 def stale_lock_entries(root: Path | str = ".") -> list[str]:
     """Names in ``dvc.lock`` of stages that ``dvc.yaml`` does not define (any more)."""
+    return list(_stale_entries(root))
+
+
+def _stale_entries(root: Path | str) -> dict[str, list[str]]:
+    """Stale ``dvc.lock`` entries -> their outputs that are still in the workspace and that no stage of
+    ``dvc.yaml`` declares (equal to, inside or around a current output)."""
     import yaml
     from dvc.repo import Repo
 
     lock = Path(root) / "dvc.lock"
     if not lock.exists():
-        return []
+        return {}
     with Repo(str(root)) as repo:  # names, not addressing: addressing is relative to the working directory
         dvc_yaml = lock.resolve().with_name("dvc.yaml")
         defined = {st.name for st in repo.index.stages if Path(st.dvcfile.path).resolve() == dvc_yaml}
-    return [name for name in yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"] if name not in defined]
+        current = [str(o.def_path).rstrip("/") for st in repo.index.stages for o in st.outs]
+    entries = yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"]
+
+    def orphan(path: str) -> bool:
+        path = path.rstrip("/")
+        return (Path(root) / path).exists() and not any(
+            path == c or path.startswith(c + "/") or c.startswith(path + "/") for c in current)
+
+    return {name: [o["path"] for o in entry.get("outs", []) if orphan(o["path"])]
+            for name, entry in entries.items() if name not in defined}
 
 
-def prune_lock(root: Path | str = ".") -> list[str]:
-    """Remove the stale entries from ``dvc.lock`` (written as DVC writes it); returns their names."""
+def prune_lock(root: Path | str = ".") -> dict[str, list[str]]:
+    """Remove the stale entries from ``dvc.lock`` (written as DVC writes it) and their outputs from the
+    workspace; returns ``{stage name: removed outputs}``.
+
+    A stale output left in the workspace is not harmless: inside a directory that a current stage depends
+    on (``data/curriculum/runs/<run>`` of a seed the matrix dropped), it changes that directory's hash, so
+    the lock no longer matches a fresh clone. Cached outputs stay in the DVC cache and ``dvc.lock`` in git
+    history names them; uncached ones (reports) are in git history."""
+    import shutil
+
     from ruamel.yaml import YAML
 
-    stale = stale_lock_entries(root)
+    stale = _stale_entries(root)
     if stale:
         from tinyhelen.io import atomic_open
 
@@ -263,6 +286,10 @@ def prune_lock(root: Path | str = ".") -> list[str]:
             del lock["stages"][name]
         with atomic_open(path) as fh:
             yaml.dump(lock, fh)
+        for outs in stale.values():
+            for out in outs:
+                target = Path(root) / out
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
     return stale
 
 
@@ -298,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("keys", nargs="+")
     d = sub.add_parser("deps", help="check (or --write) every stage's code deps: its script and data/code/<script>.sha256")
     d.add_argument("--write", action="store_true")
-    k = sub.add_parser("lock", help="list (or --prune) dvc.lock entries of stages dvc.yaml no longer defines")
+    k = sub.add_parser("lock", help="list (or --prune) dvc.lock entries of stages dvc.yaml no longer defines, "
+                                    "and their outputs")
     k.add_argument("--prune", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "lock":
-        stale = prune_lock() if args.prune else stale_lock_entries()
-        for name in stale:
+        stale = prune_lock() if args.prune else _stale_entries(".")
+        for name, outs in stale.items():
             print(f"dvc.lock: {name}: {'removed' if args.prune else 'no such stage in dvc.yaml'}")
+            for out in outs:
+                print(f"  {out}: {'removed' if args.prune else 'still in the workspace'}")
         return 1 if stale and not args.prune else 0
     if args.cmd == "affected":
         for name in sorted(stages_affected_by(args.keys)):
