@@ -234,3 +234,11 @@ def test_the_lock_file_holds_only_stages_that_dvc_yaml_defines(tmp_path):
     # outputs (or parents/children of outputs) of current stages stay
     assert (tmp_path / "data/leaner/genres/web.jsonl").exists() and (tmp_path / "reports/simplify/web.json").exists()
 
+
+def test_dvc_reads_yaml_with_the_c_parser():
+    """DVC parses params.yaml once per stage and dvc.lock twice per command. ruamel.yaml only requires its C
+    extension below Python 3.11; without it (requirements.txt pins it) every parse is ~5x slower and a no-op
+    `dvc repro` takes about twice as long (benchmarks/bench_noop_repro.py)."""
+    import ruamel.yaml.main
+
+    assert ruamel.yaml.main.CParser is not None, "pip install -r requirements.txt (ruamel.yaml.clib)"
