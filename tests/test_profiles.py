@@ -86,3 +86,35 @@ def test_save_keeps_a_runs_results_and_lists_it_in_the_report_card(tmp_path):
     with pytest.raises(FileNotFoundError, match="report stage"):
         profiles.save("cpu-study", "x", 1, tmp_path)
     assert (dest / "README.md").exists(), "a failed save leaves the earlier one in place"
+
+
+def test_a_resumed_run_reports_the_wall_time_of_every_invocation(tmp_path, monkeypatch):
+    """`profiles run` interrupted, failed, then rerun: run.json sums the invocations of that command."""
+    import json
+    import subprocess
+    import time
+
+    (tmp_path / "conf/profile").mkdir(parents=True)
+    (tmp_path / "conf/profile/cpu-study.yaml").write_text("# @package _global_\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/README.md").write_text("# card\n")
+    clock = iter([0.0, 100.0, 200.0, 230.0, 300.0, 305.0, 400.0, 460.0])
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    outcomes = iter([KeyboardInterrupt, 1, 1, 0])
+
+    def dvc(cmd, cwd):
+        out = next(outcomes)
+        if out is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(subprocess, "call", dvc)
+    with pytest.raises(KeyboardInterrupt):
+        profiles.run("cpu-study", root=tmp_path)  # 100 s, interrupted
+    assert profiles.run("cpu-study", root=tmp_path) == 1  # 30 s, failed
+    assert profiles.run("cpu-study", ["exp3.seeds=[0]"], root=tmp_path) == 1  # 5 s: another command
+    assert profiles.run("cpu-study", root=tmp_path) == 0  # 60 s: done
+    run = json.loads((tmp_path / "results/cpu-study/run.json").read_text())
+    assert run["wall_seconds"] == 190 and run["wall_seconds_by_invocation"] == [100, 30, 60]
+    (left,) = json.loads((tmp_path / profiles.PENDING_DIR / "cpu-study.json").read_text())
+    assert left["command"].endswith("-S 'exp3.seeds=[0]'") and left["exit"] == 1

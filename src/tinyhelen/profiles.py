@@ -19,7 +19,9 @@ that does not exist needs ``+key=value`` and is then rejected by the params chec
 
 A profile's results stay in git under ``results/<profile>/`` (``save``): its report card, summary metrics,
 the experiments' metrics and figures, the params it ran with, and ``run.json`` (the exact command, wall
-time, hardware, commit). The main report card lists them.
+time, hardware, commit). The main report card lists them. A run that fails or is interrupted resumes when
+the same command is run again (DVC skips the stages that finished); ``run`` keeps each invocation's wall
+time in ``data/profile_runs/<profile>.json`` until the run succeeds, and ``run.json`` reports their sum.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 
 CONF_DIR = Path("conf")
 RESULTS_DIR = Path("results")
+PENDING_DIR = Path("data/profile_runs")  # wall time of the invocations of a run not yet saved (not in git)
 # what a saved profile run keeps (copied from the workspace after the run): report card, summary metrics,
 # each experiment's metrics and tables, the figures, the params it ran with
 SAVED = ["reports/README.md", "reports/summary.json", "reports/entropy.json", "reports/entropy.md",
@@ -171,9 +174,12 @@ def check(root: Path | str = ".") -> list[str]:
     return problems
 
 
-def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> Path:
+def save(profile: str, command: str, seconds: float | list[float], root: Path | str = ".") -> Path:
     """Copy a finished run's results to ``results/<profile>/`` (replacing an earlier save, atomically) and
-    write ``run.json``: profile, command, wall time, hardware, commit. Returns the directory."""
+    write ``run.json``: profile, command, wall time, hardware, commit. Returns the directory.
+
+    ``seconds``: the run's wall time, or one figure per invocation when it was resumed (their sum is the
+    wall time; the list is kept as ``wall_seconds_by_invocation``)."""
     import shutil
 
     from tinyhelen.io import atomic_path, write_json
@@ -183,6 +189,10 @@ def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> 
     missing = [f for f in SAVED if not (root / f).exists()]
     if "reports/README.md" in missing:
         raise FileNotFoundError("reports/README.md absent: the run did not reach the report stage")
+    per_invocation = [round(s) for s in seconds] if isinstance(seconds, list) else [round(seconds)]
+    timing: dict[str, Any] = {"wall_seconds": sum(per_invocation)}
+    if len(per_invocation) > 1:
+        timing["wall_seconds_by_invocation"] = per_invocation
     dest = root / RESULTS_DIR / profile
     with atomic_path(dest) as tmp:
         for f in SAVED:
@@ -195,26 +205,64 @@ def save(profile: str, command: str, seconds: float, root: Path | str = ".") -> 
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
-        write_json(tmp / "run.json", {"profile": profile, "command": command, "wall_seconds": round(seconds),
+        write_json(tmp / "run.json", {"profile": profile, "command": command, **timing,
                                       "hardware": hardware(), "git": git_info(root), "missing": missing})
     return dest
 
 
+def _pending(root: Path, profile: str) -> Path:
+    return root / PENDING_DIR / f"{profile}.json"
+
+
+def _log_invocation(root: Path, profile: str, command: str, seconds: float, rc: int) -> list[dict]:
+    """Append one invocation to the profile's pending log; return the logged invocations of ``command``
+    (another command, with other overrides, is another run)."""
+    import json
+
+    from tinyhelen.io import write_json
+
+    path = _pending(root, profile)
+    log = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    log.append({"command": command, "seconds": round(seconds, 1), "exit": rc})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, log)
+    return [e for e in log if e["command"] == command]
+
+
+def _forget(root: Path, profile: str, command: str) -> None:
+    """Drop a saved run's invocations from the pending log."""
+    import json
+
+    from tinyhelen.io import write_json
+
+    path = _pending(root, profile)
+    log = [e for e in json.loads(path.read_text(encoding="utf-8")) if e["command"] != command]
+    write_json(path, log) if log else path.unlink()
+
+
 def run(profile: str, extra: list[str] | None = None, root: Path | str = ".") -> int:
-    """``dvc exp run -S profile=<profile> [extra -S overrides]``, timed; on success the results are saved."""
+    """``dvc exp run -S profile=<profile> [extra -S overrides]``, timed; on success the results are saved
+    with the wall time of every invocation since the run started (failed or interrupted ones included)."""
     import shlex
     import subprocess
     import time
 
+    root = Path(root)
     if profile not in profiles(root):
         raise SystemExit(f"unknown profile {profile!r}; conf/profile/ has: {', '.join(profiles(root))}")
     cmd = ["dvc", "exp", "run", "-S", f"profile={profile}", *[a for o in extra or [] for a in ("-S", o)]]
-    t0 = time.time()
-    rc = subprocess.call(cmd, cwd=root)
+    command = shlex.join(cmd)
+    t0, rc = time.time(), 130  # 130: interrupted (Ctrl-C) before dvc returned
+    try:
+        rc = subprocess.call(cmd, cwd=root)
+    finally:
+        log = _log_invocation(root, profile, command, time.time() - t0, rc)
     if rc != 0:
-        print(f"{shlex.join(cmd)} failed (exit {rc}); rerun the same command to resume", file=sys.stderr)
+        print(f"{command} failed (exit {rc}); rerun the same command to resume (its wall time so far is kept)",
+              file=sys.stderr)
         return rc
-    dest = save(profile, shlex.join(cmd), time.time() - t0, root)
+    dest = save(profile, command, [e["seconds"] for e in log], root)
+    _forget(root, profile, command)
     print(f"{profile}: results saved in {dest}/ (commit them to keep them)")
     return 0
 
