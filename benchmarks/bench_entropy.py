@@ -3,7 +3,7 @@
     python benchmarks/bench_entropy.py [--shards data/prepared/corpus/*/train.jsonl] [--repeat 3]
 
 Reads prepared shards (defaults: both sides' train + validation), then times, best of --repeat:
-  1. word unigram counting (tokenise + Counter), the figure the issue targets (>= 5M word tokens/s);
+  1. word unigram counting (tokenise + Counter), the throughput target (>= 5M word tokens/s);
   2. n-gram counting for n = 1..4 over integer ids (numpy);
 and prints tokens/s. Use `taskset -c 0` to pin to one core.
 """
