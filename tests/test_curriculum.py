@@ -159,6 +159,27 @@ def test_units_roles_budgets_and_chunks(units_dir):
     assert info["unused_docs"] + len({m["doc_id"] for m in units.meta}) + info["empty_docs"] <= info["train_docs"]
 
 
+def test_units_are_byte_identical_whatever_the_build_took(tmp_path, prepared, tokenizers, units_dir, monkeypatch):
+    """The units directory is a DVC output that every EXP3 stage depends on: a wall-clock figure inside it
+    would change its hash on each rebuild and rerun all EXP3 training. Timings go to tinyhelen.timing."""
+    import types
+
+    from tinyhelen import timing
+    from tinyhelen.curriculum import units as units_mod
+    from tinyhelen.tokenizer import load
+
+    clock = iter(range(0, 10**6, 977))  # a much slower build: every clock reading 977 s later
+    monkeypatch.setattr(units_mod, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+    timing.clear()
+    cfg = UnitsConfig(unit_max_tokens=64, pool_tokens=6000, reference_tokens=2000, val_tokens=512)
+    build_units(prepared / "corpus/leaner/train.jsonl", prepared / "corpus/leaner/validation.jsonl",
+                load(tokenizers["leaner"]), cfg, tmp_path / "u")
+    for f in sorted(units_dir.iterdir()):
+        assert (tmp_path / "u" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert timing.recorded()["seconds"] > 0 and timing.recorded()["tokens_per_s"] > 0
+    timing.clear()
+
+
 def test_chunk_units_option(tmp_path, prepared, tokenizers):
     from tinyhelen.tokenizer import load
 
