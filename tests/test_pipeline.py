@@ -3,6 +3,7 @@ depends on it; a no-op `dvc repro` is fast. Runs the real data stages in a tempo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -242,3 +243,33 @@ def test_dvc_reads_yaml_with_the_c_parser():
     import ruamel.yaml.main
 
     assert ruamel.yaml.main.CParser is not None, "pip install -r requirements.txt (ruamel.yaml.clib)"
+
+
+WALL_CLOCK_KEY = re.compile(r"^seconds$|_seconds$|^wall|_per_s$|^mfu$|^started$")
+
+
+def _keys(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{path}.{k}", k
+            yield from _keys(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _keys(v, f"{path}[{i}]")
+
+
+def test_committed_stage_outputs_hold_no_wall_clock_figures():
+    """Stage outputs kept in git (metrics, tables, detail files) must be the same for the same params, or
+    every rerun shows up in `git diff` / `dvc metrics diff` and changes the hash downstream stages see.
+    Wall time and throughput go to reports/timings (tinyhelen.timing)."""
+    from dvc.repo import Repo
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True,
+                             text=True).stdout.split()
+    with Repo(str(REPO)) as repo:
+        outs = [str(o.def_path).rstrip("/") for st in repo.index.stages for o in st.outs if not o.use_cache]
+    files = [f for f in tracked if f.endswith(".json") and any(f == o or f.startswith(o + "/") for o in outs)]
+    assert len(files) > 50
+    bad = [f"{f}: {path}" for f in files for path, key in _keys(json.loads((REPO / f).read_text()))
+           if WALL_CLOCK_KEY.search(key)]
+    assert bad == []
