@@ -133,14 +133,16 @@ def test_params_validation_names_the_key():
 
 
 # ------------------------------------------------------------------ units
+UNITS_CFG = UnitsConfig(unit_max_tokens=64, pool_tokens=6000, reference_tokens=2000, val_tokens=512)
+
+
 @pytest.fixture(scope="session")
 def units_dir(tmp_path_factory, prepared, tokenizers):
     from tinyhelen.tokenizer import load
 
     out = tmp_path_factory.mktemp("exp3") / "units"
-    cfg = UnitsConfig(unit_max_tokens=64, pool_tokens=6000, reference_tokens=2000, val_tokens=512)
     build_units(prepared / "corpus/leaner/train.jsonl", prepared / "corpus/leaner/validation.jsonl",
-                load(tokenizers["leaner"]), cfg, out)
+                load(tokenizers["leaner"]), UNITS_CFG, out)
     return out
 
 
@@ -171,9 +173,8 @@ def test_units_are_byte_identical_whatever_the_build_took(tmp_path, prepared, to
     clock = iter(range(0, 10**6, 977))  # a much slower build: every clock reading 977 s later
     monkeypatch.setattr(units_mod, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
     timing.clear()
-    cfg = UnitsConfig(unit_max_tokens=64, pool_tokens=6000, reference_tokens=2000, val_tokens=512)
     build_units(prepared / "corpus/leaner/train.jsonl", prepared / "corpus/leaner/validation.jsonl",
-                load(tokenizers["leaner"]), cfg, tmp_path / "u")
+                load(tokenizers["leaner"]), UNITS_CFG, tmp_path / "u")
     for f in sorted(units_dir.iterdir()):
         assert (tmp_path / "u" / f.name).read_bytes() == f.read_bytes(), f.name
     assert timing.recorded()["seconds"] > 0 and timing.recorded()["tokens_per_s"] > 0
