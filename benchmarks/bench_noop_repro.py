@@ -102,7 +102,8 @@ def main() -> None:
           f"-> per stage about {(r['median'] - c['median']) / max(out['stages'] - 1, 1) * 1000:.0f} ms")
     print(f"params.yaml parsed {out['stages_with_params']}x: {out['params_parse_s']:.2f} s; "
           f"{out['param_keys']} declared keys looked up: {out['params_key_lookup_s']:.2f} s")
-    print(f"dvc.lock: {out['dvc_lock_lines']} lines, {out['dvc_lock_parse_s'] * 1000:.0f} ms per parse (DVC parses it twice)")
+    print(f"dvc.lock: {out['dvc_lock_lines']} lines, {out['dvc_lock_parse_s'] * 1000:.0f} ms per parse "
+          "(DVC parses it twice)")
     print(f"ruamel.yaml C parser: {'yes' if out['c_yaml_parser'] else 'NO (pip install -r requirements.txt)'}")
 
 
