@@ -189,16 +189,21 @@ def test_no_import_cycles_in_the_library():
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
 
 
-def test_no_cached_output_holds_a_file_tracked_by_git():
-    """DVC refuses to run a stage whose cached output (a file or a directory) git already tracks, e.g. a
-    .gitignore left inside a folder that has become one directory output."""
+def _tracked_inside_outputs(cached: bool) -> dict[str, str]:
+    """git-tracked file -> the stage output (cached or not) that is it or holds it."""
     from dvc.repo import Repo
 
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True,
                              text=True).stdout.split()
     with Repo(str(REPO)) as repo:
-        outs = {o.def_path for st in repo.index.stages for o in st.outs if o.use_cache}
-    bad = {o: f for o in outs for f in tracked if f == o or f.startswith(o.rstrip("/") + "/")}
+        outs = {str(o.def_path).rstrip("/") for st in repo.index.stages for o in st.outs if o.use_cache == cached}
+    return {f: o for o in outs for f in tracked if f == o or f.startswith(o + "/")}
+
+
+def test_no_cached_output_holds_a_file_tracked_by_git():
+    """DVC refuses to run a stage whose cached output (a file or a directory) git already tracks, e.g. a
+    .gitignore left inside a folder that has become one directory output."""
+    bad = _tracked_inside_outputs(cached=True)
     assert bad == {}, "git-tracked files inside DVC outputs (git rm --cached them)"
 
 
@@ -262,13 +267,7 @@ def test_committed_stage_outputs_hold_no_wall_clock_figures():
     """Stage outputs kept in git (metrics, tables, detail files) must be the same for the same params, or
     every rerun shows up in `git diff` / `dvc metrics diff` and changes the hash downstream stages see.
     Wall time and throughput go to reports/timings (tinyhelen.timing)."""
-    from dvc.repo import Repo
-
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True,
-                             text=True).stdout.split()
-    with Repo(str(REPO)) as repo:
-        outs = [str(o.def_path).rstrip("/") for st in repo.index.stages for o in st.outs if not o.use_cache]
-    files = [f for f in tracked if f.endswith(".json") and any(f == o or f.startswith(o + "/") for o in outs)]
+    files = [f for f in _tracked_inside_outputs(cached=False) if f.endswith(".json")]
     assert len(files) > 50
     bad = [f"{f}: {path}" for f in files for path, key in _keys(json.loads((REPO / f).read_text()))
            if WALL_CLOCK_KEY.search(key)]
