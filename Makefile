@@ -9,17 +9,17 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: venv repro test bench compare params data study clean-venv
 
-$(BIN)/.installed: requirements.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed
 
 params: venv  ## validate params.yaml (every section) and every profile in conf/profile/, and exit
-	$(BIN)/python -m tinyhelen.config params.yaml
+	$(BIN)/python -m tinyhelen.params params.yaml
 	$(BIN)/python -m tinyhelen.profiles check
 
 study: venv data  ## make study PROFILE=cpu-study : dvc exp run -S profile=$(PROFILE), results saved in results/$(PROFILE)/

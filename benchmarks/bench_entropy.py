@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from tinyhelen.data import read_docs
-from tinyhelen.entropy import Vocab, count_unigrams, entropy_bits, ngram_counts, word_tokens
+from tinyhelen.entropy.measure import Vocab, entropy_bits, ngram_counts
+from tinyhelen.entropy.words import count_unigrams, word_tokens
 
 
 def best_of(fn, repeat):

@@ -1,6 +1,6 @@
 """CPU cost of EXP3's pieces, measured as process CPU time (``time.process_time``) so that a shared machine
 does not distort it: one training step of the proxy (the study's shape, ~1.05M non-embedding parameters;
-forward, backward, AdamW) per batch size x sequence length, and forward-only scoring (``selfloss`` /
+forward, backward, AdamW, through the stages' training loop) per batch size x sequence length, and forward-only scoring (``selfloss`` /
 ``lmloss``: ``unit_losses``) per 1,000 tokens, and with ``--run-steps N`` whole runs (``train_run``: sampling,
 evaluation every 20 steps, pool growth, ``selfloss`` rescoring) on a synthetic pool of random documents.
 Used to size the CPU default and the ``cpu-study`` profile.
@@ -24,10 +24,11 @@ import tinyhelen  # noqa: E402,F401  (pins the CPU math kernels before torch loa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tinyhelen.curriculum.config import ModelConfig, TrainConfig  # noqa: E402
-from tinyhelen.curriculum.scorers import unit_losses  # noqa: E402
-from tinyhelen.curriculum.trainer import build_model  # noqa: E402
-from tinyhelen.train.optim import build_optimizer  # noqa: E402
+from tinyhelen.exp3.config import ModelConfig, TrainConfig  # noqa: E402
+from tinyhelen.exp3.scorers import unit_losses  # noqa: E402
+from tinyhelen.exp3.curriculum import build_model  # noqa: E402
+from tinyhelen.train.config import ComputeConfig  # noqa: E402
+from tinyhelen.train.loop import Cadence, LoopConfig, train_loop  # noqa: E402
 
 
 class VocabOnly:
@@ -40,21 +41,44 @@ class VocabOnly:
         return 2000
 
 
+class RandomBlocks:
+    """Batch source of random token blocks over the 2K vocabulary (what the proxy's step costs does not depend
+    on the tokens)."""
+
+    def __init__(self, batch: int, seq_len: int):
+        self.batch_size, self.seq_len, self.gen = batch, seq_len, torch.Generator().manual_seed(0)
+
+    def batch(self, step: int) -> dict:
+        x = torch.randint(4, 2000, (self.batch_size, self.seq_len), generator=self.gen)
+        return {"input_ids": x, "labels": x}
+
+    def tokens(self, batch: dict) -> int:
+        return self.batch_size * self.seq_len
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
 def train_step_cpu_s(batch: int, seq_len: int, steps: int) -> float:
+    """CPU seconds per training step of the proxy, through the training loop the stages use (two untimed
+    warm-up steps first)."""
     model = build_model(ModelConfig(), VocabOnly(), 0)
     cfg = TrainConfig(batch_size=batch, seq_len=seq_len)
-    opt = build_optimizer(model, cfg, cfg.lr)
-    g = torch.Generator().manual_seed(0)
-    times = []
-    for k in range(steps + 2):
-        x = torch.randint(4, 2000, (batch, seq_len), generator=g)
+    compute = ComputeConfig(device="cpu", threads=torch.get_num_threads())
+    source = RandomBlocks(batch, seq_len)
+
+    def run(n: int) -> float:
+        loop = LoopConfig(optim=cfg, compute=compute, lr=cfg.lr, steps=n, progress=False,
+                          cadence=Cadence(n, n, n, eval_at_start=False))
         t0 = time.process_time()
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if k >= 2:
-            times.append(time.process_time() - t0)
-    return float(np.median(times))
+        train_loop(model, source, loop)
+        return time.process_time() - t0
+
+    run(2)
+    return run(steps) / steps
 
 
 def score_cpu_s_per_ktok(unit_len: int, n_units: int, batch: int) -> float:
@@ -68,9 +92,8 @@ def score_cpu_s_per_ktok(unit_len: int, n_units: int, batch: int) -> float:
 
 def run_cpu_s(strategy: str, batch: int, seq_len: int, steps: int, pool_tokens: int) -> dict:
     """CPU seconds of one whole run on random documents (lengths as skewed as real ones)."""
-    from tinyhelen.curriculum.trainer import train_run
-    from tinyhelen.curriculum.units import Units
-    from tinyhelen.train.config import ComputeConfig
+    from tinyhelen.exp3.curriculum import train_run
+    from tinyhelen.exp3.units import Units
 
     rng = np.random.default_rng(0)
     lens = []

@@ -1,12 +1,13 @@
 """Training throughput of each EXP1 architecture: pretraining with its objective, and classification fine-tuning.
 
-Runs the code path of the training stages on the chosen device: the architecture's pretraining objective
-built on the device from the batch (``tinyhelen.pretrain.objective_for``), bf16 autocast where the device
-supports it (``pretrain.precision: auto``), optional ``torch.compile``. Per architecture it reports
-pretraining tokens/s, MFU on a GPU, and the time spent preparing inputs (building the objective from a
-batch of token blocks) against the model step (forward, backward, optimiser), i.e. the share of a step the
-input preparation would cost without the loop's prefetching. Random token blocks with the real 2K vocabulary;
-``--warmup`` steps are not timed. Examples::
+Runs the code the training stages run: ``tinyhelen.train.loop.train_loop`` over pretraining's ``BlockSource``
+(the architecture's objective built from a batch of token blocks, ``tinyhelen.exp1.pretrain``) and over GLUE's
+``ExampleBatches`` (``tinyhelen.exp1.glue``), on the chosen device, bf16 autocast where the device supports it
+(``pretrain.precision: auto``), optional ``torch.compile``. Per architecture it reports pretraining tokens/s,
+MFU on a GPU, and the time spent preparing inputs (the batch source, with the loop's prefetching switched
+off so that it is measured) against the rest of the step (forward, backward, optimiser), i.e. the share of a
+step the input preparation would cost without prefetching. Random token blocks with the real 2K vocabulary;
+``--warmup`` steps run first in a separate call and are not timed. Examples::
 
     python benchmarks/bench_train.py --json                            # paper preset, CPU-sized batch
     python benchmarks/bench_train.py --preset tiny --batch 16 --seq-len 128 --threads 2
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -25,77 +25,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import tinyhelen  # noqa: E402,F401  (pins the CPU math kernels before torch loads)
 import torch  # noqa: E402
 
-from tinyhelen import models  # noqa: E402
-from tinyhelen.pretrain import PretrainConfig, objective_for  # noqa: E402
+from tinyhelen.exp1 import models  # noqa: E402
+from tinyhelen.exp1.glue import ExampleBatches, GlueConfig  # noqa: E402
+from tinyhelen.exp1.pretrain import BlockSource, PretrainConfig, objective_for  # noqa: E402
 from tinyhelen.tokenizer import load  # noqa: E402
-from tinyhelen.train.compute import autocast, device_of, peak_tflops, set_threads, uses_bf16  # noqa: E402
-from tinyhelen.train.optim import build_optimizer, lr_at  # noqa: E402
+from tinyhelen.train.compute import device_of, set_threads, uses_bf16  # noqa: E402
+from tinyhelen.train.loop import Cadence, LoopConfig, train_loop  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def timed(model: torch.nn.Module, source, section, steps: int, warmup: int, **kw) -> dict:
+    """``train_loop`` over ``source``: ``warmup`` steps (not timed), then ``steps`` timed ones."""
+    def loop(n: int) -> dict:
+        cfg = LoopConfig.of(section, lr=1e-3, steps=n, cadence=Cadence(n, n, n, eval_at_start=False),
+                            prefetch=False, progress=False, **kw)
+        return train_loop(model, source, cfg).timing
+
+    if warmup:
+        loop(warmup)
+    return loop(steps)
 
 
 def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: int, finetune: bool) -> dict:
-    """One architecture: timed input preparation and model steps of pretraining (and fine-tuning)."""
+    """One architecture: timed pretraining steps (input preparation apart) and fine-tuning steps."""
+    spec = models.get(arch)
     device = device_of(cfg)
-    bf16 = uses_bf16(cfg, device)
     torch.manual_seed(0)
-    model = models.build_lm(arch, models.build_config(arch, preset, tok)).to(device)
-    fpt = models.flops_per_token(model, cfg.seq_len, arch)
-    lr = cfg.lr[0]
-    opt = build_optimizer(model, cfg, lr)
-    step_fn = torch.compile(model) if cfg.compile else model
-    obj = objective_for(arch, tok, cfg)
+    model = models.build_lm(spec, models.build_config(spec, preset, tok))
+    fpt = models.flops_per_token(model, cfg.seq_len, spec)
     gen = torch.Generator().manual_seed(0)
-    blocks = torch.randint(10, len(tok), (cfg.batch_size, cfg.seq_len), generator=gen)
-    prep_s, model_s = 0.0, 0.0
-    for i in range(warmup + steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        inputs = obj({"input_ids": blocks.to(device, non_blocking=True)}, gen)
-        _sync(device)
-        t1 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(i, lr, warmup + steps, cfg)
-        with autocast(device, bf16):
-            loss = step_fn(**inputs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            prep_s, model_s = prep_s + t1 - t0, model_s + t2 - t1
+    blocks = torch.randint(10, len(tok), (4 * cfg.batch_size, cfg.seq_len), generator=gen)
+    source = BlockSource({"input_ids": blocks}, cfg.batch_size, 0, objective_for(spec, tok, cfg), device)
+    t = timed(model, source, cfg, steps, warmup, flops_per_token=fpt, peak_tflops=cfg.peak_tflops)
+    secs, prep = t["seconds"], t["input_wait_s"]
     tokens = cfg.batch_size * cfg.seq_len * steps
-    tps = tokens / (prep_s + model_s)
-    row = {"arch": arch, "objective": models.get(arch).objective, "preset": preset, "device": str(device),
-           "bf16": bf16, "batch": cfg.batch_size, "seq_len": cfg.seq_len,
-           "non_embedding_params": models.non_embedding_params(model), "tokens_per_s": round(tps, 1),
-           "tokens_per_s_model_only": round(tokens / model_s, 1),
-           "input_prep_ms": round(1000 * prep_s / steps, 2), "model_step_ms": round(1000 * model_s / steps, 2),
-           "input_share": round(prep_s / (prep_s + model_s), 4)}
-    peak = peak_tflops(device, cfg.peak_tflops)
-    row["mfu"] = round(fpt * tokens / model_s / (peak * 1e12), 4) if peak else None
-    if finetune:  # GLUE-like batch: 32 examples of 64 tokens
-        clf = models.build_classifier(arch, models.build_config(arch, preset, tok), 2).to(device)
-        copt = torch.optim.AdamW(clf.parameters(), lr=1e-3)
-        ids = torch.randint(10, len(tok), (32, 64), generator=gen).to(device)
-        labels = torch.randint(2, (32,), generator=gen).to(device)
-        secs = 0.0
-        for i in range(warmup + steps):
-            _sync(device)
-            t0 = time.perf_counter()
-            with autocast(device, bf16):
-                loss = clf(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
-            loss.backward()
-            copt.step()
-            copt.zero_grad(set_to_none=True)
-            _sync(device)
-            secs += time.perf_counter() - t0 if i >= warmup else 0.0
-        row["finetune_seqs_per_s"] = round(32 * steps / secs, 1)
+    row = {"arch": arch, "objective": spec.objective, "preset": preset, "device": str(device),
+           "bf16": uses_bf16(cfg, device), "batch": cfg.batch_size, "seq_len": cfg.seq_len,
+           "non_embedding_params": models.non_embedding_params(model), "tokens_per_s": round(tokens / secs, 1),
+           "tokens_per_s_model_only": round(tokens / max(secs - prep, 1e-9), 1),
+           "input_prep_ms": round(1000 * prep / steps, 2), "model_step_ms": round(1000 * (secs - prep) / steps, 2),
+           "input_share": round(prep / secs, 4), "mfu": t.get("mfu")}
+    if finetune:  # a GLUE batch: 32 examples of 64 tokens, through the fine-tuning stage's batch source
+        gcfg = GlueConfig(batch_size=32, device=cfg.device, precision=cfg.precision, compile=cfg.compile,
+                          threads=cfg.threads)
+        clf = models.build_classifier(spec, models.build_config(spec, preset, tok), 2)
+        x = [{"input_ids": torch.randint(10, len(tok), (64,), generator=gen).tolist(), "token_type_ids": [0] * 64}
+             for _ in range(32)]
+        y = torch.randint(2, (32,), generator=gen).tolist()
+        batches = ExampleBatches(x, y, 32, torch.Generator().manual_seed(0), pad_id=tok.pad_token_id,
+                                 side=spec.padding_side, with_types=spec.token_type_ids, regression=False)
+        ft = timed(clf, batches, gcfg, steps, warmup)
+        row["finetune_seqs_per_s"] = round(32 * steps / ft["seconds"], 1)
     return row
 
 

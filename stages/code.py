@@ -7,11 +7,11 @@ execute it (`dvc status` shows `code` as changed; `dvc repro` reruns it, then th
 deps: stages/, src/tinyhelen/    outs: data/code/
 """
 from tinyhelen.cli import add_paths, parser, stage_main
-from tinyhelen.pipeline import write_fingerprints
+from tinyhelen.pipeline import write_code_checksums
 
 
 def main(args):
-    write_fingerprints(args.out)
+    write_code_checksums(args.out)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.curriculum import runs
-from tinyhelen.curriculum.config import Exp3Config
+from tinyhelen.exp3 import runs
+from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.train.compute import set_threads
 
 

@@ -1,13 +1,13 @@
 """Stage `exp3_glue`: Leaner-GLUE scores of every run's proxy checkpoints (`exp3.train.saved_steps`) and of
 the untrained random-init proxy of each seed (step 0), fine-tuned and scored with EXP1's
-`tinyhelen.glue.evaluate_checkpoint`, so every strategy is compared at the same steps (the study compared
+`tinyhelen.exp1.glue.evaluate_checkpoint`, so every strategy is compared at the same steps (the study compared
 all six runs and the random-init proxy). With `exp3.glue.enabled: false` it only records that it was
 skipped (`exp3.glue.untrained: false` skips the untrained proxy).
 
 Every path comes from the command line (dvc.yaml).
 params: exp3.strategies, exp3.seeds, exp3.glue, exp3.train (checkpoint steps, model), glue
 Writes <out>/<strategy>-s<seed>.json and <out>/untrained-s<seed>.json (read by `exp3_report`). The
-fine-tuning protocol is EXP1's `glue:` params section (`tinyhelen.glue.GlueConfig`, incl. its threads)
+fine-tuning protocol is EXP1's `glue:` params section (`tinyhelen.exp1.glue.GlueConfig`, incl. its threads)
 narrowed by `exp3.glue.tasks` / `exp3.glue.seeds`; `exp3.glue.seed` is the base seed passed to
 `evaluate_checkpoint`.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.curriculum import runs
-from tinyhelen.curriculum.config import Exp3Config
-from tinyhelen.curriculum.report import run_name
+from tinyhelen.exp3 import runs
+from tinyhelen.exp3.config import Exp3Config
+from tinyhelen.exp3.result import run_name
 from tinyhelen.io import write_json
 
 log = logging.getLogger("tinyhelen.exp3_glue")
@@ -42,7 +42,7 @@ def main(args):
             todo.append((strategy, seed))
     if not todo:
         return
-    from tinyhelen.glue import GlueConfig  # EXP1
+    from tinyhelen.exp1.glue import GlueConfig  # EXP1
     from tinyhelen.train.compute import set_threads
 
     glue_cfg = load_section("glue", GlueConfig, args.params)

@@ -7,8 +7,8 @@ Writes <out> (save_pretrained), its metrics (JSON) and its DVCLive log (<live>/m
 """
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.curriculum import runs
-from tinyhelen.curriculum.config import Exp3Config
+from tinyhelen.exp3 import runs
+from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.io import write_json
 from tinyhelen.train.compute import set_threads
 

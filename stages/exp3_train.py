@@ -8,9 +8,9 @@ log (<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to 
 """
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.curriculum import runs
-from tinyhelen.curriculum.config import Exp3Config
-from tinyhelen.curriculum.scorers import check_strategy
+from tinyhelen.exp3 import runs
+from tinyhelen.exp3.config import Exp3Config
+from tinyhelen.exp3.scorers import check_strategy
 from tinyhelen.train.compute import set_threads
 
 
@@ -24,7 +24,7 @@ def main(args):
 if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("strategy", type=check_strategy,
-                   help="a registered scorer or baseline (tinyhelen.curriculum.scorers.strategy_names())")
+                   help="a registered scorer or baseline (tinyhelen.exp3.scorers.strategy_names())")
     p.add_argument("seed", type=int)
     add_paths(p, {"--units": "curriculum units directory (exp3_units)", "--difficulty": "the strategy's "
                   "difficulty scores (exp3_difficulty)", "--tokenizer": "tokenizer directory",

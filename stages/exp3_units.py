@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.curriculum.config import Exp3Config
-from tinyhelen.curriculum.units import build_units, load_tokenizer
+from tinyhelen.exp3.config import Exp3Config
+from tinyhelen.exp3.units import build_units, load_tokenizer
 
 
 def main(args):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.generate import GenerateConfig, answer_inner
-from tinyhelen.instruct import InstructConfig
+from tinyhelen.exp2.generate import GenerateConfig, answer_inner
+from tinyhelen.exp2.config import InstructConfig
 from tinyhelen.io import write_json
-from tinyhelen.judge import Exp2Config
+from tinyhelen.exp2.config import Exp2Config
 from tinyhelen.train.compute import set_threads
 
 

@@ -6,15 +6,16 @@ params: models.preset, glue.*, seed. Writes the metrics (best lr, test mean/std 
 study's tasks) and every lr x seed run (validation per epoch, test at the best epoch); wall-clock figures go to
 reports/timings/.
 """
-from tinyhelen import glue, models
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
+from tinyhelen.exp1 import glue
+from tinyhelen.exp1.config import ModelsConfig
 from tinyhelen.io import write_json
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
-    preset = load_section("models", models.ModelsConfig, args.params).preset
+    preset = load_section("models", ModelsConfig, args.params).preset
     cfg = load_section("glue", glue.GlueConfig, args.params)
     seed = load_seed(args.params)
     set_threads(cfg.threads)
@@ -28,7 +29,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = parser(__doc__)
-    p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
+    p.add_argument("arch", help="a registered architecture (tinyhelen.exp1.models.arch_names())")
     p.add_argument("init", choices=["leaner", "ori", "scratch"])
     add_paths(p, {"--glue": "Leaner-GLUE directory (<task>_<split>.jsonl files)", "--checkpoint": "model directory "
                   "(a pretrained run's final/, or the saved scratch initialisation)", "--metrics": "metrics JSON "

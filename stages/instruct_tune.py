@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
-from tinyhelen.instruct import InstructConfig
-from tinyhelen.instruct.sft import tune
+from tinyhelen.exp2.config import InstructConfig
+from tinyhelen.exp2.tune import tune
 from tinyhelen.io import write_json
 from tinyhelen.train.compute import set_threads
 

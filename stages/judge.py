@@ -7,7 +7,7 @@ seed. Reads <generations>/<recipe>.jsonl for every recipe of exp2.recipes.
 Writes <out>/{scores.jsonl,summary.json,quarantine.jsonl} and the metrics <metrics> (LLM usage, provenance);
 an LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
-from tinyhelen import judge
+from tinyhelen.exp2 import judge
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json

@@ -8,7 +8,7 @@ Reads <generations>/<recipe>.jsonl for every recipe of exp2.recipes. Writes <out
 and the checkpoint curve: read by `generate` and `exp2_report`) and the metrics <metrics>; an LLM outage
 (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
-from tinyhelen import judge
+from tinyhelen.exp2 import judge
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json

@@ -9,25 +9,27 @@ its checkpoints and log under <out>/lr-<lr>/ (not DVC outputs; an interrupted ru
 checkpoint of the same configuration); wall-clock figures go to reports/timings/. Multi-GPU:
 `accelerate launch stages/pretrain.py ...` or `torchrun --nproc_per_node N stages/pretrain.py ...`.
 """
-from tinyhelen import models
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.io import write_json
-from tinyhelen.pretrain import PretrainConfig, pretrain, save_init
+from tinyhelen.exp1 import models
+from tinyhelen.exp1.config import ModelsConfig
+from tinyhelen.exp1.pretrain import PretrainConfig, pretrain, save_init
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
-    preset = load_section("models", models.ModelsConfig, args.params).preset
+    preset = load_section("models", ModelsConfig, args.params).preset
     seed = load_seed(args.params)
+    spec = models.get(args.arch)
     if args.side == "scratch":
-        save_init(args.arch, preset, args.tokenizer, args.out, seed)
+        save_init(spec, preset, args.tokenizer, args.out, seed)
         return
     if not (args.corpus and args.metrics and args.live):
         raise SystemExit("a pretraining side needs --corpus, --metrics and --live")
     cfg = load_section("pretrain", PretrainConfig, args.params)
     set_threads(cfg.threads)
-    res = pretrain(args.arch, preset, args.corpus, args.tokenizer, args.out, cfg, seed, resume=not args.no_resume,
+    res = pretrain(spec, preset, args.corpus, args.tokenizer, args.out, cfg, seed, resume=not args.no_resume,
                    live_dir=args.live)
     from accelerate import PartialState
 
@@ -37,7 +39,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = parser(__doc__)
-    p.add_argument("arch", help="a registered architecture (tinyhelen.models.arch_names())")
+    p.add_argument("arch", help="a registered architecture (tinyhelen.exp1.models.arch_names())")
     p.add_argument("side", choices=["leaner", "ori", "scratch"],
                    help="corpus side (recorded in the metrics), or scratch: save the untrained initialisation")
     add_paths(p, {"--tokenizer": "tokenizer directory of the side", "--out": "run directory: final/ (the model) "

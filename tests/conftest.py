@@ -20,6 +20,20 @@ FIXTURE_RELEASE = REPO / "tests" / "fixtures" / "release"
 _FULL: dict[str, object] = {}
 
 
+def stage_argv(stage: str) -> list[str]:
+    """The command of a (not templated) stage of ``dvc.yaml`` as argv, run by this interpreter: tests run a
+    stage with the paths the pipeline gives it."""
+    import shlex
+    import sys
+
+    import yaml
+
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    argv = shlex.split(cmd)
+    assert argv[0] == "python" and argv[1].startswith("stages/"), cmd
+    return [sys.executable, str(REPO / argv[1]), *argv[2:]]
+
+
 def _full_data_dir() -> Path:
     env = os.environ.get("TINYHELEN_DATA")
     return Path(env).resolve() if env else (REPO / ".." / "shared" / "tinyhelen-data").resolve()
@@ -100,7 +114,7 @@ def tokenizers(tmp_path_factory, prepared) -> dict[str, Path]:
     out = {}
     for side in ("leaner", "ori"):
         out[side] = root / side
-        build(prepared / "corpus" / side / "train.jsonl", out[side], TokenizerConfig())
+        build(prepared / "corpus" / side / "train.jsonl", [out[side]], TokenizerConfig())
     return out
 
 

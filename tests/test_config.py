@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen.config import ParamsError, load_section, load_seed, validate_all
+from tinyhelen import params
+from tinyhelen.config import ParamsError, load_seed
+from tinyhelen.params import validate_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +42,7 @@ def test_scalar_sections_and_defaults(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("seed: 7\n")
     assert load_seed(p) == 7
-    assert load_section("entropy", path=p).max_n == 4  # missing section -> defaults
+    assert params.load("entropy", p).max_n == 4  # missing section -> defaults
     p.write_text("seed: x\n")
     with pytest.raises(ParamsError, match=r"seed: Input should be a valid integer"):
         load_seed(p)
@@ -50,8 +52,8 @@ def test_scalar_sections_and_defaults(tmp_path):
 def test_cli_exit_code(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("entropy:\n  top_k: -1\n")
-    res = subprocess.run([sys.executable, "-m", "tinyhelen.config", str(p)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "tinyhelen.params", str(p)], capture_output=True, text=True)
     assert res.returncode == 2 and "entropy.top_k" in res.stderr
-    ok = subprocess.run([sys.executable, "-m", "tinyhelen.config", str(REPO / "params.yaml")],
+    ok = subprocess.run([sys.executable, "-m", "tinyhelen.params", str(REPO / "params.yaml")],
                         capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0, ok.stderr

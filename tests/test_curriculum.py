@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinyhelen.config import ParamsError, validate_section
-from tinyhelen.curriculum import pacing, report, scorers
-from tinyhelen.curriculum.config import CurriculumParam, Exp3Config, UnitsConfig
-from tinyhelen.curriculum.units import build_units, load_units
+from tinyhelen import params
+from tinyhelen.config import ParamsError
+from tinyhelen.exp3 import pacing, result, scorers
+from tinyhelen.exp3.config import CurriculumParam, UnitsConfig
+from tinyhelen.exp3.units import build_units, load_units
 from tinyhelen.io import InputError
 
 
@@ -122,13 +123,13 @@ def test_target_size_iterative_and_caps():
 
 # ------------------------------------------------------------------ params
 def test_params_validation_names_the_key():
-    assert validate_section("curriculum", "sentlen").value == "sentlen"
+    assert params.validate("curriculum", "sentlen").value == "sentlen"
     with pytest.raises(ParamsError, match="curriculum"):
-        validate_section("curriculum", "easyfirst")
+        params.validate("curriculum", "easyfirst")
     with pytest.raises(ParamsError, match="exp3.train"):
-        validate_section("exp3", {"train": {"checkpoint_steps": [7], "eval_every": 5, "max_steps": 20}})
+        params.validate("exp3", {"train": {"checkpoint_steps": [7], "eval_every": 5, "max_steps": 20}})
     with pytest.raises(ParamsError, match="exp3.strategies"):
-        validate_section("exp3", {"strategies": ["lmloss", "bogus"]})
+        params.validate("exp3", {"strategies": ["lmloss", "bogus"]})
     assert CurriculumParam().value == "lmloss"  # the study's claim is about the lmloss curriculum
 
 
@@ -167,7 +168,7 @@ def test_units_are_byte_identical_whatever_the_build_took(tmp_path, prepared, to
     import types
 
     from tinyhelen import timing
-    from tinyhelen.curriculum import units as units_mod
+    from tinyhelen.exp3 import units as units_mod
     from tinyhelen.tokenizer import load
 
     clock = iter(range(0, 10**6, 977))  # a much slower build: every clock reading 977 s later
@@ -205,7 +206,7 @@ TRAIN = SimpleNamespace(max_steps=40, eval_every=10, batch_size=2, seq_len=5, mo
 
 
 def _build(runs, selected="lmloss", target=None):
-    return report.build(runs, ["full-random", "lmloss"], [0, 1], selected, target, "full-random", TRAIN,
+    return result.build(runs, ["full-random", "lmloss"], [0, 1], selected, target, "full-random", TRAIN,
                         pool_units=10, pool_tokens=4500, non_embedding_params=1000)
 
 
@@ -223,7 +224,7 @@ def test_report_target_and_reductions():
     assert lm["step_reduction"] == pytest.approx(1 - 20 / 35, abs=1e-4)
     assert lm["data_reduction"] == pytest.approx(1 - 1500 / 4500, abs=1e-4)
     assert m["selected"]["strategy"] == "lmloss" and res.tokens_per_run == 400
-    md = report.markdown(res)
+    md = result.markdown(res)
     assert "| lmloss |" in md and "+42.9%" in md
     res2 = _build(runs, target=3.05)
     assert res2.metrics()["strategies"]["lmloss"]["reached"] == 1

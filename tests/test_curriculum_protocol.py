@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tinyhelen.config import load_section
-from tinyhelen.curriculum import report, scorers
-from tinyhelen.curriculum.config import CurriculumParam, Exp3Config, ModelConfig, TrainConfig
-from tinyhelen.curriculum.trainer import Curriculum, Sampler, build_model, fixed_packing, train_run
-from tinyhelen.curriculum.units import Units, load_units
+from tinyhelen.exp3 import result, scorers
+from tinyhelen.exp3.config import CurriculumParam, Exp3Config, ModelConfig, TrainConfig
+from tinyhelen.exp3.curriculum import Curriculum, Sampler, build_model, fixed_packing, train_run
+from tinyhelen.exp3.units import Units, load_units
 
 from test_curriculum import units_dir  # noqa: F401  (shared fixture)
 
@@ -36,7 +36,7 @@ def test_defaults_are_the_studys_exp3_protocol():
 
 
 def test_proxy_has_the_studys_shape(tokenizers):
-    from tinyhelen.models import non_embedding_params
+    from tinyhelen.exp1.models import non_embedding_params
     from tinyhelen.tokenizer import load
 
     m = build_model(ModelConfig(), load(tokenizers["leaner"]), 0)
@@ -74,7 +74,7 @@ def test_easiest_units_enter_the_pool_first(name, pool_setup):
 
     static = None if scorer.online else scores_of(list(range(len(pool))))
     cur = Curriculum(pool, name, cfg, 0, tok, static, None)
-    cur.on_start(model, resumed=False)
+    cur.on_start(model, resumed=False, history=[])
     n = len(pool)
     assert len(cur.pool) == int(np.ceil(0.2 * n))
     if static is not None:  # a static order: the first pool is the easiest 20%
@@ -140,7 +140,7 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
     # the report's data-to-target is that figure at the step the target is reached
     target = curve[1]["val_loss"]
     runs = {("full-random", 0): {"summary": res["summary"], "curve": curve}}
-    built = report.build(runs, ["full-random"], [0], "full-random", target, "full-random",
+    built = result.build(runs, ["full-random"], [0], "full-random", target, "full-random",
                          SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32,
                                          model=SimpleNamespace(preset="tiny")), pool_units=6,
                          pool_tokens=40, non_embedding_params=None)
@@ -149,7 +149,7 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
     assert run.data_to_target == hit["seen_tokens"] == 40 and hit["tokens"] >= 128  # not steps x batch
     assert run.pool_tokens_at_target == 40 and run.data_at_end == 40
     target = min(r["val_loss"] for r in big_res["curve"])
-    built = report.build({("full-random", 0): {"summary": big_res["summary"], "curve": big_res["curve"]}},
+    built = result.build({("full-random", 0): {"summary": big_res["summary"], "curve": big_res["curve"]}},
                          ["full-random"], [0], "full-random", target, "full-random",
                          SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32,
                                          model=SimpleNamespace(preset="tiny")), pool_units=len(pool),
@@ -164,8 +164,8 @@ def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, 
     the Markdown show GLUE per strategy and step (the untrained proxy at step 0)."""
     import json
 
-    from tinyhelen.curriculum import runs
-    from tinyhelen.glue import GlueConfig
+    from tinyhelen.exp3 import runs
+    from tinyhelen.exp1.glue import GlueConfig
 
     pool, tok, _ = pool_setup
     cfg = Exp3Config(seeds=[0], train=dict(max_steps=4, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1),
@@ -185,10 +185,10 @@ def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, 
     gdir.mkdir()
     for name, rep in out.items():
         (gdir / f"{name}-s0.json").write_text(json.dumps({"enabled": True, **rep}))
-    rows, tasks = report.load_glue(gdir, ["sentlen", runs.UNTRAINED], [0])
+    rows, tasks = result.load_glue(gdir, ["sentlen", runs.UNTRAINED], [0])
     assert tasks == ["wnli"] and {(r.strategy, r.step) for r in rows} == {("sentlen", 2), ("sentlen", 4),
                                                                           ("untrained", 0)}
-    table = report.glue_table(SimpleNamespace(glue=rows, glue_tasks=tasks))
+    table = result.glue_table(SimpleNamespace(glue=rows, glue_tasks=tasks))
     assert [(r["strategy"], r["step"]) for r in table] == [("sentlen", 2), ("sentlen", 4), ("untrained", 0)]
 
 
@@ -197,7 +197,7 @@ def test_scoring_follows_the_training_device_and_precision(pool_setup, units_dir
                                                            monkeypatch):
     """The trainer hands the training device's precision to the online scorer and the difficulty stage
     puts the reference LM on the training device; bf16 autocast runs on CPU through the CUDA code path."""
-    from tinyhelen.curriculum import runs
+    from tinyhelen.exp3 import runs
     from tinyhelen.train.config import ComputeConfig
 
     pool, tok, model = pool_setup
@@ -211,7 +211,7 @@ def test_scoring_follows_the_training_device_and_precision(pool_setup, units_dir
     monkeypatch.setitem(scorers.SCORERS, "selfloss", scorers.Scorer("selfloss", spy, real.needs, online=True))
     cur = Curriculum(pool, "selfloss", TrainConfig(batch_size=4, start_fraction=0.2), 0, tok, None, None,
                      ComputeConfig(device="cpu", precision="bf16", threads=1))
-    cur.on_start(model, resumed=False)
+    cur.on_start(model, resumed=False, history=[])
     cur.expand_to(len(cur.pool) + 3, model)  # an expansion rescored by the current model
     assert seen == [(True, "cpu")]
     model.save_pretrained(str(tmp_path / "ref"))

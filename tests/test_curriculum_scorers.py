@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from tinyhelen.config import ParamsError, validate_section
-from tinyhelen.curriculum import runs, scorers
-from tinyhelen.curriculum.config import Exp3Config
+from tinyhelen import params
+from tinyhelen.config import ParamsError
+from tinyhelen.exp3 import runs, scorers
+from tinyhelen.exp3.config import Exp3Config
 
 from test_curriculum import units_dir  # noqa: F401  (shared fixture)
 
@@ -48,10 +49,10 @@ def test_strategies_and_params_type_come_from_the_registry(toy_scorers):
     assert scorers.strategy_names()[-2:] == ["full-random", "full-repeated"]
     assert {"chars", "onlinechars", "lmloss", "selfloss"} <= set(scorers.strategy_names())
     assert "chars" in scorers.static_names() and "onlinechars" not in scorers.static_names()
-    assert validate_section("curriculum", "chars").value == "chars"
-    assert validate_section("exp3", {"strategies": ["chars", "full-random"]}).strategies == ["chars", "full-random"]
+    assert params.validate("curriculum", "chars").value == "chars"
+    assert params.validate("exp3", {"strategies": ["chars", "full-random"]}).strategies == ["chars", "full-random"]
     with pytest.raises(ParamsError, match="exp3.strategies"):
-        validate_section("exp3", {"strategies": ["chars", "nope"]})
+        params.validate("exp3", {"strategies": ["chars", "nope"]})
     with pytest.raises(ValueError, match="unknown needs"):
         scorers.register("bad", needs=("wikipedia",))
     with pytest.raises(ValueError, match="must need 'model'"):
@@ -59,7 +60,7 @@ def test_strategies_and_params_type_come_from_the_registry(toy_scorers):
 
 
 def test_each_scorer_gets_what_it_declares(units_dir, tokenizers, tmp_path, toy_scorers):
-    from tinyhelen.curriculum.units import load_tokenizer, load_units
+    from tinyhelen.exp3.units import load_tokenizer, load_units
 
     runs.difficulty("chars", units_dir, tokenizers["leaner"], _cfg("chars"), tmp_path / "chars.jsonl")
     pool = load_units(units_dir)[0].subset("pool")

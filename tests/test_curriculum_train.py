@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from tinyhelen.curriculum.config import ModelConfig, TrainConfig
-from tinyhelen.curriculum.pacing import PlateauTracker
-from tinyhelen.curriculum.scorers import ScoringInputs, score_sentlen
-from tinyhelen.curriculum.trainer import train_run
-from tinyhelen.curriculum.units import load_units
+from tinyhelen.exp3.config import ModelConfig, TrainConfig
+from tinyhelen.exp3.pacing import PlateauTracker
+from tinyhelen.exp3.scorers import ScoringInputs, score_sentlen
+from tinyhelen.exp3.curriculum import train_run
+from tinyhelen.exp3.units import load_units
 
 from test_curriculum import units_dir  # noqa: F401  (shared fixture)
 
@@ -109,8 +109,8 @@ def test_stale_state_is_ignored(setup, tmp_path):
 def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_path):
     from test_train import run_stage_twice
 
-    from tinyhelen.curriculum import runs
-    from tinyhelen.curriculum.config import Exp3Config
+    from tinyhelen.exp3 import runs
+    from tinyhelen.exp3.config import Exp3Config
 
     train = dict(max_steps=8, batch_size=4, seq_len=32, eval_every=2, patience=1, start_fraction=0.1,
                  increment=0.1, selfloss_candidates=16, warmup_steps=2)

@@ -361,7 +361,8 @@ def test_checksum_mismatch_is_detected(tmp_path, data_dir):
 
 
 def test_bad_params_name_the_key():
-    from tinyhelen.config import ParamsError, validate_section
+    from tinyhelen.config import ParamsError
+    from tinyhelen.params import validate as validate_section
 
     with pytest.raises(ParamsError, match=r"data\.genres: .*unknown genre\(s\) \['poetry'\]"):
         validate_section("data", {"genres": ["web", "poetry"]})

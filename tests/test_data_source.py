@@ -16,7 +16,7 @@ import zstandard
 
 from tinyhelen.config import ParamsError
 from tinyhelen.data import DataConfig, ReleaseIndex, check_data_env, corpus_file, normalise, prepare
-from tinyhelen.entropy import EntropyConfig, run
+from tinyhelen.entropy.measure import EntropyConfig, run
 from tinyhelen.io import iter_json_array, iter_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

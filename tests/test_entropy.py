@@ -9,9 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from tinyhelen.entropy import (WORD_RE, EntropyConfig, Sample, compare, cut_sentences, equalise, entropy_bits,
-                               leaner_vs_ori, markdown, miller_madow, ngram_counts, ngram_stats, pool, run,
-                               sentence_lengths, scope_samples, summary, word_stats, word_tokens)
+from tinyhelen.entropy.measure import (EntropyConfig, Sample, compare, cut_sentences, equalise, entropy_bits,
+                                       miller_madow, ngram_counts, ngram_stats, pool, run, scope_samples, word_stats)
+from tinyhelen.entropy.result import leaner_vs_ori, markdown, summary
+from tinyhelen.entropy.words import WORD_RE, sentence_lengths, word_tokens
 
 
 def test_entropy_bits_hand_examples():
@@ -162,15 +163,15 @@ def test_a_figure_added_in_side_stats_reaches_every_scope_and_setting(monkeypatc
     added there (for this test only) appears in every scope, setting and side of ``compare`` (what
     reports/entropy_by_genre.json holds), at the equal budget on the cut documents; the typed result keeps
     only its declared fields (docs/extending.md, "An entropy measure")."""
-    from tinyhelen import entropy
-    from tinyhelen.results import EntropyResult
+    from tinyhelen.entropy import measure
+    from tinyhelen.entropy.result import EntropyResult
 
-    plain = entropy.side_stats
+    plain = measure.side_stats
 
     def with_toy(word, bpe, cfg):
         return {**plain(word, bpe, cfg), "toy_words_seen": word.n_tokens}
 
-    monkeypatch.setattr(entropy, "side_stats", with_toy)
+    monkeypatch.setattr(measure, "side_stats", with_toy)
     cfg = EntropyConfig(max_n=1, genres=["web", "wiki"], pooled_genres=["web", "wiki"])
     leaner = [_doc("a", "web", "a b c d."), _doc("b", "wiki", "e f.")]
     ori = [_doc("a", "web", "one two three four five six."), _doc("b", "wiki", "seven eight nine.")]
@@ -212,7 +213,11 @@ def test_stage_outputs_are_deterministic_and_hold_no_wall_clock(prepared, tokeni
         shutil.copytree(tokenizers[s], tmp_path / "data/tokenizers" / s)
     (tmp_path / "params.yaml").write_text("entropy:\n  max_n: 2\n")
     args = argparse.Namespace(params="params.yaml", leaner=str(prepared / "corpus/leaner"),
-                              ori=str(prepared / "corpus/ori"))
+                              ori=str(prepared / "corpus/ori"), leaner_tokenizer="data/tokenizers/leaner",
+                              ori_tokenizer="data/tokenizers/ori", result="reports/results/entropy.json",
+                              metrics="reports/entropy.json", by_genre="reports/entropy_by_genre.json",
+                              md="reports/entropy.md", plot="reports/plots/entropy.tsv",
+                              png="reports/figures/entropy.png")
     outs = []
     for _ in range(2):
         timing.clear()

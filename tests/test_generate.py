@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen.generate import (Decoding, GenerateConfig, answer_inner, answer_selected, checkpoints, read_questions,
+from tinyhelen.exp2.generate import (Decoding, GenerateConfig, answer_inner, answer_selected, checkpoints, read_questions,
                                 subsample)
 from tinyhelen.io import InputError, read_jsonl
 
@@ -16,7 +16,8 @@ def model_dir(tmp_path_factory, tokenizers) -> Path:
     """A tuned-model directory layout (two step checkpoints) holding a tiny random LLaMA."""
     import torch
 
-    from tinyhelen import models, tokenizer
+    from tinyhelen import tokenizer
+    from tinyhelen.exp1 import models
 
     root = tmp_path_factory.mktemp("gen") / "leaner-ori"
     tok = tokenizer.load(tokenizers["leaner"])
@@ -62,7 +63,7 @@ def test_generation_is_deterministic(model_dir, prepared, tmp_path):
 
 def test_selected_checkpoint_answers_the_full_set(model_dir, prepared, tmp_path):
     """The checkpoint selected on the inner comparison (not the last one) answers Leaner-Eval."""
-    from tinyhelen.generate import generate_answers, load_model
+    from tinyhelen.exp2.generate import generate_answers, load_model
 
     cfg = GenerateConfig(eval_dir=str(prepared / "eval"), max_questions=6, batch_size=6, device="cpu",
                          decoding=Decoding(max_new_tokens=6))

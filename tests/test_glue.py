@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen import exp1, glue
+from tinyhelen.exp1 import glue, glue_metrics, models, result
 from tinyhelen.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,35 +17,35 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------- metrics
 def test_accuracy_and_f1_by_hand():
     y, p = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1]
-    assert glue.accuracy(y, p) == pytest.approx(4 / 6)
+    assert glue_metrics.accuracy(y, p) == pytest.approx(4 / 6)
     # tp=3, fp=1, fn=1 -> F1 = 6 / 8
-    assert glue.f1_binary(y, p) == pytest.approx(0.75)
-    assert glue.f1_binary([0, 0], [0, 0]) == 0.0
+    assert glue_metrics.f1_binary(y, p) == pytest.approx(0.75)
+    assert glue_metrics.f1_binary([0, 0], [0, 0]) == 0.0
 
 
 def test_mcc_by_hand():
     # tp=2 tn=1 fp=1 fn=1: (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6
-    assert glue.matthews_corrcoef([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(1 / 6)
-    assert glue.matthews_corrcoef([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0)
-    assert glue.matthews_corrcoef([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
-    assert glue.matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 1]) == 0.0  # constant prediction: undefined -> 0
+    assert glue_metrics.matthews_corrcoef([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(1 / 6)
+    assert glue_metrics.matthews_corrcoef([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0)
+    assert glue_metrics.matthews_corrcoef([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    assert glue_metrics.matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 1]) == 0.0  # constant prediction: undefined -> 0
 
 
 def test_correlations_by_hand():
-    assert glue.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
-    assert glue.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert glue.pearson([1, 2, 3], [5, 5, 5]) == 0.0
+    assert glue_metrics.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert glue_metrics.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert glue_metrics.pearson([1, 2, 3], [5, 5, 5]) == 0.0
     # x=[1,2,3,4], y=[1,3,2,4]: Pearson = 0.8; monotone transform of y keeps Spearman = 0.8
-    assert glue.pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
-    assert glue.spearman([1, 2, 3, 4], [1, 30, 20, 400]) == pytest.approx(0.8)
-    assert glue.spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(0.8660254, abs=1e-6)  # ties: average ranks
+    assert glue_metrics.pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert glue_metrics.spearman([1, 2, 3, 4], [1, 30, 20, 400]) == pytest.approx(0.8)
+    assert glue_metrics.spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(0.8660254, abs=1e-6)  # ties: average ranks
 
 
 def test_task_scores_follow_glue():
-    assert glue.task_metrics("cola", [1, 0], [1, 0])["score"] == pytest.approx(1.0)
-    m = glue.task_metrics("mrpc", [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1])
+    assert glue_metrics.task_metrics("cola", [1, 0], [1, 0])["score"] == pytest.approx(1.0)
+    m = glue_metrics.task_metrics("mrpc", [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1])
     assert m["score"] == pytest.approx((0.75 + 4 / 6) / 2)
-    s = glue.task_metrics("stsb", [0.0, 1.0, 2.0, 3.0], [0.1, 1.2, 1.9, 3.5])
+    s = glue_metrics.task_metrics("stsb", [0.0, 1.0, 2.0, 3.0], [0.1, 1.2, 1.9, 3.5])
     assert s["pearson"] > 0.95 and s["spearman"] == pytest.approx(1.0)
 
 
@@ -62,14 +62,14 @@ def test_encode_pair_layouts(tokenizers):
 
     tok = load(tokenizers["leaner"])
     cls, sep, eos = tok.cls_token_id, tok.sep_token_id, tok.eos_token_id
-    bert = glue.encode_pair(tok, "bert", "a b", "c", 64)
+    bert = glue.encode_pair(tok, models.get("bert"), "a b", "c", 64)
     assert bert["input_ids"][0] == cls and bert["input_ids"][-1] == sep and bert["input_ids"].count(sep) == 2
     assert bert["token_type_ids"][-1] == 1 and bert["token_type_ids"][0] == 0
-    xl = glue.encode_pair(tok, "xlnet", "a b", "c", 64)
+    xl = glue.encode_pair(tok, models.get("xlnet"), "a b", "c", 64)
     assert xl["input_ids"][-1] == cls and xl["token_type_ids"][-1] == 2
-    ll = glue.encode_pair(tok, "llama", "a b", "c", 64)
+    ll = glue.encode_pair(tok, models.get("llama"), "a b", "c", 64)
     assert ll["input_ids"][-1] == eos and sep in ll["input_ids"]
-    long = glue.encode_pair(tok, "bert", "word " * 200, "other " * 50, 40)
+    long = glue.encode_pair(tok, models.get("bert"), "word " * 200, "other " * 50, 40)
     assert len(long["input_ids"]) == 40 and long["input_ids"][-1] == sep  # truncated, specials kept
 
 
@@ -112,17 +112,17 @@ def test_exp1_table_and_equal_budget_check(tmp_path):
          for i, s in [("leaner", base), ("ori", base - 0.05), ("scratch", base - 0.1)]}
     p = {f"{a}-{s}": {"tokens_seen": 4096} for a in ("llama", "bert") for s in ("leaner", "ori")}
     p["xlnet-leaner"] = {"tokens_seen": 1024}  # a run of an arch outside exp1.archs (an earlier run's file)
-    res = exp1.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+    res = result.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
     assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
     assert sorted(res["pretrain"]) == ["bert-leaner", "bert-ori", "llama-leaner", "llama-ori"]
     del p["xlnet-leaner"]
-    md = exp1.exp1_markdown(res, "tiny")
+    md = result.exp1_markdown(res, "tiny")
     assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
-    exp1.exp1_png(res, tmp_path / "x.png")
+    result.exp1_png(res, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 1000
     p["bert-ori"]["tokens_seen"] = 2048
     with pytest.raises(InputError, match="same token budget"):
-        exp1.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
+        result.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
 
 
 # ---------------------------------------------------------------------------------- stage graph
@@ -198,7 +198,7 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     params = {"seed": 3, "models": {"preset": "tiny"},
               "glue": dict(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=8,
                            max_train_examples=16, max_eval_examples=8, warmup_steps=1, threads=1)}
-    from tinyhelen.pretrain import save_init
+    from tinyhelen.exp1.pretrain import save_init
 
     save_init("mamba", "tiny", tokenizers["leaner"], tmp_path / "scratch", seed=3)
     files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--checkpoint",

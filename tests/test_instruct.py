@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen.instruct import (RECIPES, SIDES, InstructConfig, OnlineFile, OnlineSources, TuneConfig,
-                                build_instruct_data, format_prompt, read_examples)
-from tinyhelen.instruct.sft import encode_example, tune
+from tinyhelen.exp2.config import RECIPES, SIDES, InstructConfig, OnlineFile, OnlineSources, TuneConfig
+from tinyhelen.exp2.instruct_data import build_instruct_data, format_prompt, read_examples
+from tinyhelen.exp2.tune import encode_example, tune
 from tinyhelen.io import InputError
 
 TINY_TUNE = TuneConfig(steps=6, batch_size=4, max_len=96, lr=2e-3, warmup_steps=1, checkpoint_every=3,
@@ -23,7 +23,8 @@ def make_pretrained(tok_dir: Path, out: Path, seed: int) -> Path:
     """A randomly initialised tiny LLaMA saved like the pretrain stage's ``final/`` (model + tokenizer)."""
     import torch
 
-    from tinyhelen import models, tokenizer
+    from tinyhelen import tokenizer
+    from tinyhelen.exp1 import models
 
     tok = tokenizer.load(tok_dir)
     torch.manual_seed(seed)
@@ -99,7 +100,7 @@ def test_template_is_the_studys(tokenizers):
 
 
 def test_packed_blocks_carry_loss_on_all_tokens_by_default(tokenizers):
-    from tinyhelen.instruct.sft import pack
+    from tinyhelen.exp2.tune import pack
     from tinyhelen.tokenizer import load
 
     tok = load(tokenizers["leaner"])

@@ -10,15 +10,18 @@ import pytest
 
 from pathlib import Path
 
-from tinyhelen import judge
+from tinyhelen import params
 from tinyhelen.config import ParamsError, validate_section
+from tinyhelen.exp2 import judge
+from tinyhelen.exp2.judge import (BACKENDS, BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy,
+                                  parse_judgement, proxy_scores, select_checkpoints)
+from tinyhelen.exp2.result import markdown, plot_png
+from tinyhelen.exp2.result import summarise as report
 from tinyhelen.io import InputError
-from tinyhelen.judge import (BACKENDS, BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy, markdown,
-                             parse_judgement, proxy_scores, report, select_checkpoints)
 from tinyhelen.llm import LLMFailure
 from tinyhelen.llm.config import LLMConfig
 from tinyhelen.llm.fake_server import BEGIN, END, END_TEXT, FakeModel, FakeServer
-from tinyhelen.llm_judge import EMPTY_ANSWER, judge_groups, judge_llm_config, orders_for
+from tinyhelen.exp2.llm_judge import EMPTY_ANSWER, judge_groups, judge_llm_config, orders_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,7 +227,7 @@ def test_backend_registry_and_judge_endpoint_settings():
     j = judge_llm_config(llm, JudgeConfig().llm)
     assert (j.backend, j.model, j.temperature) == ("openai", "gpt-4o-mini", 0.0)  # replay -> openai, temperature 0
     j = judge_llm_config(llm.model_copy(update={"backend": "local"}),
-                         validate_section("judge", {"llm": {"model": "judge-7b", "model_path": "/m/j.gguf"}}).llm)
+                         params.validate("judge", {"llm": {"model": "judge-7b", "model_path": "/m/j.gguf"}}).llm)
     assert (j.backend, j.model, j.local.model_path) == ("local", "judge-7b", "/m/j.gguf")
 
 
@@ -295,7 +298,7 @@ def test_proxy_judge_and_report(prepared, tmp_path):
         select_checkpoints(scores, "proxy", RECIPES, 100, 0, selection_metric="total")
     with pytest.raises(InputError, match="step 10 was selected: rerun generate"):  # answers of another checkpoint
         report(scores, "proxy", RECIPES, 100, 0, at_step(sel, 10))
-    judge.plot_png(rep, tmp_path / "exp2.png")
+    plot_png(rep, tmp_path / "exp2.png")
     assert (tmp_path / "exp2.png").stat().st_size > 1000
 
 
@@ -303,11 +306,11 @@ def test_toy_backend_registered_here_runs_through_judging_selection_report_and_c
     """A third judge backend, registered for this test only (one ``JudgeBackend`` in ``BACKENDS``, its metric's
     direction and label): the params accept it, and the judge, checkpoint selection, EXP2 report, typed result,
     report card table and claims all read it from the registry (docs/extending.md, "A judge backend")."""
-    from tinyhelen.judge import HIGHER_IS_BETTER, METRIC_LABELS, JudgeBackend
-    from tinyhelen.proxy_judge import base_record
+    from tinyhelen.exp2.judge import HIGHER_IS_BETTER, METRIC_LABELS, JudgeBackend
+    from tinyhelen.exp2.proxy_judge import base_record
     from tinyhelen.report.claims import NOT_MEASURED, ReportConfig, claims_exp2
     from tinyhelen.report.render import md_exp2
-    from tinyhelen.results import Exp2Result
+    from tinyhelen.exp2.result import Exp2Result
 
     def score_toy(gens, cfg, llm, seed):  # longer answers score higher; a later checkpoint breaks ties
         recs = [{**base_record(r), "backend": "toy", "toy_words": len(r["answer"].split()) + r["step"] / 100}

@@ -162,7 +162,7 @@ def test_answered_model_and_provenance_are_recorded(server, tmp_path):
     # what the report card reads from the stage's metrics: the model and the pipeline-check flag
     assert prov["model"] == "fake" and prov["pipeline_check"] and prov["status"] == "pipeline_check"
     from tinyhelen.report.provenance import llm_marks
-    from tinyhelen.results import LLMStageMetrics
+    from tinyhelen.report.provenance import LLMStageMetrics
 
     metrics = LLMStageMetrics.model_validate({"backend": "openai", "provenance": prov})
     assert metrics.pipeline_check and metrics.provenance.model == "fake"
@@ -170,7 +170,7 @@ def test_answered_model_and_provenance_are_recorded(server, tmp_path):
     big = {**prov, "models": [{"model": "m", "n_params": 7 * 10**9}]}
     assert result_status(big, 10**9)["status"] == "result"
     assert result_status(stage_provenance(LLMConfig()), 10**9)["label"] == "the study's released outputs"
-    from tinyhelen.proxy_judge import PROXY_PROVENANCE
+    from tinyhelen.exp2.proxy_judge import PROXY_PROVENANCE
     assert result_status(PROXY_PROVENANCE, 10**9)["status"] == "proxy"
 
 
@@ -318,7 +318,8 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 
 def test_llm_layer_has_no_import_cycle_and_no_private_names_across_modules():
     files = sorted((SRC / "llm").glob("*.py")) + [SRC / n for n in ("simplify.py", "leaner_glue.py", "leaner_eval.py",
-                                                                   "judge.py", "llm_judge.py", "proxy_judge.py")]
+                                                                   "exp2/judge.py", "exp2/llm_judge.py",
+                                                                   "exp2/proxy_judge.py")]
     graph = {}
     for f in files:
         mod = "tinyhelen." + ".".join(f.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
@@ -380,7 +381,7 @@ def test_an_endpoint_started_here_is_params_only_through_the_judge(tmp_path):
     that point at it run the LLM judge (``judge.judge_answers``, what the judge stage calls) with the cache,
     and the provenance records the model that answered with the size its ``/models`` reports
     (docs/extending.md, "An LLM endpoint")."""
-    from tinyhelen import judge
+    from tinyhelen.exp2 import judge
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ToyEndpoint)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

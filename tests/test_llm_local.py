@@ -56,7 +56,7 @@ def llm(tmp_path) -> LLMConfig:
 
 
 def test_rewrite_two_documents_judge_two_answers_no_server_left(prepared, llm, tmp_path):
-    from tinyhelen.judge import JudgeConfig, judge_llm
+    from tinyhelen.exp2.judge import JudgeConfig, judge_llm
     from tinyhelen.simplify import SimplifyConfig, simplify_genre
 
     docs = [d for d in read_jsonl(prepared / "corpus" / "ori" / "train.jsonl") if d["genre"] == "web"][:2]

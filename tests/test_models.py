@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tinyhelen import models
-from tinyhelen.pretrain import PretrainConfig
+from tinyhelen.exp1 import models
+from tinyhelen.exp1.pretrain import PretrainConfig
 from tinyhelen.tokenizer import load
 from tinyhelen.train.objectives import make_objective
 from tinyhelen.train.optim import build_optimizer
@@ -89,12 +89,12 @@ def test_each_arch_loss_decreases_in_a_few_steps(tok, arch, tokenizers):
 @pytest.mark.parametrize("arch", models.arch_names())
 def test_classifier_padding_does_not_change_logits(tok, arch):
     """Pooling uses the right token for each arch's padding side: padded and unpadded logits agree."""
-    from tinyhelen.glue import collate, encode_pair
+    from tinyhelen.exp1.glue import collate, encode_pair
 
     torch.manual_seed(0)
     clf = models.build_classifier(arch, models.build_config(arch, "tiny", tok), 3).eval()
-    short = encode_pair(tok, arch, "A dog runs.", "A cat sleeps.", 64)
-    long = encode_pair(tok, arch, "The old man walked slowly to the shop at the end of the road.", None, 64)
+    short = encode_pair(tok, models.get(arch), "A dog runs.", "A cat sleeps.", 64)
+    long = encode_pair(tok, models.get(arch), "The old man walked slowly to the shop at the end of the road.", None, 64)
     with_types, side = models.get(arch).token_type_ids, models.get(arch).padding_side
     both = collate([short, long], tok.pad_token_id, side, with_types)
     alone = collate([short], tok.pad_token_id, side, with_types)
@@ -135,7 +135,7 @@ def test_wrong_checkpoint_arch_is_rejected(tok, tmp_path):
 def test_selective_scan_matches_reference_loop(parallel):
     from transformers.models.mamba import modeling_mamba as mm
 
-    from tinyhelen.models.mamba import install_cpu_scan
+    from tinyhelen.exp1.models.mamba import install_cpu_scan
 
     install_cpu_scan()
     g = torch.Generator().manual_seed(0)
@@ -158,7 +158,7 @@ def test_selective_scan_matches_reference_loop(parallel):
 
 # ------------------------------------------------------------------------ the architecture registry
 def test_registry_is_the_only_list_of_architectures():
-    from tinyhelen.exp1 import Exp1Config
+    from tinyhelen.exp1.config import Exp1Config
 
     assert models.arch_names() == ["bert", "llama", "xlnet", "mamba", "mamba1"] == list(models.ARCHITECTURES)
     assert models.default_arch_names() == ["bert", "llama", "xlnet", "mamba"] == Exp1Config().archs
@@ -184,10 +184,11 @@ def toy_arch(monkeypatch):
 
 def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, tokenizers, tmp_path):
     """Registering a spec is all it takes: pretraining, GLUE fine-tuning and the EXP1 table work for it."""
-    from tinyhelen import exp1, glue
-    from tinyhelen.pretrain import pretrain
+    from tinyhelen.exp1 import glue, result
+    from tinyhelen.exp1.config import Exp1Config
+    from tinyhelen.exp1.pretrain import pretrain
 
-    assert exp1.Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
+    assert Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
     cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2,
                          log_every=2, warmup_steps=1, max_train_docs=40, device="cpu")
     pre = pretrain("gpt2", "tiny", prepared / "corpus" / "leaner", tokenizers["leaner"], tmp_path / "gpt2-leaner",
@@ -203,6 +204,6 @@ def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, 
                                                         gcfg, seed=0)}
     for rep in reports.values():
         assert set(rep["tasks"]) == {"wnli", "stsb"} and math.isfinite(rep["mean_test_score"])
-    table = exp1.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
+    table = result.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
     assert set(table["table"]["gpt2"]) == {"leaner", "scratch"}
-    assert "| gpt2 | clm | leaner |" in exp1.exp1_markdown(table, "tiny")
+    assert "| gpt2 | clm | leaner |" in result.exp1_markdown(table, "tiny")

@@ -19,7 +19,7 @@ from tinyhelen.pipeline import stage_params, stages_affected_by
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
-DATA_STAGES = {"code", "prepare", "tokenizer@leaner", "tokenizer@ori", "entropy"}
+DATA_STAGES = {"code", "prepare", "tokenizer", "entropy"}
 
 
 def _downstream_only(stages: set[str]) -> set[str]:
@@ -31,7 +31,7 @@ def _downstream_only(stages: set[str]) -> set[str]:
 def test_params_changes_affect_only_their_stages():
     assert _downstream_only(stages_affected_by(["entropy.max_n"], REPO)) == {"entropy"}
     tok = _downstream_only(stages_affected_by(["tokenizer.vocab_size"], REPO))
-    assert {"tokenizer@leaner", "tokenizer@ori", "entropy"} <= tok and "prepare" not in tok
+    assert {"tokenizer", "entropy"} <= tok and "prepare" not in tok
     assert "prepare" in stages_affected_by(["data.max_words_per_genre"], REPO)
 
 
@@ -128,9 +128,9 @@ def test_every_stage_depends_on_its_script_and_its_code_checksums():
 
 
 def test_code_checksums_list_the_script_and_exactly_its_import_closure():
-    from tinyhelen.pipeline import fingerprint, import_closure
+    from tinyhelen.pipeline import code_checksums, import_closure
 
-    lines = fingerprint("stages/entropy.py", REPO).splitlines()
+    lines = code_checksums("stages/entropy.py", REPO).splitlines()
     paths = [line.split("  ", 1)[1] for line in lines]
     assert paths[0] == "stages/entropy.py" and set(paths[1:]) == import_closure("stages/entropy.py", REPO)
     assert "src/tinyhelen/tokenizer.py" in paths and "src/tinyhelen/llm/client.py" not in paths
@@ -139,20 +139,44 @@ def test_code_checksums_list_the_script_and_exactly_its_import_closure():
 
 
 def test_editing_a_module_changes_the_checksums_of_exactly_the_stages_that_import_it(tmp_path):
-    from tinyhelen.pipeline import import_closure, write_fingerprints
+    from tinyhelen.pipeline import import_closure, write_code_checksums
 
     shutil.copytree(REPO / "src", tmp_path / "src")
     shutil.copytree(REPO / "stages", tmp_path / "stages")
-    before = {Path(f).name: Path(f).read_text() for f in write_fingerprints(tmp_path / "a", tmp_path)}
+    before = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "a", tmp_path)}
     assert len(before) == len(list((REPO / "stages").glob("*.py")))
     module = tmp_path / "src/tinyhelen/tokenizer.py"
     module.write_text(module.read_text() + "# edited\n")
-    after = {Path(f).name: Path(f).read_text() for f in write_fingerprints(tmp_path / "b", tmp_path)}
+    after = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "b", tmp_path)}
     changed = {name.removesuffix(".sha256") for name in before if before[name] != after[name]}
     importers = {s.stem for s in (REPO / "stages").glob("*.py")
                  if "src/tinyhelen/tokenizer.py" in import_closure(s.relative_to(REPO), REPO)}
     assert changed == importers
     assert {"tokenizer", "entropy", "glue"} <= changed and not {"prepare", "judge"} & changed
+
+
+def test_a_section_default_is_part_of_the_report_stages_code(tmp_path):
+    """The report card compares the params in effect with every section's defaults, which it loads through
+    the params registry (``importlib``, no import statement): the registry's module names count as imports,
+    so editing a default (here ``glue.epochs``, in a module no import statement of the report reaches)
+    changes the report stage's code checksums and `dvc repro` reruns the report."""
+    from tinyhelen.params import SECTIONS
+    from tinyhelen.pipeline import import_closure, write_code_checksums
+
+    closure = import_closure("stages/report.py", REPO)
+    for section, target in SECTIONS.items():
+        module = "src/" + target.split(":")[0].replace(".", "/")
+        assert f"{module}.py" in closure or f"{module}/__init__.py" in closure, section
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    before = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "a", tmp_path)}
+    module = tmp_path / "src/tinyhelen/exp1/glue.py"
+    text = module.read_text()
+    assert "epochs: int = Field(1," in text
+    module.write_text(text.replace("epochs: int = Field(1,", "epochs: int = Field(2,"))
+    after = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "b", tmp_path)}
+    changed = {name.removesuffix(".sha256") for name in before if before[name] != after[name]}
+    assert "report" in changed and "glue" in changed and not {"entropy", "prepare", "judge"} & changed
 
 
 def test_a_missing_code_dep_is_caught(tmp_path):

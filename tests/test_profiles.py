@@ -47,7 +47,8 @@ def test_an_override_on_top_of_a_profile_and_a_bad_value_fails(tmp_path):
     bad = profiles.compose("default", ["glue.epochs=-1"])
     path = tmp_path / "params.yaml"
     path.write_text(profiles.dump(bad))
-    from tinyhelen.config import ParamsError, validate_all
+    from tinyhelen.config import ParamsError
+    from tinyhelen.params import validate_all
 
     with pytest.raises(ParamsError, match="glue.epochs"):
         validate_all(path)
@@ -77,7 +78,7 @@ def test_save_keeps_a_runs_results_and_lists_it_in_the_report_card(tmp_path):
     dest = profiles.save("cpu-study", "dvc exp run -S profile=cpu-study", 61.4, tmp_path)
     assert (dest / "README.md").read_text() == "# card\n" and (dest / "figures/exp3.png").read_bytes() == b"png"
     assert (dest / "params.yaml").exists()
-    (run,) = read_profile_runs(tmp_path)
+    (run,) = read_profile_runs(tmp_path / "results")
     assert run["profile"] == "cpu-study" and run["wall_seconds"] == 61
     assert run["command"] == "dvc exp run -S profile=cpu-study"
     assert run["verdicts"] == {"exp3_lmloss_fewer_steps": "inconclusive"}

@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen import protocol, study
+from conftest import stage_argv
 from tinyhelen import report as R
-from tinyhelen import results as T
+from tinyhelen import study
+from tinyhelen.entropy.result import EntropyResult, EntropySetting, EntropySide
+from tinyhelen.exp1.result import Exp1Result, GlueCell, PretrainRun
+from tinyhelen.exp2.result import Estimate, Exp2Recipe, Exp2Result
+from tinyhelen.exp3.result import Exp3Result, Exp3Run
+from tinyhelen.report import protocol
 from tinyhelen.cli import stage_name
 from tinyhelen.report.provenance import resolved_params
 from tinyhelen.report.render import md_entropy
@@ -88,7 +93,7 @@ NOISE = [0.8, -1.1, 0.3, -0.6, 1.2, -0.2, 0.5, -0.9]
 
 
 def _exp1(effect: float, spread: float, llama: float = 0.0, tokens: int = STUDY["EXP1"].tokens_per_run,
-          steps: int = 10_000, params: int = 14_505_000) -> T.Exp1Result:
+          steps: int = 10_000, params: int = 14_505_000) -> Exp1Result:
     archs, tasks, k = ["bert", "llama", "xlnet"], ["cola", "mrpc", "rte", "stsb", "wnli"], 0
     cells = []
     for a in archs:
@@ -101,10 +106,10 @@ def _exp1(effect: float, spread: float, llama: float = 0.0, tokens: int = STUDY[
                     seeds[s] = base + (effect + spread * NOISE[k % len(NOISE)] if init == "leaner" else 0.0)
                     seeds[s] += 5.0 if t == "wnli" and init == "ori" else 0.0  # WNLI never counts
                 m = sum(seeds.values()) / 3
-                cells.append(T.GlueCell(arch=a, init=init, task=t, test=m, std=0.0, best_lr=1e-3, seeds=seeds))
-    pre = [T.PretrainRun(arch=a, side=s, preset="x", tokens_seen=tokens, steps=steps, non_embedding_params=params,
+                cells.append(GlueCell(arch=a, init=init, task=t, test=m, std=0.0, best_lr=1e-3, seeds=seeds))
+    pre = [PretrainRun(arch=a, side=s, preset="x", tokens_seen=tokens, steps=steps, non_embedding_params=params,
                          train_loss=5.0, val_loss=5.0) for a in archs for s in ("leaner", "ori")]
-    return T.Exp1Result(preset="x", archs=archs, inits=["leaner", "ori", "scratch"], tasks=tasks,
+    return Exp1Result(preset="x", archs=archs, inits=["leaner", "ori", "scratch"], tasks=tasks,
                         tokens_per_run=tokens, cells=cells, pretrain=pre)
 
 
@@ -142,20 +147,20 @@ def test_exp1_result_built_from_stage_reports():
                          {"lr": 0.001, "seed": 0, "test": {"score": 0.8}}]} for k in glue}
     pre = {f"llama-{s}": {"preset": "tiny", "tokens_seen": 100, "steps": 2, "non_embedding_params": 10,
                           "train_loss": 1.0, "val_loss": 2.0} for s in ("leaner", "ori")}
-    res = T.Exp1Result.build(glue, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
+    res = Exp1Result.build(glue, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
     assert res.cells[0].seeds == {0: 0.8, 1: 0.6}  # the runs at the best lr, by seed
     assert res.metrics()["glue_mean"]["llama-ori"] == 0.7
     with pytest.raises(Exception, match="glue"):
-        T.Exp1Result.build({}, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
+        Exp1Result.build({}, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
 
 
 # ------------------------------------------------------------------------------------ EXP2
-def _exp2(llm: bool, means: dict[str, float], hw: float, higher: bool = True) -> T.Exp2Result:
+def _exp2(llm: bool, means: dict[str, float], hw: float, higher: bool = True) -> Exp2Result:
     m = "total" if llm else "proxy_ref_ppl"
-    recipes = [T.Exp2Recipe(recipe=r, pretrain=r.split("-")[0], tune=r.split("-")[1], selected_step=100, answers=10,
+    recipes = [Exp2Recipe(recipe=r, pretrain=r.split("-")[0], tune=r.split("-")[1], selected_step=100, answers=10,
                             tune_steps=1000, tune_tokens=STUDY["EXP2"].tokens_per_run,
-                            scores={m: T.Estimate(mean=x, lo=x - hw, hi=x + hw, n=50)}) for r, x in means.items()]
-    return T.Exp2Result(judge_backend="llm" if llm else "proxy", judge_is_llm=llm, main_metric=m,
+                            scores={m: Estimate(mean=x, lo=x - hw, hi=x + hw, n=50)}) for r, x in means.items()]
+    return Exp2Result(judge_backend="llm" if llm else "proxy", judge_is_llm=llm, main_metric=m,
                         higher_is_better={m: higher}, instruct_source="released", template=None, questions=None,
                         non_embedding_params=14_460_000, recipes=recipes)
 
@@ -181,7 +186,7 @@ def test_exp2_verdicts():
 def test_exp2_with_no_scored_answer_is_not_measured_not_not_run():
     """Every answer empty (a tiny model under greedy decoding): the stages ran, nothing could be scored."""
     e2 = _exp2(False, {"leaner-leaner": 1.0, "leaner-ori": 1.0, "ori-leaner": 1.0, "ori-ori": 1.0}, 0.0)
-    scores = {"proxy_ref_ppl": T.Estimate(mean=None, n=0), "proxy_empty": T.Estimate(mean=1.0, lo=1.0, hi=1.0, n=10)}
+    scores = {"proxy_ref_ppl": Estimate(mean=None, n=0), "proxy_empty": Estimate(mean=1.0, lo=1.0, hi=1.0, n=10)}
     e2 = e2.model_copy(update={"recipes": [r.model_copy(update={"scores": scores}) for r in e2.recipes]})
     claims = R.claims_exp2(e2, CFG)
     assert [c.verdict for c in claims] == [R.NOT_MEASURED] * 2
@@ -189,14 +194,14 @@ def test_exp2_with_no_scored_answer_is_not_measured_not_not_run():
 
 
 # ------------------------------------------------------------------------------------ EXP3
-def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> T.Exp3Result:
+def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> Exp3Result:
     runs = []
     for name, steps, data in (("lmloss", lm_steps, lm_data or [None if s is None else 1000 * s for s in lm_steps]),
                               ("full-random", fr_steps, [150_000] * len(fr_steps))):
-        runs += [T.Exp3Run(strategy=name, seed=i, final_val_loss=5.0, best_val_loss=4.9,
+        runs += [Exp3Run(strategy=name, seed=i, final_val_loss=5.0, best_val_loss=4.9,
                            pool_fraction=0.5 if name == "lmloss" else 1.0, expansions=3, steps_to_target=s,
                            data_to_target=d) for i, (s, d) in enumerate(zip(steps, data))]
-    return T.Exp3Result(strategies=["full-random", "lmloss"], seeds=list(range(len(fr_steps))), selected="lmloss",
+    return Exp3Result(strategies=["full-random", "lmloss"], seeds=list(range(len(fr_steps))), selected="lmloss",
                         target_loss=5.0, target_from="full-random", max_steps=2500, eval_every=20, batch_size=512,
                         seq_len=1024, pool_units=10, pool_tokens=150_000, preset="x", non_embedding_params=1_050_000,
                         runs=runs)
@@ -217,14 +222,14 @@ def test_exp3_judges_steps_and_data():
 
 
 # ------------------------------------------------------------------------------------ entropy
-def _side(vocab: int, h: dict[str, float]) -> T.EntropySide:
-    return T.EntropySide(tokens=1000, vocab=vocab, ttr=0.1, top_k_coverage=0.9, mean_sentence_len=10.0, entropy=h)
+def _side(vocab: int, h: dict[str, float]) -> EntropySide:
+    return EntropySide(tokens=1000, vocab=vocab, ttr=0.1, top_k_coverage=0.9, mean_sentence_len=10.0, entropy=h)
 
 
-def _entropy(eq_leaner: dict, eq_ori: dict, vocab=(100, 300)) -> T.EntropyResult:
-    paired = T.EntropySetting(leaner=_side(vocab[0], {"word_H1": 1.0}), ori=_side(vocab[1], {"word_H1": 9.0}))
-    eq = T.EntropySetting(leaner=_side(vocab[0], eq_leaner), ori=_side(vocab[1], eq_ori))
-    return T.EntropyResult(max_n=2, top_k=2000, pooled_genres=["web"], settings={"paired": paired, "equal_budget": eq})
+def _entropy(eq_leaner: dict, eq_ori: dict, vocab=(100, 300)) -> EntropyResult:
+    paired = EntropySetting(leaner=_side(vocab[0], {"word_H1": 1.0}), ori=_side(vocab[1], {"word_H1": 9.0}))
+    eq = EntropySetting(leaner=_side(vocab[0], eq_leaner), ori=_side(vocab[1], eq_ori))
+    return EntropyResult(max_n=2, top_k=2000, pooled_genres=["web"], settings={"paired": paired, "equal_budget": eq})
 
 
 def test_entropy_decided_at_equal_budget_with_bias_corrected_entropies():
@@ -249,7 +254,7 @@ def test_entropy_table_shows_conditional_next_to_plain():
 
 # ------------------------------------------------------------------------------------ results from stage outputs
 def test_entropy_result_from_the_entropy_stage_output():
-    from tinyhelen import entropy
+    from tinyhelen.entropy import measure as entropy
 
     cfg = entropy.EntropyConfig(max_n=2, genres=["web"], pooled_genres=["web"])
     docs = {"leaner": [{"genre": "web", "doc_id": "a", "text": "the cat sat. the cat ran."}],
@@ -257,23 +262,23 @@ def test_entropy_result_from_the_entropy_stage_output():
     samples = {s: entropy.scope_samples(d, cfg) for s, d in docs.items()}
     coverage = entropy.pool(samples, cfg)
     res = entropy.compare(samples, cfg)
-    e = T.EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, coverage["pooled_genres"], coverage["dropped"])
+    e = EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, coverage["pooled_genres"], coverage["dropped"])
     eq = e.settings["equal_budget"]
     assert eq.leaner.tokens == eq.ori.tokens == 6 and eq.leaner.H("word", 2, conditional=True) is not None
     assert e.metrics()["paired"]["ori"]["vocab"] == 9 and "word_h2" not in e.metrics()["paired"]["ori"]
 
 
 def test_exp2_result_from_the_judge_report():
-    from tinyhelen import judge
+    from tinyhelen.exp2 import judge, result
 
     recipes = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
     scores = [{"set": "all", "recipe": r, "qid": q, "bin": "0-7", "step": 10,
                **{m: float(q + i) for m in judge.PROXY_METRICS}} for i, r in enumerate(recipes) for q in range(6)]
     selection = {"backend": "proxy", "selection_metric": "proxy_ref_ppl", "checkpoint_curve": {},
                  "selected": {r: 10 for r in recipes}}
-    rep = judge.report(scores, "proxy", recipes, n_boot=200, seed=0, selection=selection)
+    rep = result.summarise(scores, "proxy", recipes, n_boot=200, seed=0, selection=selection)
     assert {v["selected_step"] for v in rep["recipes"].values()} == {10}
-    e2 = T.Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
+    e2 = Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
                             template=None, questions=None, tune_reports={"ori-ori": {"steps": 5, "tokens": 50}},
                             non_embedding_params=None)
     est = e2.recipe("ori-ori").scores["proxy_ref_ppl"]
@@ -297,7 +302,7 @@ def test_protocol_table_lists_a_changed_knob_and_follows_params(tmp_path):
 
 
 def test_protocol_knobs_read_existing_params_keys():
-    """A renamed params key must be renamed in tinyhelen.protocol too (else its value is 'unknown')."""
+    """A renamed params key must be renamed in tinyhelen.report.protocol too (else its value is 'unknown')."""
     rows = protocol.compare(resolved_params(REPO / "params.yaml"))
     assert [r.knob for r in rows if r.ours.startswith("unknown")] == []
     assert {r.reason for r in rows} <= {protocol.DATA_ABSENT, protocol.COMPUTE, protocol.CHOICE}
@@ -417,7 +422,7 @@ def test_stage_script_runs_and_records_its_wall_time(tree):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.pop("DVC_STAGE", None)
     env.pop("TINYHELEN_TIMINGS", None)
-    res = subprocess.run([sys.executable, str(REPO / "stages" / "report.py")], cwd=tree, env=env,
+    res = subprocess.run(stage_argv("report"), cwd=tree, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (tree / "reports" / "README.md").exists() and (tree / "reports" / "summary.json").exists()
@@ -428,7 +433,7 @@ def test_stage_script_runs_and_records_its_wall_time(tree):
 def test_bad_params_fail_with_the_key(tree):
     (tree / "params.yaml").write_text("report:\n  confidence: 2\n")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TINYHELEN_TIMINGS": "0"}
-    res = subprocess.run([sys.executable, str(REPO / "stages" / "report.py")], cwd=tree, env=env,
+    res = subprocess.run(stage_argv("report"), cwd=tree, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "report.confidence" in res.stderr
 
@@ -472,7 +477,7 @@ def test_a_curriculum_change_touches_few_metrics():
     touched = set().union(*(declared[s] for s in stages_affected_by(["curriculum"], REPO)))
     assert touched == {"reports/exp3.json", "reports/summary.json"}
     # inside exp3.json only the selected strategy's block changes
-    res = T.Exp3Result.model_validate_json((FIXTURE / "reports" / "results" / "exp3.json").read_text())
+    res = Exp3Result.model_validate_json((FIXTURE / "reports" / "results" / "exp3.json").read_text())
     a, b = res.metrics(), res.model_copy(update={"selected": "sentlen"}).metrics()
     flat = lambda d, p="": {k: v for key, x in d.items() for k, v in  # noqa: E731
                             (flat(x, f"{p}{key}.") if isinstance(x, dict) else {p + key: x}).items()}
@@ -482,13 +487,18 @@ def test_a_curriculum_change_touches_few_metrics():
 
 # ------------------------------------------------------------------------------------ timings hook
 def test_stage_name_from_dvc_or_argv(monkeypatch):
-    monkeypatch.setenv("DVC_STAGE", "tokenizer@leaner")
-    assert stage_name(["stages/tokenizer.py", "leaner"]) == "tokenizer@leaner"
+    import argparse
+
+    monkeypatch.setenv("DVC_STAGE", "glue@llama-leaner")
+    assert stage_name(["stages/glue.py", "bert", "ori"]) == "glue@llama-leaner"
     monkeypatch.delenv("DVC_STAGE")
-    assert stage_name(["stages/tokenizer.py", "leaner"]) == "tokenizer@leaner"
-    assert stage_name(["stages/instruct_tune.py", "--pretrain", "leaner", "--tune", "ori", "--params", "p.yaml"]
-                      ) == "instruct_tune@leaner-ori"
-    assert stage_name(["stages/entropy.py", "--params", "x.yaml"]) == "entropy"
+    assert stage_name(["stages/glue.py", "llama", "leaner", "--glue", "data/leaner/glue"]) == "glue@llama-leaner"
+    assert stage_name(["stages/entropy.py", "--params", "x.yaml", "--md", "reports/entropy.md"]) == "entropy"
+    p = argparse.ArgumentParser()
+    p.add_argument("arch")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--out")
+    assert stage_name(["stages/pretrain.py", "--no-resume", "llama", "--out", "d"], p) == "pretrain@llama"
 
 
 def test_protocol_table_names_the_judge_model_in_effect():

@@ -43,7 +43,7 @@ def test_leaner_text_needs_fewer_tokens_per_word(tokenizers, prepared):
 
 
 def _run_stage(tmp_path, prepared, shared: bool) -> dict[str, bytes]:
-    """Run the tokenizer stage for both sides in ``tmp_path``; return each side's tokenizer.json."""
+    """Run the tokenizer stage in ``tmp_path``; return each side's tokenizer.json."""
     import argparse
     import importlib.util
     from pathlib import Path
@@ -53,10 +53,12 @@ def _run_stage(tmp_path, prepared, shared: bool) -> dict[str, bytes]:
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     (tmp_path / "params.yaml").write_text(f"tokenizer:\n  shared: {str(shared).lower()}\n")
+    stage.main(argparse.Namespace(params="params.yaml", leaner=str(prepared / "corpus" / "leaner"),
+                                  ori=str(prepared / "corpus" / "ori"), leaner_out="data/tokenizers/leaner",
+                                  ori_out="data/tokenizers/ori", leaner_report="reports/tokenizer_leaner.json",
+                                  ori_report="reports/tokenizer_ori.json"))
     out = {}
     for side in ("leaner", "ori"):
-        stage.main(argparse.Namespace(params="params.yaml", side=side, corpus=str(prepared / "corpus" / side),
-                                      shared_corpus=str(prepared / "corpus" / "leaner")))
         out[side] = (tmp_path / "data/tokenizers" / side / "tokenizer.json").read_bytes()
         report = json.loads((tmp_path / f"reports/tokenizer_{side}.json").read_text())
         assert report["shared"] is shared and "seconds" not in report

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from tinyhelen import models, pretrain
+from tinyhelen.exp1 import models, pretrain
 from tinyhelen.tokenizer import load
 from tinyhelen.train import checkpoint, objectives
 from tinyhelen.train.config import OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Cadence, train_loop
+from tinyhelen.train.loop import Cadence, LoopConfig, train_loop
 from tinyhelen.train.optim import build_optimizer, lr_at
 
 
@@ -40,10 +40,11 @@ def _run(arch, tok, cfg, data, val, out, *, seed=7, stop_after=None, live=None):
     torch.manual_seed(0)
     model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
     obj = objectives.make_objective(models.get(arch).objective, tok, cfg)
-    return train_loop(model, pretrain.BlockSource(data, cfg.batch_size, seed, obj), cfg, cfg, lr=cfg.lr[0],
-                      steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every),
-                      evaluate=pretrain.block_loss(val, obj, seed, cfg.batch_size), ckpt_dir=out / "checkpoints",
-                      fingerprint="run", stop_after=stop_after, train_log=TrainLog(live) if live else None)
+    loop = LoopConfig.of(cfg, lr=cfg.lr[0], steps=cfg.steps, ckpt_dir=out / "checkpoints", run_key="run",
+                         stop_after=stop_after, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
+    return train_loop(model, pretrain.BlockSource(data, cfg.batch_size, seed, obj), loop,
+                      evaluate=pretrain.block_loss(val, obj, seed, cfg.batch_size),
+                      callbacks=[TrainLog(live)] if live else [])
 
 
 def _files(root):

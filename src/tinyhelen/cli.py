@@ -21,22 +21,24 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def stage_name(argv: list[str] | None = None) -> str:
+def stage_name(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> str:
     """The running stage's DVC address: ``$DVC_STAGE`` (set by DVC >= 3.49 for every stage command, e.g.
-    ``tokenizer@leaner``), else the script name plus its non-option arguments joined by ``-`` (what
-    ``foreach``/``matrix`` addresses look like: ``instruct_tune.py --pretrain leaner --tune ori`` ->
-    ``instruct_tune@leaner-ori``). ``--params FILE`` is not part of the name."""
+    ``glue@llama-leaner``), else the script name plus its positional arguments joined by ``-`` (what
+    ``foreach``/``matrix`` addresses look like: ``glue.py llama leaner --glue ...`` -> ``glue@llama-leaner``).
+    Option values are not part of the name: with the stage's ``parser``, an option takes a value when the
+    parser says so; without it, every option but a known flag does."""
     if os.environ.get("DVC_STAGE"):
         return os.environ["DVC_STAGE"]
     argv = sys.argv if argv is None else argv
     name = os.path.splitext(os.path.basename(argv[0]))[0] if argv else "stage"
+    takes_value = {opt: act.nargs != 0 for opt, act in parser._option_string_actions.items()} if parser else {}
     rest, skip = [], False
     for tok in argv[1:]:
         if skip:
             skip = False
-        elif tok == "--params":
-            skip = True
-        elif not tok.startswith("-"):
+        elif tok.startswith("-"):
+            skip = "=" not in tok and takes_value.get(tok, parser is None)
+        else:
             rest.append(tok)
     return f"{name}@{'-'.join(rest)}" if rest else name
 
@@ -88,7 +90,7 @@ def stage_main(fn: Callable[[argparse.Namespace], None], parser: argparse.Argume
         raise SystemExit(3) from None
     # only for real stage runs (under DVC, or a script in stages/), not for tests calling stage_main in-process
     if os.environ.get("DVC_STAGE") or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) == "stages":
-        write_timing(stage_name(), time.perf_counter() - t0, wall0)
+        write_timing(stage_name(parser=parser), time.perf_counter() - t0, wall0)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -1,17 +1,16 @@
 """Typed, validated configuration read from ``params.yaml``.
 
-Every study component defines its own pydantic section model next to its code (``DataConfig`` in
-``tinyhelen.data``, ``EntropyConfig`` in ``tinyhelen.entropy`` ...) and registers it in ``SECTIONS``
-below. A stage loads only the sections it declares in ``dvc.yaml``; ``python -m tinyhelen.config``
-validates the whole file at once (``make repro`` runs it first), so a bad value fails immediately with
-a message naming the key, e.g.::
+Every study component defines its own pydantic section model (a ``Section``) next to its code
+(``DataConfig`` in ``tinyhelen.data``, ``EntropyConfig`` in ``tinyhelen.entropy.measure`` ...), registered in
+``tinyhelen.params.SECTIONS``. A stage loads only the sections it declares in ``dvc.yaml``, with their models
+(``load_section("entropy", EntropyConfig)``), so it depends on those models' code only; ``python -m
+tinyhelen.params`` validates the whole file at once (``make repro`` runs it first), so a bad value fails
+immediately with a message naming the key, e.g.::
 
     params.yaml: entropy.max_n: Input should be greater than or equal to 1 (got 0)
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,31 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-# section name in params.yaml -> "module:Class" of its model. Scalars (seed, curriculum) are models too.
-SECTIONS: dict[str, str] = {  # in pipeline order (the order of params.yaml)
-    "profile": "tinyhelen.config:ProfileParam",  # the scale this params set was composed for (conf/profile/)
-    "seed": "tinyhelen.config:SeedParam",
-    "data": "tinyhelen.data:DataConfig",
-    "llm": "tinyhelen.llm.config:LLMConfig",  # the LLM layer: endpoint, cache, retries
-    "simplify": "tinyhelen.simplify:SimplifyConfig",
-    "leaner_glue": "tinyhelen.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
-    "leaner_eval": "tinyhelen.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
-    "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
-    "entropy": "tinyhelen.entropy:EntropyConfig",
-    "models": "tinyhelen.models:ModelsConfig",  # EXP1: size preset
-    "pretrain": "tinyhelen.pretrain:PretrainConfig",  # EXP1
-    "glue": "tinyhelen.glue:GlueConfig",  # EXP1
-    "exp1": "tinyhelen.exp1:Exp1Config",  # EXP1
-    "instruct": "tinyhelen.instruct:InstructConfig",  # EXP2
-    "generate": "tinyhelen.generate:GenerateConfig",  # EXP2
-    "judge": "tinyhelen.judge:JudgeConfig",  # EXP2
-    "exp2": "tinyhelen.judge:Exp2Config",  # EXP2
-    "curriculum": "tinyhelen.curriculum.config:CurriculumParam",  # EXP3: the selected strategy
-    "exp3": "tinyhelen.curriculum.config:Exp3Config",  # EXP3
-    "report": "tinyhelen.report:ReportConfig",  # report card: verdict rules
-}
-
 
 class Section(BaseModel):
     """Base class for params sections: unknown keys are errors (catches typos such as ``max_ngram``)."""
@@ -105,18 +79,8 @@ def _format_error(path: Path | str, section: str, exc: ValidationError, scalar: 
     return "\n".join(lines)
 
 
-def model_for(section: str) -> type[BaseModel]:
-    try:
-        target = SECTIONS[section]
-    except KeyError as exc:
-        raise ParamsError(f"unknown params section {section!r}; known: {sorted(SECTIONS)}") from exc
-    mod, cls = target.split(":")
-    return getattr(importlib.import_module(mod), cls)
-
-
-def validate_section(section: str, raw_value: Any, model: type[T] | None = None,
-                     path: Path | str = DEFAULT_PARAMS) -> T:
-    model = model or model_for(section)
+def validate_section(section: str, raw_value: Any, model: type[T], path: Path | str = DEFAULT_PARAMS) -> T:
+    """``raw_value`` (the section's value in params.yaml; None: absent) as a ``model`` instance."""
     scalar = "value" in model.model_fields and len(model.model_fields) == 1
     if raw_value is None:
         value: Any = {}
@@ -130,7 +94,7 @@ def validate_section(section: str, raw_value: Any, model: type[T] | None = None,
         raise ParamsError(_format_error(path, section, exc, scalar)) from None
 
 
-def load_section(section: str, model: type[T] | None = None, path: Path | str = DEFAULT_PARAMS,
+def load_section(section: str, model: type[T], path: Path | str = DEFAULT_PARAMS,
                  overrides: dict[str, Any] | None = None) -> T:
     """Validate one section of params.yaml (missing section -> the model's defaults)."""
     raw = read_yaml(path)
@@ -142,37 +106,3 @@ def load_section(section: str, model: type[T] | None = None, path: Path | str = 
 
 def load_seed(path: Path | str = DEFAULT_PARAMS) -> int:
     return load_section("seed", SeedParam, path).value
-
-
-def validate_all(path: Path | str = DEFAULT_PARAMS) -> dict[str, BaseModel]:
-    """Validate every section; unknown top-level keys are errors. Collects all problems before failing."""
-    raw = read_yaml(path)
-    problems: list[str] = []
-    out: dict[str, BaseModel] = {}
-    for key in raw:
-        if key not in SECTIONS:
-            problems.append(f"{path}: {key}: unknown top-level key (known: {', '.join(sorted(SECTIONS))})")
-    for section in SECTIONS:
-        try:
-            out[section] = validate_section(section, raw.get(section), path=path)
-        except ParamsError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ParamsError("\n".join(problems))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    path = argv[0] if argv else DEFAULT_PARAMS
-    try:
-        sections = validate_all(path)
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(f"{path}: OK ({len(sections)} sections valid)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,10 +3,13 @@
 * ``stages_affected_by`` (``python -m tinyhelen.pipeline affected glue.lr``): the stage graph of
   ``dvc.yaml`` seen through DVC's own API; tests pin the pipeline's semantics with it ("changing ``glue.lr``
   reruns only the GLUE stages").
-* ``write_fingerprints`` (the ``code`` stage, ``stages/code.py``): for every stage script, the file
+* ``write_code_checksums`` (the ``code`` stage, ``stages/code.py``): for every stage script, the file
   ``data/code/<script>.sha256`` lists (``sha256sum`` format) the sha256 of the script and of every module
   of its import closure inside ``src/tinyhelen`` (every module it can import, directly or through other
-  modules, lazy imports inside functions included, ``TYPE_CHECKING``-only imports excluded). Each stage
+  modules, lazy imports inside functions included, ``TYPE_CHECKING``-only imports excluded). Dynamic loads
+  count as imports: a string constant that names a module of the package (``"tinyhelen.exp1.config"`` or
+  ``"tinyhelen.exp1.config:ModelsConfig"``, as the params registry ``tinyhelen.params`` and the
+  architecture registry write them for ``importlib``) makes that module part of the closure. Each stage
   depends on its script and its own list, so editing a module reruns exactly the stages that can execute
   it, while ``dvc.yaml``/``dvc.lock`` carry two code entries per stage instead of ~25 (a no-op ``dvc
   repro`` reads, hashes and locks every dependency of every stage: fewer entries, faster no-op).
@@ -34,6 +37,8 @@ STAGES = Path("stages")
 CODE_DIR = Path("data/code")  # the code stage's output: one <script>.sha256 per stage script
 CODE_STAGE = "code"
 _SCRIPT_RE = re.compile(r"\bpython3?\s+(stages/[\w/]+\.py)")
+# a string constant naming a module of the package, optionally with an attribute: a target of importlib
+_DYNAMIC_RE = re.compile(rf"^{PACKAGE}(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")
 
 
 # ------------------------------------------------------------------------------------ import closure
@@ -53,7 +58,9 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def _imported_names(path: Path, package: str | None) -> set[str]:
-    """Absolute module names a file imports (candidates: ``from p import x`` yields ``p`` and ``p.x``)."""
+    """Absolute module names a file imports (candidates: ``from p import x`` yields ``p`` and ``p.x``), and
+    the modules its string constants name for a dynamic import (``"tinyhelen.a.b:Name"`` yields
+    ``tinyhelen.a.b``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     skip: set[int] = set()
     for node in ast.walk(tree):
@@ -75,6 +82,8 @@ def _imported_names(path: Path, package: str | None) -> set[str]:
                 mod = node.module or ""
             out.add(mod)
             out.update(f"{mod}.{a.name}" for a in node.names if a.name != "*")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _DYNAMIC_RE.match(node.value):
+            out.add(node.value.split(":")[0])
     return out
 
 
@@ -122,20 +131,20 @@ def module_graph(root: Path | str = ".") -> dict[str, set[str]]:
     return graph
 
 
-# ------------------------------------------------------------------------------------ fingerprints
-def fingerprint_path(script: Path | str) -> str:
+# ------------------------------------------------------------------------------------ code checksums
+def checksums_path(script: Path | str) -> str:
     """``stages/glue.py`` -> ``data/code/glue.sha256`` (the dependency a stage declares for its code)."""
     return (CODE_DIR / f"{Path(script).stem}.sha256").as_posix()
 
 
-def fingerprint(script: Path | str, root: Path | str = ".") -> str:
+def code_checksums(script: Path | str, root: Path | str = ".") -> str:
     """``sha256sum``-format lines for ``script`` and its import closure (script first, then by path)."""
     root = Path(root)
     files = [Path(script).as_posix(), *sorted(import_closure(script, root))]
     return "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
 
 
-def write_fingerprints(out: Path | str = CODE_DIR, root: Path | str = ".") -> list[str]:
+def write_code_checksums(out: Path | str = CODE_DIR, root: Path | str = ".") -> list[str]:
     """Write ``<out>/<script>.sha256`` for every ``stages/*.py``; returns the files written."""
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +152,7 @@ def write_fingerprints(out: Path | str = CODE_DIR, root: Path | str = ".") -> li
     for script in sorted((root / STAGES).glob("*.py")):
         rel = script.relative_to(root)
         target = out / f"{rel.stem}.sha256"
-        target.write_text(fingerprint(rel, root), encoding="utf-8")
+        target.write_text(code_checksums(rel, root), encoding="utf-8")
         written.append(target.as_posix())
     return written
 
@@ -160,8 +169,8 @@ def _load_dvc_yaml(path: Path):
 
 
 def _is_code_dep(dep: str, root: Path = Path(".")) -> bool:
-    """A code fingerprint, a Python file of ``stages/`` or ``src/tinyhelen``, or a package directory there
-    (all replaced by the script and its fingerprint)."""
+    """A code checksums file, a Python file of ``stages/`` or ``src/tinyhelen``, or a package directory there
+    (all replaced by the script and its checksums file)."""
     if dep.startswith(f"{CODE_DIR.as_posix()}/") and dep.endswith(".sha256"):
         return True
     if not (dep.startswith("stages/") or dep.startswith(f"{SRC}/{PACKAGE}/")):
@@ -175,7 +184,7 @@ def _dep_name(entry) -> str:
 
 def code_deps(root: Path | str = ".") -> dict[str, tuple[list[str], list[str]]]:
     """stage definition name -> (declared code deps, expected code deps: its script and the script's
-    fingerprint), in ``dvc.yaml`` order. The ``code`` stage itself depends on the ``stages`` and
+    checksums file), in ``dvc.yaml`` order. The ``code`` stage itself depends on the ``stages`` and
     ``src/tinyhelen`` directories and is not listed."""
     root = Path(root)
     _, doc = _load_dvc_yaml(root / "dvc.yaml")
@@ -186,7 +195,7 @@ def code_deps(root: Path | str = ".") -> dict[str, tuple[list[str], list[str]]]:
         body = st.get("do", st)
         m = _SCRIPT_RE.search(str(body.get("cmd", "")))
         declared = [_dep_name(d) for d in (body.get("deps") or []) if _is_code_dep(_dep_name(d), root)]
-        expected = [m.group(1), fingerprint_path(m.group(1))] if m else []
+        expected = [m.group(1), checksums_path(m.group(1))] if m else []
         out[name] = (declared, expected)
     return out
 

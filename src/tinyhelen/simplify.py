@@ -55,7 +55,7 @@ from pydantic import Field, field_validator, model_validator
 from tinyhelen import timing
 from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import GENRES, RESOURCES, read_docs
-from tinyhelen.entropy import count_unigrams, word_tokens
+from tinyhelen.entropy.words import count_unigrams, word_tokens
 from tinyhelen.io import write_json, write_jsonl
 from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
 from tinyhelen.llm.core import estimate_tokens

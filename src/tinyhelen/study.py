@@ -2,7 +2,7 @@
 repository's study-protocol notes): sizes, objectives, learning rates, genres, GLUE tasks and epochs, the
 EXP3 runs, proxy shape and claim, the instruction template.
 
-A leaf module: the training code reads its defaults' study values here, and ``tinyhelen.protocol`` (the
+A leaf module: the training code reads its defaults' study values here, and ``tinyhelen.report.protocol`` (the
 report card's "Protocol vs study" table) compares the params in effect against them. ``STUDY_SCALE`` holds
 the study's size of each experiment (tokens per run, optimiser steps, non-embedding parameters): the report
 qualifies every verdict with the fraction of it that was actually run (``scale_fractions``).

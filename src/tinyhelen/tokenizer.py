@@ -1,6 +1,7 @@
-"""Byte-level BPE tokenizers (2K vocabulary by default), one per corpus side.
+"""Byte-level BPE tokenizers (2K vocabulary by default): one shared by both corpus sides (the study's), or one
+per side (``tokenizer.shared: false``).
 
-Trained with the ``tokenizers`` library on the training split of one side, saved with
+Trained with the ``tokenizers`` library on the training split of a corpus, saved with
 ``PreTrainedTokenizerFast.save_pretrained`` so ``transformers.AutoTokenizer.from_pretrained(path)`` loads
 it. Special tokens cover GPT-style (eos/bos = ``<|endoftext|>``, ``<pad>``), BERT-style (``<cls>``,
 ``<sep>``, ``<mask>``, ``<pad>``) and XLNet-style models (same set; XLNet appends ``<sep> <cls>``).
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from pydantic import Field
 
+from tinyhelen import timing
 from tinyhelen.config import Section
 from tinyhelen.data import read_docs
-from tinyhelen import timing
-from tinyhelen.io import atomic_path, write_json
+from tinyhelen.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,18 @@ def _texts(shard: Path, stats: dict[str, int]) -> Iterator[str]:
         yield rec["text"]
 
 
-def build(shard: Path | str, out_dir: Path | str, cfg: TokenizerConfig) -> dict[str, float]:
-    """Train on one prepared shard, save to ``out_dir`` atomically, return stats."""
+def build(shard: Path | str, out_dirs: list[Path | str], cfg: TokenizerConfig) -> dict[str, float]:
+    """Train on one prepared shard, save to each of ``out_dirs`` atomically (the same files), return stats."""
     t0 = time.time()
     stats: dict[str, int] = {}
     tok = train_tokenizer(_texts(Path(shard), stats), cfg.vocab_size, cfg.min_frequency)
-    with atomic_path(out_dir) as tmp:
-        tok.save_pretrained(str(tmp))
+    for out_dir in out_dirs:
+        with atomic_path(out_dir) as tmp:
+            tok.save_pretrained(str(tmp))
     secs = time.time() - t0
     info = {"vocab_size": len(tok), "train_docs": stats.get("docs", 0), "train_chars": stats.get("chars", 0)}
     timing.record(seconds=round(secs, 2), chars_per_s=round(info["train_chars"] / max(secs, 1e-9)))
-    log.info("tokenizer %s: %s (%.0f chars/s)", out_dir, info, info["train_chars"] / max(secs, 1e-9))
+    log.info("tokenizer %s: %s (%.0f chars/s)", ", ".join(map(str, out_dirs)), info, info["train_chars"] / max(secs, 1e-9))
     return info
 
 
@@ -79,7 +81,3 @@ def load(path: Path | str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
-
-
-def write_stats(path: Path | str, stats: dict[str, dict[str, float]]) -> None:
-    write_json(path, stats)

@@ -1,103 +1,17 @@
-"""One report card for the whole study (the ``report`` stage, last in the DAG).
+"""One report card for the whole study (the ``report`` stage, last in the DAG): the study's claims beside our
+measurements with verdicts, the "Protocol vs study" table, each experiment's tables and the inputs.
 
-Reads the typed results of every experiment (``reports/results/{entropy,exp1,exp2,exp3}.json``, schemas
-in ``tinyhelen.results``), the data summary ``reports/prepare.json``, the LLM stages' metrics (their
-provenance), the params in effect, ``dvc.lock`` and the stage timings, and writes
-
-* ``reports/README.md``: the claims of the study with verdicts qualified by the scale run, the
-  "Protocol vs study" table (``tinyhelen.protocol``), each experiment's tables, the inputs (unverified
-  data, LLM provenance), the params that differ from the defaults and the wall time per stage;
-* ``reports/summary.json`` (DVC metrics): per claim its verdict, effect, interval and scale fractions, the
-  verdict counts and the number of protocol differences; deterministic (no commit, no timings).
-
-Package layout: ``claims`` (verdict rules), ``provenance`` (git, hardware, params, timings, inputs),
-``render`` (Markdown). A missing or invalid result never fails the stage: its section says "Not run" with
-the reason and its claims get ``not run``.
+Modules: ``card`` (``collect`` everything under a directory, ``summary``, ``run``: write the card),
+``claims`` (the claims and their verdicts), ``protocol`` (the study's protocol vs the params in effect),
+``provenance`` (git, hardware, params, timings, data and LLM inputs), ``render`` (Markdown).
 """
-from __future__ import annotations
-
-import datetime as dt
-import logging
-from pathlib import Path
-from typing import Any
-
-from tinyhelen.io import atomic_open, write_json
-from tinyhelen.protocol import compare
+from tinyhelen.report.card import collect, run, summary
 from tinyhelen.report.claims import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, NOT_RUN, REPRODUCED, VERDICTS, Claim,
                                      Interval, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
                                      decide, scale_text, t_interval)
-from tinyhelen.report.provenance import (LLM_INPUTS, UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
-                                         read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
-                                         resolved_params)
+from tinyhelen.report.provenance import LLM_INPUTS
 from tinyhelen.report.render import render
-from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result, read
-
-log = logging.getLogger(__name__)
-
-RESULTS = {"entropy": EntropyResult, "exp1": Exp1Result, "exp2": Exp2Result, "exp3": Exp3Result}
-STAGE = {"entropy": "entropy", "exp1": "exp1_report", "exp2": "exp2_report", "exp3": "exp3_report"}
-OUT_MD = "reports/README.md"
-OUT_SUMMARY = "reports/summary.json"
-
-
-def collect(root: Path | str = ".", params_path: Path | str = "params.yaml",
-            cfg: ReportConfig | None = None) -> dict[str, Any]:
-    """Read everything the report needs under ``root``; never raises for missing or invalid results."""
-    root = Path(root)
-    params_path = Path(params_path) if Path(params_path).is_absolute() else root / params_path
-    cfg = cfg or ReportConfig()
-    results: dict[str, Any] = {}
-    problems: dict[str, str] = {}
-    for key, model in RESULTS.items():
-        res, problem = read(model, root / model.path(), model.path())
-        if problem:
-            log.warning("%s", problem)
-            problems[key] = problem + (f" (stage `{STAGE[key]}` not run)" if problem.endswith("absent") else "")
-        results[key] = res
-    prepare, prep_problem = read_prepare(root)
-    if prep_problem:
-        problems["prepare"] = prep_problem
-    llm, input_problems = read_llm_stages(root)
-    claims = (claims_entropy(results["entropy"], problems.get("entropy"))
-              + claims_exp1(results["exp1"], cfg, problems.get("exp1"))
-              + claims_exp2(results["exp2"], cfg, problems.get("exp2"))
-              + claims_exp3(results["exp3"], cfg, problems.get("exp3")))
-    for c in claims:
-        if c.verdict != NOT_RUN:
-            c.marks += llm_marks(c.experiment, llm) + ([UNVERIFIED] if prepare and not prepare.verified else [])
-    params = resolved_params(params_path)
-    return {"cfg": cfg, "root": root, "params": params, "results": results, "problems": problems,
-            "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,
-            "protocol": compare(params, results), "params_diff": params_vs_defaults(params_path),
-            "lock": read_lock(root / "dvc.lock"), "timings": read_timings(root), "git": git_info(root),
-            "hardware": hardware(), "profile_runs": read_profile_runs(root),
-            "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
-
-
-def summary(ctx: dict[str, Any]) -> dict[str, Any]:
-    """``reports/summary.json`` (DVC metrics): verdict counts, per claim its verdict and numbers, the number
-    of protocol differences and the input flags. Deterministic: no commit, no timings."""
-    claims: list[Claim] = ctx["claims"]
-    prep = ctx["prepare"]
-    return {"verdicts": {v.replace(" ", "_"): sum(c.verdict == v for c in claims) for v in VERDICTS},
-            "claims": {c.id: {"verdict": c.verdict, **c.numbers, "marks": len(c.marks)} for c in claims},
-            "protocol_differences": sum(r.differs for r in ctx["protocol"]),
-            "checksums_verified": None if prep is None else prep.checksums_verified}
-
-
-def run(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg: ReportConfig | None = None
-        ) -> dict[str, Any]:
-    """Write ``reports/README.md`` and ``reports/summary.json`` under ``root``; return the context."""
-    ctx = collect(root, params_path, cfg)
-    root = Path(root)
-    with atomic_open(root / OUT_MD) as fh:
-        fh.write(render(ctx))
-    write_json(root / OUT_SUMMARY, summary(ctx))
-    for c in ctx["claims"]:
-        log.info("%-26s %-14s %s", c.id, c.verdict, c.scale)
-    return ctx
-
 
 __all__ = ["ReportConfig", "VERDICTS", "REPRODUCED", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "NOT_RUN",
            "Claim", "Interval", "decide", "t_interval", "scale_text", "claims_entropy", "claims_exp1",
-           "claims_exp2", "claims_exp3", "collect", "render", "summary", "run", "RESULTS", "LLM_INPUTS"]
+           "claims_exp2", "claims_exp3", "collect", "render", "summary", "run", "LLM_INPUTS"]

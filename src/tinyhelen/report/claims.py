@@ -26,7 +26,10 @@ from pydantic import Field
 
 from tinyhelen.config import Section
 from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
-from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result
+from tinyhelen.entropy.result import EntropyResult
+from tinyhelen.exp1.result import Exp1Result
+from tinyhelen.exp2.result import Exp2Result
+from tinyhelen.exp3.result import Exp3Result
 
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"

@@ -19,19 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
-from tinyhelen.config import SECTIONS, ParamsError, read_yaml, validate_section
-from tinyhelen.results import LLMStageMetrics, PrepareSummary, read
+from tinyhelen.config import ParamsError, read_yaml
+from tinyhelen.params import SECTIONS, validate
+from tinyhelen.results import read
 
 log = logging.getLogger(__name__)
 
-TIMINGS_DIR = "reports/timings"   # reports/timings/<stage>.json (git-ignored; not a DVC dep)
-PREPARE = "reports/prepare.json"
+# inside the reports directory (``reports/``):
+TIMINGS_DIR = "timings"   # timings/<stage>.json (git-ignored; not a DVC dep)
+PREPARE = "prepare.json"
 LLM_STAGES: dict[str, str] = {     # LLM stage -> its metrics file(s)
-    "simplify": "reports/simplify/*.json",
-    "leaner_glue": "reports/leaner_glue.json",
-    "leaner_eval": "reports/leaner_eval.json",
-    "judge": "reports/judge.json",
+    "simplify": "simplify/*.json",
+    "leaner_glue": "leaner_glue.json",
+    "leaner_eval": "leaner_eval.json",
+    "judge": "judge.json",
 }
 LLM_INPUTS: dict[str, tuple[str, ...]] = {
     "entropy": ("simplify",),
@@ -44,16 +47,58 @@ UNVERIFIED = "unverified input"
 
 
 # ------------------------------------------------------------------------------------ upstream inputs
-def read_prepare(root: Path) -> tuple[PrepareSummary | None, str | None]:
-    return read(PrepareSummary, root / PREPARE, PREPARE)
+class PrepareSummary(BaseModel):
+    """``reports/prepare.json`` (the ``prepare`` stage's metrics): the fields the report card reads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    source: str
+    checksums_verified: int
+    paired: int | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.checksums_verified > 0
 
 
-def read_llm_stages(root: Path) -> tuple[dict[str, dict[str, LLMStageMetrics]], list[str]]:
-    """``{stage: {file stem: metrics}}`` of every LLM stage present, and the problems found."""
+class LLMProvenance(BaseModel):
+    """Which LLM produced a stage's outputs. ``pipeline_check``: the model is below the size at which its
+    outputs count as results (a small local model run to check the pipeline)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str | None = None
+    model: str | None = None
+    gguf_file: str | None = None
+    gguf_sha256: str | None = None
+    templates: Any = None
+    decoding: Any = None
+    pipeline_check: bool = False
+
+
+class LLMStageMetrics(BaseModel):
+    """The metrics of an LLM stage (simplify, leaner_glue, leaner_eval, judge): backend and provenance."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str | None = None
+    provenance: LLMProvenance | None = None
+
+    @property
+    def pipeline_check(self) -> bool:
+        return bool(self.provenance and self.provenance.pipeline_check)
+
+
+
+
+def read_prepare(reports: Path) -> tuple[PrepareSummary | None, str | None]:
+    return read(PrepareSummary, reports / PREPARE, f"{reports.name}/{PREPARE}")
+
+
+def read_llm_stages(reports: Path) -> tuple[dict[str, dict[str, LLMStageMetrics]], list[str]]:
+    """``{stage: {file stem: metrics}}`` of every LLM stage present in ``reports``, and the problems found."""
+    root = reports.parent
     out: dict[str, dict[str, LLMStageMetrics]] = {}
     problems = []
     for stage, pattern in LLM_STAGES.items():
-        for p in sorted(root.glob(pattern)):
+        for p in sorted(reports.glob(pattern)):
             m, problem = read(LLMStageMetrics, p, str(p.relative_to(root)))
             if problem:
                 problems.append(problem)
@@ -101,7 +146,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _section_values(section: str, raw: dict[str, Any], params_path: Path | str) -> tuple[Any, Any]:
     """(params value, section default) of one registered section, both as plain JSON values."""
-    value = validate_section(section, raw.get(section), path=params_path)
+    value = validate(section, raw.get(section), params_path)
     model = type(value)
     scalar = "value" in model.model_fields and len(model.model_fields) == 1
     cur, default = value.model_dump(mode="json"), model().model_dump(mode="json")
@@ -123,7 +168,7 @@ def resolved_params(params_path: Path | str) -> dict[str, Any]:
 
 def params_vs_defaults(params_path: Path | str) -> tuple[list[tuple[str, Any, Any]], list[str]]:
     """``(rows, problems)``: every params key whose value differs from its section model's default
-    (``tinyhelen.config.SECTIONS``), as ``(key, default, value)``; unregistered sections are listed whole."""
+    (``tinyhelen.params.SECTIONS``), as ``(key, default, value)``; unregistered sections are listed whole."""
     raw = read_yaml(params_path)
     rows: list[tuple[str, Any, Any]] = []
     problems: list[str] = []
@@ -200,11 +245,11 @@ def read_lock(path: Path | str) -> dict[str, dict[str, Any]]:
     return lock.get("stages", {}) if isinstance(lock, dict) else {}
 
 
-def read_timings(root: Path) -> dict[str, dict[str, Any]]:
+def read_timings(reports: Path) -> dict[str, dict[str, Any]]:
     """``reports/timings/<stage>.json`` by stage: wall seconds, device, start, and the ``perf`` figures the
     stage recorded with ``tinyhelen.timing.record`` (throughput and other wall-clock figures)."""
     out = {}
-    d = root / TIMINGS_DIR
+    d = reports / TIMINGS_DIR
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -216,11 +261,11 @@ def read_timings(root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def read_profile_runs(root: Path) -> list[dict[str, Any]]:
-    """Every saved profile run under ``results/``: its ``run.json`` plus the verdict of each claim from its
+def read_profile_runs(profiles: Path) -> list[dict[str, Any]]:
+    """Every saved profile run under ``profiles`` (``results/``): its ``run.json`` plus the verdict of each claim from its
     ``summary.json`` (a run whose files cannot be read is listed with the problem)."""
     runs = []
-    for meta_path in sorted((root / "results").glob("*/run.json")):
+    for meta_path in sorted(profiles.glob("*/run.json")):
         try:
             meta = json.loads(meta_path.read_text())
             summ = json.loads((meta_path.parent / "summary.json").read_text())

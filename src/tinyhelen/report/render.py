@@ -11,9 +11,12 @@ import pandas as pd
 
 from tinyhelen.report.claims import VERDICTS, Claim
 from tinyhelen.report.provenance import LLM_INPUTS, PIPELINE_CHECK, UNVERIFIED, llm_marks, provenance_line
-from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result
+from tinyhelen.entropy.result import EntropyResult
+from tinyhelen.exp1.result import Exp1Result
+from tinyhelen.exp2.result import Exp2Result
+from tinyhelen.exp3.result import Exp3Result
 
-FIGURES_DIR = "reports/figures"
+FIGURES_DIR = "figures"  # inside the reports directory
 
 
 def f(v: Any, fmt: str = ".4g") -> str:
@@ -53,7 +56,7 @@ def md_claims(claims: list[Claim]) -> list[str]:
 def md_protocol(rows: list[Any]) -> list[str]:
     diff = [r for r in rows if r.differs]
     same = [f"{r.experiment} {r.knob}" for r in rows if not r.differs]
-    out = ["Every knob of `tinyhelen.protocol` where this run differs from the study (params in effect, "
+    out = ["Every knob of `tinyhelen.report.protocol` where this run differs from the study (params in effect, "
            "resolved with defaults, and the typed results); why: data absent, compute, or choice.", ""]
     if diff:
         out += table(pd.DataFrame([{"experiment": r.experiment, "knob": r.knob, "study": r.study, "ours": r.ours,
@@ -199,8 +202,8 @@ def md_timings(lock: dict[str, Any], tim: dict[str, dict[str, Any]]) -> list[str
                     "figures are never in DVC metrics).", ""]
 
 
-def figures(root: Path, prefix: str, used: set[str]) -> list[str]:
-    d = root / FIGURES_DIR
+def figures(reports: Path, prefix: str, used: set[str]) -> list[str]:
+    d = reports / FIGURES_DIR
     out = []
     for p in sorted(d.glob("*.png")) if d.is_dir() else []:
         if p.name not in used and p.stem.startswith(prefix):
@@ -235,7 +238,7 @@ def md_profile_runs(runs: list[dict[str, Any]]) -> list[str]:
 
 def render(ctx: dict[str, Any]) -> str:
     """The Markdown report card."""
-    root: Path = ctx["root"]
+    reports: Path = ctx["reports"]
     g, hw = ctx["git"], ctx["hardware"]
     used: set[str] = set()
     L = ["# TinyHelen's First Curriculum: report card", "",
@@ -269,9 +272,9 @@ def render(ctx: dict[str, Any]) -> str:
         marks = llm_marks(exp, ctx["llm"])
         L += [f"**[{m}]**" for m in marks] + ([""] if marks else [])
         L += llm_inputs(exp, ctx["llm"])
-        if (root / "reports" / md).exists():
+        if (reports / md).exists():
             L += [f"Full tables: [{md}]({md}).", ""]
-        L += fn(res) + figures(root, key, used)
+        L += fn(res) + figures(reports, key, used)
     L += ["## Inputs: data and LLM stages", ""] + md_inputs(ctx)
     L += [f"- {p}" for p in ctx["input_problems"]] + ([""] if ctx["input_problems"] else [])
     L += ["## Params that differ from the defaults", ""]
@@ -281,7 +284,7 @@ def render(ctx: dict[str, Any]) -> str:
         ["None: every key has its section model's default.", ""]
     L += [f"- {p}" for p in pprob] + ([""] if pprob else [])
     L += ["## Stages (dvc.lock) and wall time", ""] + md_timings(ctx["lock"], ctx["timings"])
-    rest = figures(root, "", used)
+    rest = figures(reports, "", used)
     if rest:
         L += ["## Other figures", ""] + rest
     L += ["## Reproduce / compare", "", "```bash", "dvc repro                           # everything, CPU default",

@@ -4,11 +4,11 @@
 - ``optim``: ``build_optimizer`` (AdamW) and ``lr_at`` (warm-up, then constant / cosine / linear decay);
 - ``loop``: ``train_loop`` with its extension points (batch source, evaluation function, callbacks, log);
 - ``checkpoint``: exact resume; ``live``: DVCLive logging (``TrainLog``); ``compute``: device, precision,
-  threads, MFU; ``objectives``: the pretraining objectives named by ``tinyhelen.models``; ``rng``: seeds.
+  threads, MFU; ``objectives``: the pretraining objectives named by ``tinyhelen.exp1.models``; ``rng``: seeds.
 
 Import the modules (``from tinyhelen.train.loop import train_loop``): this package file imports
 nothing, so a module that only needs ``tinyhelen.train.config`` does not depend on the loop.
 
-Users: EXP1 pretraining (``tinyhelen.pretrain``) and GLUE fine-tuning (``tinyhelen.glue``), instruction
-tuning (``tinyhelen.instruct``), the curriculum proxy and its reference LM (``tinyhelen.curriculum.trainer``).
+Users: EXP1 pretraining (``tinyhelen.exp1.pretrain``) and GLUE fine-tuning (``tinyhelen.exp1.glue``), instruction
+tuning (``tinyhelen.exp2.instruct_data``), the curriculum proxy and its reference LM (``tinyhelen.exp3.curriculum``).
 """

@@ -2,8 +2,8 @@
 
 A checkpoint holds the model and optimizer state, the random state of every process (``rng_<rank>.pt``),
 the state of the batch source and of the callbacks (``loop_state.pt``) and ``state.json`` (step, tokens
-seen, the run's fingerprint, the history rows so far). It is written atomically; a run resumes from the
-newest complete checkpoint whose fingerprint matches its own (a different configuration starts afresh).
+seen, the run's key, the history rows so far). It is written atomically; a run resumes from the newest
+complete checkpoint whose run key matches its own (a different configuration starts afresh).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from tinyhelen.train.rng import rng_state, set_rng_state
 log = logging.getLogger(__name__)
 
 
-def fingerprint(payload: dict[str, Any]) -> str:
-    """Short stable hash of a run's identity (its config and inputs)."""
+def run_key(payload: dict[str, Any]) -> str:
+    """The run key: a short stable hash of a run's identity (its config and inputs)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -31,8 +31,8 @@ def step_dir(ckpt_dir: Path, step: int) -> Path:
     return Path(ckpt_dir) / f"step-{step:07d}"
 
 
-def latest_checkpoint(ckpt_dir: Path | str, fingerprint: str | None = None) -> Path | None:
-    """Newest complete checkpoint under ``ckpt_dir`` (optionally only one with the given fingerprint)."""
+def latest_checkpoint(ckpt_dir: Path | str, key: str | None = None) -> Path | None:
+    """Newest complete checkpoint under ``ckpt_dir`` (optionally only one with the given run key)."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return None
@@ -40,7 +40,7 @@ def latest_checkpoint(ckpt_dir: Path | str, fingerprint: str | None = None) -> P
         state = d / "state.json"
         if not state.exists():
             continue
-        if fingerprint and json.loads(state.read_text()).get("fingerprint") != fingerprint:
+        if key and json.loads(state.read_text()).get("run_key") != key:
             log.warning("%s: checkpoint of a different configuration; not resuming from it", d)
             continue
         return d

@@ -12,7 +12,8 @@ pool): the files are git-tracked and the same params give byte-identical files. 
 ``tinyhelen.timing.record`` (``reports/timings/<stage>.json``, git-ignored).
 
 A resumed run starts a fresh log and replays the history saved in its checkpoint, so an interrupted and
-resumed run writes exactly the files of an uninterrupted one.
+resumed run writes exactly the files of an uninterrupted one. ``TrainLog`` is a callback of the training loop
+(``tinyhelen.train.loop``), called on the main process only.
 """
 from __future__ import annotations
 
@@ -20,20 +21,30 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from tinyhelen.train.loop import Callback
+
 NOT_LOGGED = frozenset({"step", "tokens"})  # the x axis, and a figure that is step x batch x length
 SUMMARY = ("train_loss", "val_loss")  # figures in metrics.json (the others: plots only)
 
 
-class TrainLog:
-    """DVCLive logger of one training run's history rows (``{"step": ..., "train_loss": ..., ...}``)."""
+class TrainLog(Callback):
+    """DVCLive log of one training run's history rows (``{"step": ..., "train_loss": ..., ...}``): a callback of
+    the loop, on the main process only. A resumed run starts a fresh log and replays the rows so far."""
+
+    main_process_only = True
 
     def __init__(self, directory: Path | str):
+        self.directory = Path(directory)
+        self.live = None
+
+    def on_start(self, model: Any, resumed: bool, history: list[dict[str, Any]]) -> None:
         from dvclive import Live
 
-        self.directory = Path(directory)
         self.live = Live(dir=str(self.directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        for r in history:
+            self.on_row(r)
 
-    def row(self, row: dict[str, Any]) -> None:
+    def on_row(self, row: dict[str, Any]) -> None:
         """Log every numeric figure of a history row at its step (None values are skipped)."""
         self.live.step = int(row["step"])
         for key, val in row.items():
@@ -44,9 +55,5 @@ class TrainLog:
                 self.live.summary.pop(key, None)
         self.live.next_step()
 
-    def replay(self, history: list[dict[str, Any]]) -> None:
-        for r in history:
-            self.row(r)
-
-    def close(self) -> None:
+    def on_end(self) -> None:
         self.live.end()

@@ -2,7 +2,7 @@
 
 An objective is ``fn(batch, generator) -> model kwargs``; its random choices come from ``generator`` only
 (seeded per step by the caller), so masks do not depend on resuming. ``OBJECTIVES`` maps the names an
-``ArchSpec`` uses (``tinyhelen.models``) to factories ``(tokenizer, cfg) -> objective``: ``clm`` causal LM
+``ArchSpec`` uses (``tinyhelen.exp1.models``) to factories ``(tokenizer, cfg) -> objective``: ``clm`` causal LM
 (LLaMA, Mamba), ``mlm`` masked LM (BERT: 15%, 80/10/10), ``plm`` permutation LM (XLNet: span masking and
 a factorisation-order ``perm_mask`` with a ``target_mapping`` over the predicted positions only).
 """
@@ -132,7 +132,7 @@ OBJECTIVES: dict[str, Callable[[Any, Any], Objective]] = {
 
 
 def make_objective(name: str, tokenizer: Any, cfg: Any) -> Objective:
-    """The objective ``name`` (``OBJECTIVES``) for ``tokenizer``; ``cfg`` gives its knobs (``tinyhelen.pretrain.
+    """The objective ``name`` (``OBJECTIVES``) for ``tokenizer``; ``cfg`` gives its knobs (``tinyhelen.exp1.pretrain.
     PretrainConfig``: ``mlm_probability``, ``plm_probability``, ``plm_max_span``)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown pretraining objective {name!r}; known: {', '.join(OBJECTIVES)}")

@@ -2,6 +2,7 @@
 
 Modules: ``config`` (params ``curriculum`` and ``exp3``), ``units`` (documents -> scored units),
 ``scorers`` (difficulty registry), ``pacing`` (iterative plateau schedule, linear/root/step),
-``trainer`` (the proxy's training loop with a growing pool, resumable), ``runs`` (what the stages do),
-``report`` (table strategy x seed, target-loss reductions, curves). README section: ``docs/exp3.md``.
+``curriculum`` (the growing pool as the training loop's batch source and callback: one proxy run, resumable),
+``runs`` (what the stages do), ``result`` (table strategy x seed, target-loss reductions, curves).
+README section: ``docs/exp3.md``.
 """

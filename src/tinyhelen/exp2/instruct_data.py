@@ -1,4 +1,4 @@
-"""EXP2 instruction data and instruction tuning (supervised fine-tuning, SFT) of pretrained LLaMA models.
+"""EXP2's instruction data: the paired instruction sets of both sides and the one instruction template.
 
 Instruction data sources (``instruct.source``)
 ---------------------------------------------
@@ -8,8 +8,9 @@ Instruction data sources (``instruct.source``)
     twin comes from ``instruct.leaner_corpus`` (default ``data/leaner/corpus``, the ``leaner_corpus`` stage)
     and the original from ``instruct.ori_corpus`` (``data/prepared/corpus/ori``); both are document shards
     with ``parts = {prompt, response}`` for code, paired by ``doc_id`` (the release's sha256 pairing hash),
-    so both sides hold exactly the same tasks. NOT the study's instruction data: say so with any result. Leaner code exists only for the released validation/test splits;
-    the default split map puts released validation into our ``train`` and released test into ``validation``.
+    so both sides hold exactly the same tasks. NOT the study's instruction data: say so with any result. Leaner
+    code exists only for the released validation/test splits; the default split map puts released validation
+    into our ``train`` and released test into ``validation``.
 ``released``  (online)
     The study's own data: the released Leaner-Instruct file (leaner side) and the public alpaca-cleaned set
     (original side; the study's source), downloaded from pinned URLs (``instruct.online``), verified
@@ -25,15 +26,7 @@ input (the study's ``unify_set_split_text_field``); the response follows directl
 
     id, side, split, source, instruction, input, output, prompt (template applied), response (= output)
 
-Instruction tuning (``instruct.tune``, ``tinyhelen.instruct.sft``)
-------------------------------------------------------------------
-Starting from ``data/models/pretrain/llama-<pretrain side>/final`` (HF ``save_pretrained`` + tokenizer),
-each of the four recipes {pretrain leaner, ori} x {tune leaner, ori} is tuned through the shared training
-loop. As the study: examples (``prompt + response + <|endoftext|>``) are shuffled, joined and cut into
-blocks of ``tune.max_len`` tokens (``tune.packing``), with the loss on every token (``tune.loss_on_prompt:
-true``; false masks the prompt tokens), AdamW (HF defaults), warm-up then linear decay to 0. Checkpoints are
-written every ``tune.checkpoint_every`` steps as ``step-NNNNNN/`` plus ``final/`` (the last step) under
-``data/models/instruct/<pretrain>-<tune>/``.
+Instruction tuning itself (``instruct.tune``) is in ``tinyhelen.exp2.tune``.
 """
 from __future__ import annotations
 
@@ -45,21 +38,15 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
 
 from tinyhelen import timing
-from tinyhelen.config import Section
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, read_bytes, write_jsonl
 from tinyhelen.study import STUDY_TEMPLATE
-from tinyhelen.train.config import ComputeConfig, OptimConfig
+from tinyhelen.exp2.config import SIDES, SPLITS, InstructConfig, OnlineFile
 
 log = logging.getLogger(__name__)
 
-SIDES = ("leaner", "ori")
-SPLITS = ("train", "validation")
-RECIPES = tuple(f"{p}-{t}" for p in SIDES for t in SIDES)  # "<pretrain side>-<tune side>"
 
 # The instruction templates (training data and generation prompts), by ``instruct.template`` name. The
 # response follows the prompt directly and ends with <|endoftext|>.
@@ -75,87 +62,6 @@ def format_prompt(instruction: str, input_text: str = "", template: str = "study
         return STUDY_TEMPLATE.format(input=f"{instruction}\n{input_text}" if input_text else instruction)
     block = f"### Input:\n{input_text.strip()}\n\n" if input_text and input_text.strip() else ""
     return TEMPLATES[template].format(instruction=instruction.strip(), input_block=block)
-
-
-# ----------------------------------------------------------------------------------------- config
-class _Sub(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OnlineFile(_Sub):
-    """One downloadable instruction file: pinned URL (or local path / file:// URL) and its sha256."""
-
-    url: str
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                               description="expected sha256; null = not pinned: the stage fails unless "
-                                           "instruct.online.allow_unpinned (then the digest seen is recorded "
-                                           "in reports/instruct_data.json)")
-
-
-class OnlineSources(_Sub):
-    """``instruct.online``: the study's instruction data (needs the network unless the URLs are local)."""
-
-    leaner: OnlineFile = OnlineFile(
-        url="https://raw.githubusercontent.com/EmpathYang/TinyHelen/1aa4c03/data/leaner/instruction0000.jsonl")
-    ori: OnlineFile = OnlineFile(
-        url="https://huggingface.co/datasets/yahma/alpaca-cleaned/resolve/"
-            "12567cabf869d7c92e573c7c783905fc160e9639/alpaca_data_cleaned.json")
-    download_dir: str = "data/raw/instruct"
-    allow_unpinned: bool = Field(False, description="accept a file without a configured sha256 (its digest is "
-                                                    "logged and recorded); false: such a source fails")
-    validation_fraction: float = Field(0.02, gt=0, lt=1)
-    timeout_s: float = Field(120.0, gt=0)
-    retries: int = Field(3, ge=0)
-
-
-class TuneConfig(OptimConfig, ComputeConfig):
-    """``instruct.tune``: supervised fine-tuning hyper-parameters (CPU default: tiny, seconds per recipe).
-
-    Optimiser and schedule as the study's HF Trainer defaults: AdamW (0.9, 0.999), no weight decay,
-    ``warmup_steps`` then linear decay to 0."""
-
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1, description="sequences (packed blocks) per step")
-    max_len: int = Field(192, ge=16, description="tokens per packed block (packing) or per example (the prompt "
-                                                 "is cut first, keeping >= 1/2)")
-    packing: bool = Field(True, description="true (the study): examples joined with <|endoftext|> and cut into "
-                                            "blocks of max_len; false: one padded example per row")
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    warmup_steps: int = Field(10, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    weight_decay_scope: Literal["matrices", "all"] = "all"
-    loss_on_prompt: bool = Field(True, description="true (the study): loss on every token; false: the prompt "
-                                                   "tokens are masked from the loss")
-    checkpoint_every: int = Field(25, ge=1, description="steps between saved checkpoints (each with the "
-                                                        "validation loss)")
-    eval_examples: int = Field(64, ge=1, description="validation examples for the loss at each checkpoint")
-    threads: int = Field(1, ge=1, description="torch CPU threads; 1: tiny models gain little from more, "
-                                              "several threads slow ~10x on busy cores")
-
-
-class InstructConfig(Section):
-    """``instruct:`` section of params.yaml."""
-
-    source: Literal["code_pairs", "released"] = "code_pairs"
-    template: Literal["study", "alpaca_v1"] = Field("study", description="instruction template (TEMPLATES) of "
-                                                    "the training examples and the generation prompts")
-    leaner_corpus: str = Field("data/leaner/corpus",
-                               description="leaner shards <split>.jsonl for code_pairs")
-    ori_corpus: str = "data/prepared/corpus/ori"
-    max_examples: dict[str, int | None] = Field(default_factory=lambda: {"train": None, "validation": None})
-    online: OnlineSources = OnlineSources()
-    tune: TuneConfig = TuneConfig()
-
-    @model_validator(mode="after")
-    def _check(self) -> "InstructConfig":
-        for k, v in self.max_examples.items():
-            if k not in SPLITS:
-                raise ValueError(f"max_examples.{k}: unknown split (known: {list(SPLITS)})")
-            if v is not None and v <= 0:
-                raise ValueError(f"max_examples.{k} must be positive or null")
-        return self
 
 
 # ----------------------------------------------------------------------------------------- data

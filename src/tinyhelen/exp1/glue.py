@@ -9,7 +9,7 @@ split and the labelled test split. Aggregation: the best learning rate is the on
 
 Scores follow GLUE: CoLA = Matthews correlation; MRPC and QQP = mean of F1 and accuracy; STS-B = mean of
 Pearson and Spearman correlation; the other tasks = accuracy. All metrics are fractions (x100 in the
-Markdown table). Input layout and padding side per architecture: see ``tinyhelen.models``.
+Markdown table). Input layout and padding side per architecture: see ``tinyhelen.exp1.models``.
 """
 from __future__ import annotations
 
@@ -17,18 +17,21 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
 from tinyhelen import timing
-from tinyhelen.config import Section
+from tinyhelen.exp1.glue_metrics import task_metrics
 from tinyhelen.io import InputError, read_jsonl
 from tinyhelen.study import STUDY_GLUE_TASKS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.loop import Callback
+
+if TYPE_CHECKING:
+    from tinyhelen.exp1.models import ArchSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,73 +73,6 @@ class GlueConfig(OptimConfig, ComputeConfig):
         return v
 
 
-# ------------------------------------------------------------------------------------------ metrics
-def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
-
-
-def f1_binary(y_true, y_pred, positive: int = 1) -> float:
-    """F1 of the positive class; 0.0 when there are no true or predicted positives."""
-    y_true, y_pred = np.asarray(y_true) == positive, np.asarray(y_pred) == positive
-    tp = float((y_true & y_pred).sum())
-    fp, fn = float((~y_true & y_pred).sum()), float((y_true & ~y_pred).sum())
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def matthews_corrcoef(y_true, y_pred) -> float:
-    """Matthews correlation coefficient (multi-class form of Gorodkin 2004); 0.0 if undefined."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    labels = np.union1d(y_true, y_pred)
-    idx = {v: i for i, v in enumerate(labels)}
-    cm = np.zeros((len(labels), len(labels)))
-    for t, p in zip(y_true, y_pred):
-        cm[idx[t], idx[p]] += 1
-    t_sum, p_sum = cm.sum(1), cm.sum(0)
-    n, correct = cm.sum(), np.trace(cm)
-    cov_tp = correct * n - float(t_sum @ p_sum)
-    cov_pp = n * n - float(p_sum @ p_sum)
-    cov_tt = n * n - float(t_sum @ t_sum)
-    denom = math.sqrt(cov_pp * cov_tt)
-    return 0.0 if denom == 0 else cov_tp / denom
-
-
-def pearson(x, y) -> float:
-    """Pearson correlation; 0.0 when either side is constant (undefined)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    xs, ys = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(xs @ xs) * float(ys @ ys))
-    return 0.0 if denom == 0 else float(xs @ ys) / denom
-
-
-def _rank(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    from scipy.stats import rankdata
-
-    return rankdata(a)
-
-
-def spearman(x, y) -> float:
-    return pearson(_rank(np.asarray(x, dtype=float)), _rank(np.asarray(y, dtype=float)))
-
-
-def task_metrics(task: str, y_true, y_pred) -> dict[str, float]:
-    """GLUE metrics of one task plus ``score`` (the single number GLUE reports for it)."""
-    if task == "stsb":
-        m = {"pearson": pearson(y_pred, y_true), "spearman": spearman(y_pred, y_true)}
-        m["score"] = (m["pearson"] + m["spearman"]) / 2
-    elif task == "cola":
-        m = {"mcc": matthews_corrcoef(y_true, y_pred)}
-        m["score"] = m["mcc"]
-    elif task in ("mrpc", "qqp"):
-        m = {"f1": f1_binary(y_true, y_pred), "accuracy": accuracy(y_true, y_pred)}
-        m["score"] = (m["f1"] + m["accuracy"]) / 2
-    else:
-        m = {"accuracy": accuracy(y_true, y_pred)}
-        m["score"] = m["accuracy"]
-    return m
-
-
 # ------------------------------------------------------------------------------------------- inputs
 def load_split(glue_dir: Path | str, task: str, split: str) -> list[dict[str, Any]]:
     path = Path(glue_dir) / f"{task}_{split}.jsonl"
@@ -158,12 +94,10 @@ def subsample(rows: list[dict[str, Any]], k: int | None, seed: int) -> list[dict
     return [rows[i] for i in keep]
 
 
-def encode_pair(tok: Any, arch: str, text_a: str, text_b: str | None, max_len: int) -> dict[str, list[int]]:
-    """Token ids (+ segment ids) in the input layout of ``arch`` (``ArchSpec.layout``, see
-    ``tinyhelen.models``), truncated to ``max_len`` by shortening the longer text first."""
-    from tinyhelen.models import get
-
-    layout = get(arch).layout
+def encode_pair(tok: Any, spec: ArchSpec, text_a: str, text_b: str | None, max_len: int) -> dict[str, list[int]]:
+    """Token ids (+ segment ids) in the input layout of an architecture (``spec.layout``, see
+    ``tinyhelen.exp1.models``), truncated to ``max_len`` by shortening the longer text first."""
+    layout = spec.layout
     a = tok(text_a, add_special_tokens=False)["input_ids"]
     b = tok(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else None
     budget = max_len - layout.n_special(b is not None)
@@ -228,12 +162,10 @@ class ExampleBatches:
         pass
 
 
-def _predict(model, data: list[dict[str, Any]], arch: str, pad_id: int, batch_size: int, regression: bool,
+def _predict(model, data: list[dict[str, Any]], spec: ArchSpec, pad_id: int, batch_size: int, regression: bool,
              device: torch.device, bf16: bool) -> list[float]:
-    from tinyhelen.models import get
     from tinyhelen.train.compute import autocast
 
-    spec = get(arch)
     model.eval()
     preds: list[float] = []
     with torch.no_grad():
@@ -251,9 +183,9 @@ class BestEpoch(Callback):
     """Scores the validation split after every epoch and keeps a CPU copy of the weights of the best one
     (ties: the earlier epoch), the weights the test split is scored with."""
 
-    def __init__(self, task: str, data: tuple[list[dict], list[float]], arch: str, pad_id: int, batch_size: int,
+    def __init__(self, task: str, data: tuple[list[dict], list[float]], spec: ArchSpec, pad_id: int, batch_size: int,
                  compute: ComputeConfig):
-        self.task, self.data, self.arch, self.pad_id = task, data, arch, pad_id
+        self.task, self.data, self.spec, self.pad_id = task, data, spec, pad_id
         self.batch_size, self.compute = batch_size, compute
         self.best: dict[str, Any] | None = None
         self.step: int | None = None
@@ -265,7 +197,7 @@ class BestEpoch(Callback):
 
         device = next(model.parameters()).device
         x, y = self.data
-        preds = _predict(model, x, self.arch, self.pad_id, self.batch_size, self.task in REGRESSION, device,
+        preds = _predict(model, x, self.spec, self.pad_id, self.batch_size, self.task in REGRESSION, device,
                          uses_bf16(self.compute, device))
         metrics = task_metrics(self.task, y, preds)
         self.scores.append(metrics["score"])
@@ -274,31 +206,30 @@ class BestEpoch(Callback):
             self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, task: str,
+def finetune_task(init: Path | str | None, spec: ArchSpec, preset: str, tok: Any, task: str,
                   data: dict[str, tuple[list[dict], list[float]]], cfg: GlueConfig, lr: float,
                   seed: int) -> dict[str, Any]:
     """Fine-tune one model on one task with one lr/seed (``tinyhelen.train.loop.train_loop``), scoring the
     validation split after every epoch; score the test split (and MNLI's mismatched sets) with the weights of
     the best epoch. Returns the validation metrics of that epoch and the test metrics."""
-    from tinyhelen import models
+    from tinyhelen.exp1 import models
     from tinyhelen.train.compute import uses_bf16
-    from tinyhelen.train.loop import Cadence, train_loop
+    from tinyhelen.train.loop import Cadence, LoopConfig, train_loop
     from tinyhelen.train.rng import mix_seed
 
-    spec = models.get(arch)
     regression = task in REGRESSION
     torch.manual_seed(mix_seed("glue-init", task, lr, seed) % (2**31))
-    source = init if init is not None else models.build_config(arch, preset, tok)
-    model = models.build_classifier(arch, source, NUM_LABELS[task])
+    source = init if init is not None else models.build_config(spec, preset, tok)
+    model = models.build_classifier(spec, source, NUM_LABELS[task])
     train_x, train_y = data["train"]
     batches = ExampleBatches(train_x, train_y, cfg.batch_size, torch.Generator().manual_seed(
         mix_seed("glue-order", task, lr, seed)), pad_id=tok.pad_token_id, side=spec.padding_side,
         with_types=spec.token_type_ids, regression=regression)
     total = batches.per_epoch * cfg.epochs
-    best = BestEpoch(task, data["validation"], arch, tok.pad_token_id, cfg.batch_size * 2, cfg)
-    res = train_loop(model, batches, cfg, cfg, lr=lr, steps=total,
-                     cadence=Cadence(batches.per_epoch, batches.per_epoch, total, eval_at_start=False),
-                     callbacks=[best], desc=f"glue {arch} {task}", progress=False)
+    best = BestEpoch(task, data["validation"], spec, tok.pad_token_id, cfg.batch_size * 2, cfg)
+    loop = LoopConfig.of(cfg, lr=lr, steps=total, desc=f"glue {spec.name} {task}", progress=False,
+                         cadence=Cadence(batches.per_epoch, batches.per_epoch, total, eval_at_start=False))
+    res = train_loop(model, batches, loop, callbacks=[best])
     res.model.load_state_dict(best.weights)
     out: dict[str, Any] = {"lr": lr, "seed": seed, "best_epoch": best.step // batches.per_epoch,
                            "validation_by_epoch": [round(v, 6) for v in best.scores],
@@ -309,7 +240,7 @@ def finetune_task(init: Path | str | None, arch: str, preset: str, tok: Any, tas
         if split not in data:
             continue
         x, y = data[split]
-        preds = _predict(res.model, x, arch, tok.pad_token_id, cfg.batch_size * 2, regression, device,
+        preds = _predict(res.model, x, spec, tok.pad_token_id, cfg.batch_size * 2, regression, device,
                          uses_bf16(cfg, device))
         out[split] = task_metrics(task, y, preds)
     return out
@@ -340,7 +271,7 @@ def mean_score(tasks: dict[str, dict[str, Any]]) -> tuple[float, list[str]]:
     return float(np.mean([tasks[t]["test_score"] for t in scored])), scored
 
 
-def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: str,
+def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec, preset: str,
                         tokenizer_dir: Path | str | None, glue_dir: Path | str, cfg: GlueConfig,
                         seed: int) -> dict[str, Any]:
     """Fine-tune and score one initialisation on every task of ``cfg.tasks``.
@@ -350,11 +281,11 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
     vocabulary). ``seed`` is the base seed: example subsampling depends on it, each fine-tuning run on
     ``(seed, glue.seeds[i])``. Returns ``{"tasks": {task: aggregate + runs}, "mean_test_score": ...}``;
     the wall-clock figures go to ``tinyhelen.timing`` (keyed by the checkpoint)."""
-    from tinyhelen.models import PRESETS, get
+    from tinyhelen.exp1.models import PRESETS, get
     from tinyhelen.tokenizer import load as load_tokenizer
     from tinyhelen.train.rng import mix_seed
 
-    get(arch)
+    spec = get(arch)
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}")
     if checkpoint_dir is None and tokenizer_dir is None:
@@ -374,14 +305,14 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
             rows = load_split(glue_dir, task, split)
             k = cfg.max_train_examples if name == "train" else cfg.max_eval_examples
             rows = subsample(rows, k, mix_seed(seed, "glue-subsample", task, name) % (2**32))
-            x = [encode_pair(tok, arch, r["text_a"], r.get("text_b"), cfg.max_seq_len) for r in rows]
+            x = [encode_pair(tok, spec, r["text_a"], r.get("text_b"), cfg.max_seq_len) for r in rows]
             y = [float(r["label"]) if task in REGRESSION else int(r["label"]) for r in rows]
             data[name] = (x, y)
         runs = []
         t_task = time.perf_counter()
         for lr in cfg.lr:
             for s in cfg.seeds:
-                runs.append(finetune_task(checkpoint_dir, arch, preset, tok, task, data, cfg, lr,
+                runs.append(finetune_task(checkpoint_dir, spec, preset, tok, task, data, cfg, lr,
                                           mix_seed(seed, s) % (2**31)))
                 runs[-1]["seed"] = s
         n = len(runs) * (cfg.epochs * len(data["train"][0]) + len(data["validation"][0]) + len(data["test"][0]))
@@ -390,7 +321,7 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str, preset: st
         results[task] = {**agg, "runs": runs, "n_train": len(data["train"][0]),
                          "n_validation": len(data["validation"][0]), "n_test": len(data["test"][0])}
         secs = time.perf_counter() - t_task
-        log.info("glue %s %s: test %.3f +- %.3f (best lr %g) in %.1fs (%.0f seqs/s)", arch, task,
+        log.info("glue %s %s: test %.3f +- %.3f (best lr %g) in %.1fs (%.0f seqs/s)", spec.name, task,
                  agg["test_score"], agg["test_std"], agg["best_lr"], secs, n / max(secs, 1e-9))
     secs = time.perf_counter() - t0
     timing.record(**{str(checkpoint_dir or "scratch"): {"seconds": round(secs, 2),

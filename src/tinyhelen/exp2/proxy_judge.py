@@ -1,5 +1,5 @@
 """The offline proxy judge (``judge.backend: proxy``): clearly named proxy metrics of generated answers,
-NOT LLM-judge scores (see ``tinyhelen.judge`` for what each ``proxy_*`` metric means).
+NOT LLM-judge scores (see ``tinyhelen.exp2.judge`` for what each ``proxy_*`` metric means).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tinyhelen import timing
-from tinyhelen.entropy import word_tokens
+from tinyhelen.entropy.words import word_tokens
 from tinyhelen.io import InputError
 
 log = logging.getLogger(__name__)

@@ -56,9 +56,9 @@ from pydantic import Field, field_validator
 
 from tinyhelen.config import ParamsError, Section
 from tinyhelen.io import InputError, iter_jsonl
-from tinyhelen.llm_judge import (CRITERIA, LLM_METRICS, JudgeLLMConfig, judge_llm, judge_llm_config,  # noqa: F401
+from tinyhelen.exp2.llm_judge import (CRITERIA, LLM_METRICS, JudgeLLMConfig, judge_llm, judge_llm_config,  # noqa: F401
                                  parse_judgement)
-from tinyhelen.proxy_judge import PROXY_METRICS, BigramLM, ProxyConfig, judge_proxy, proxy_scores  # noqa: F401
+from tinyhelen.exp2.proxy_judge import PROXY_METRICS, BigramLM, ProxyConfig, judge_proxy, proxy_scores  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def metrics_of(backend: str) -> tuple[str, ...]:
     return BACKENDS[backend].metrics
 
 
-def _summ(vals: list[float], n_boot: int, seed: int) -> dict[str, Any]:
+def estimate(vals: list[float], n_boot: int, seed: int) -> dict[str, Any]:
     m, lo, hi = bootstrap_ci(vals, n_boot, seed)
     r = lambda v: None if math.isnan(v) else round(v, 4)  # noqa: E731
     return {"mean": r(m), "ci95": [r(lo), r(hi)], "n": len(vals)}
@@ -189,7 +189,7 @@ def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequ
         for st in sorted({s["step"] for s in inner if s["recipe"] == rec}):
             here = [s for s in inner if s["recipe"] == rec and s["step"] == st]
             vals = [s[sel] for s in here if s.get(sel) is not None]
-            curve.append({"step": st, **_summ(vals, n_boot, seed), "unscored_share": round(1 - len(vals) / len(here), 4)})
+            curve.append({"step": st, **estimate(vals, n_boot, seed), "unscored_share": round(1 - len(vals) / len(here), 4)})
         if not curve:
             raise InputError(f"inner-comparison scores of {rec}", "no judged answers: run generate_inner and "
                                                                   "judge_inner for every recipe")
@@ -200,36 +200,6 @@ def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequ
         else:
             best = min(curve, key=lambda c: (c["unscored_share"], c["step"]))
         out["selected"][rec] = best["step"]
-    return out
-
-
-def report(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
-           selection: dict[str, Any]) -> dict[str, Any]:
-    """Per recipe / per bin tables (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
-    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint."""
-    metrics = metrics_of(backend)
-    if selection.get("backend") != backend:
-        raise InputError("checkpoint selection", f"judged by backend {selection.get('backend')!r}, the Leaner-Eval "
-                                                 f"answers by {backend!r}: rerun judge_inner")
-    main = [s for s in scores if s["set"] == "all"]
-    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
-                           "checkpoint_curve": selection["checkpoint_curve"],
-                           "selection_metric": selection["selection_metric"],
-                           "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in metrics}}
-    bins = sorted({s["bin"] for s in main if s.get("bin")})
-    for rec in recipes:
-        rows = [s for s in main if s["recipe"] == rec]
-        chosen = selection["selected"].get(rec)
-        steps = sorted({s["step"] for s in rows})
-        if steps and steps != [chosen]:
-            raise InputError(f"Leaner-Eval answers of {rec}", f"come from step(s) {steps}, but step {chosen} was "
-                                                              "selected: rerun generate")
-        out["recipes"][rec] = {m: _summ([s[m] for s in rows if s.get(m) is not None], n_boot, seed)
-                               for m in metrics}
-        out["recipes"][rec]["answers"] = len(rows)
-        out["recipes"][rec]["selected_step"] = chosen
-        out["by_bin"][rec] = {b: {m: _summ([s[m] for s in rows if s.get("bin") == b and s.get(m) is not None],
-                                           n_boot, seed) for m in metrics} for b in bins}
     return out
 
 
@@ -246,143 +216,3 @@ def judge_answers(paths: Sequence[Path | str], out_dir: Path | str, cfg: "JudgeC
         write_json(tmp / "summary.json", summary)
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
     return scores, summary
-
-
-def flat_metrics(rep: dict[str, Any]) -> dict[str, Any]:
-    """The compact DVC metrics view: per recipe mean and interval of every metric."""
-    return {rec: {m: {"mean": v[m]["mean"], "lo": v[m]["ci95"][0], "hi": v[m]["ci95"][1]}
-                  for m in rep["metrics"]} | {"selected_step": v.get("selected_step")}
-            for rec, v in rep["recipes"].items()}
-
-
-def _fmt(s: dict[str, Any]) -> str:
-    if s["mean"] is None:
-        return "n/a"
-    return f"{s['mean']:.3g} [{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]"
-
-
-def markdown(rep: dict[str, Any], provenance: dict[str, Any]) -> str:
-    backend = rep["backend"]
-    metrics = rep["metrics"]
-    lines = ["# EXP2: instruction tuning with four data recipes", ""]
-    if not BACKENDS[backend].is_llm:
-        lines += ["> **Proxy metrics, not LLM-judge scores.** Judged offline (`judge.backend: proxy`): the "
-                  "columns are automatic proxies (see docs/exp2.md), not the study's grammar/coherence/"
-                  "specificity scores. Run with `judge.backend=llm` for the LLM-judged table.", ""]
-    else:
-        lines += [f"Judge: LLM `{provenance.get('judge_model')}` (temperature 0), grammar/coherence/"
-                  "specificity 0-5 each, sum 0-15 (mean over the presentation orders).", ""]
-    lines += [f"- Instruction data source: `{provenance.get('instruct_source')}`",
-              f"- Recipe = `<pretraining corpus>-<instruction-tuning corpus>`; 95% bootstrap intervals "
-              f"({provenance.get('n_boot')} resamples of the questions)",
-              f"- Questions answered: {provenance.get('questions')}; decoding: {provenance.get('decoding')}", ""]
-    lines += ["## Per recipe (Leaner-Eval)", "", "| recipe | " + " | ".join(METRIC_LABELS[m] for m in metrics)
-              + " | selected step |", "|---" * (len(metrics) + 2) + "|"]
-    for rec, v in rep["recipes"].items():
-        lines.append(f"| {rec} | " + " | ".join(_fmt(v[m]) for m in metrics) + f" | {v.get('selected_step')} |")
-    main = BACKENDS[backend].main_metric
-    lines += ["", f"## Per similarity bin: {METRIC_LABELS[main]}", ""]
-    bins = sorted({b for v in rep["by_bin"].values() for b in v})
-    lines += ["| recipe | " + " | ".join(f"split-{b}" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]
-    for rec, v in rep["by_bin"].items():
-        lines.append(f"| {rec} | " + " | ".join(_fmt(v[b][main]) for b in bins) + " |")
-    sel = rep["selection_metric"]
-    lines += ["", f"## Checkpoint selection (31 inner-comparison questions): {METRIC_LABELS[sel]}", ""]
-    steps = sorted({c["step"] for cs in rep["checkpoint_curve"].values() for c in cs})
-    lines += ["| recipe | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
-    for rec, cs in rep["checkpoint_curve"].items():
-        by = {c["step"]: c for c in cs}
-        lines.append(f"| {rec} | " + " | ".join(
-            (_fmt(by[s]) + (f" ({by[s]['unscored_share']:.0%} unscored)" if by[s].get("unscored_share") else ""))
-            if s in by else "" for s in steps) + " |")
-    if provenance.get("agreement"):
-        ag = provenance["agreement"]
-        lines += ["", "## Position bias (same answers, two presentation orders)", "",
-                  f"Answers judged in both orders: {ag['answers']}. Position means (sum 0-15): "
-                  f"{provenance.get('position_means')}", "",
-                  "| criterion | exact agreement | within 1 | mean abs diff | Pearson r |", "|---|---|---|---|---|"]
-        for c in (*CRITERIA, "total"):
-            a = ag.get(c)
-            if a:
-                lines.append(f"| {c} | {a['exact']} | {a['within_1']} | {a['mean_abs_diff']} | {a['pearson']} |")
-    return "\n".join(lines) + "\n"
-
-
-def curve_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
-    """DVC plot rows: step x recipe (selection metric)."""
-    steps = sorted({c["step"] for cs in rep["checkpoint_curve"].values() for c in cs})
-    rows = []
-    for s in steps:
-        row: dict[str, Any] = {"step": s}
-        for rec, cs in rep["checkpoint_curve"].items():
-            row[rec] = next((c["mean"] for c in cs if c["step"] == s), None)
-        rows.append(row)
-    return rows
-
-
-def recipe_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
-    """DVC plot rows: one per (recipe, bin) with the main metric (bin 'all' = every question)."""
-    main = BACKENDS[rep["backend"]].main_metric
-    rows = []
-    for rec, v in rep["recipes"].items():
-        rows.append({"recipe": rec, "bin": "all", "metric": main, "mean": v[main]["mean"],
-                     "lo": v[main]["ci95"][0], "hi": v[main]["ci95"][1]})
-        for b, bv in rep["by_bin"][rec].items():
-            rows.append({"recipe": rec, "bin": b, "metric": main, "mean": bv[main]["mean"],
-                         "lo": bv[main]["ci95"][0], "hi": bv[main]["ci95"][1]})
-    return rows
-
-
-def plot_png(rep: dict[str, Any], path: Path | str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinyhelen.io import atomic_path
-
-    main = BACKENDS[rep["backend"]].main_metric
-    recipes = list(rep["recipes"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax = axes[0]
-    means = [rep["recipes"][r][main]["mean"] or 0 for r in recipes]
-    err = [[m - (rep["recipes"][r][main]["ci95"][0] or m) for r, m in zip(recipes, means)],
-           [(rep["recipes"][r][main]["ci95"][1] or m) - m for r, m in zip(recipes, means)]]
-    ax.bar(recipes, means, yerr=err, capsize=4, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][:len(recipes)])
-    ax.set_title(METRIC_LABELS[main], fontsize=9)
-    ax.set_xlabel("recipe (pretrain-tune)")
-    ax = axes[1]
-    bins = sorted({b for v in rep["by_bin"].values() for b in v})
-    w = 0.8 / max(1, len(recipes))
-    for i, r in enumerate(recipes):
-        ax.bar([j + i * w for j in range(len(bins))],
-               [rep["by_bin"][r][b][main]["mean"] or 0 for b in bins], width=w, label=r)
-    ax.set_xticks([j + w * (len(recipes) - 1) / 2 for j in range(len(bins))], [f"split-{b}" for b in bins])
-    ax.set_title(f"by similarity bin: {main}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    sel = rep["selection_metric"]
-    for r, cs in rep["checkpoint_curve"].items():
-        ax.plot([c["step"] for c in cs], [c["mean"] for c in cs], marker="o", label=r)
-    ax.set_title(f"checkpoint selection (inner comparison): {sel}", fontsize=9)
-    ax.set_xlabel("instruction-tuning step")
-    ax.legend(fontsize=7)
-    if not BACKENDS[rep["backend"]].is_llm:
-        fig.suptitle("EXP2 - PROXY METRICS (offline, not LLM-judge scores)", fontsize=10)
-    else:
-        fig.suptitle("EXP2 - LLM judge", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-class Exp2Config(Section):
-    """``exp2:`` section of params.yaml (the report)."""
-
-    n_boot: int = Field(1000, ge=100)
-    selection_metric: str | None = Field(None, description="checkpoint-selection metric; null = the judge "
-                                                           "backend's main metric (judge.BACKENDS)")
-    recipes: list[str] = Field(default_factory=lambda: ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"])
-    max_unscored_share: float = Field(0.5, ge=0, le=1, description="checkpoint selection ignores checkpoints "
-                                      "with more answers without a score (empty / unjudged)")

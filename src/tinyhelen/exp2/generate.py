@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tinyhelen import timing
-from tinyhelen.instruct import format_prompt
+from tinyhelen.exp2.instruct_data import format_prompt
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
 from tinyhelen.train.config import ComputeConfig
 

@@ -23,10 +23,93 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from tinyhelen.io import InputError, atomic_path
-from tinyhelen.results import Exp3Glue, Exp3Result, Exp3Run
+from tinyhelen.results import Result, Schema, mean_or_none, rounded
+
+
+class Exp3Run(Schema):
+    """One (strategy, seed) run. ``steps_to_target``: first evaluation step at or below the target loss
+    (None: not within the budget); ``data_to_target``: unique pool tokens the run had seen by then (tokens
+    of distinct units that entered a training batch; not steps x batch); ``data_at_end``: the same at the
+    end of the budget; ``pool_tokens_at_target``: tokens of the units in the pool at that step."""
+
+    strategy: str
+    seed: int
+    final_val_loss: float
+    best_val_loss: float
+    pool_fraction: float
+    expansions: int
+    steps_to_target: int | None
+    data_to_target: int | None
+    data_at_end: int | None = None
+    pool_tokens_at_target: int | None = None
+
+
+class Exp3Glue(Schema):
+    """Leaner-GLUE of one proxy checkpoint: ``strategy`` ``untrained`` with ``step`` 0 is the random-init
+    proxy of that seed; ``tasks``: test score per task."""
+
+    strategy: str
+    seed: int
+    step: int
+    mean_test_score: float
+    tasks: dict[str, float]
+
+
+class Exp3Result(Result):
+    name: ClassVar[str] = "exp3"
+    kind: Literal["exp3"] = "exp3"
+    strategies: list[str]
+    seeds: list[int]
+    selected: str
+    target_loss: float
+    target_from: str
+    max_steps: int
+    eval_every: int
+    batch_size: int
+    seq_len: int
+    pool_units: int
+    pool_tokens: int
+    preset: str
+    non_embedding_params: int | None
+    runs: list[Exp3Run]
+    glue: list[Exp3Glue] = []
+    glue_tasks: list[str] = []
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.max_steps * self.batch_size * self.seq_len
+
+    def runs_of(self, strategy: str) -> dict[int, Exp3Run]:
+        return {r.seed: r for r in self.runs if r.strategy == strategy}
+
+    def reduction(self, strategy: str, field: str) -> float | None:
+        """``1 - mean(field of strategy) / mean(field of target_from)`` when every run of both reached."""
+        a, b = (list(self.runs_of(s).values()) for s in (strategy, self.target_from))
+        va, vb = [getattr(r, field) for r in a], [getattr(r, field) for r in b]
+        if not va or not vb or None in va or None in vb or not mean_or_none(vb):
+            return None
+        return round(1 - mean_or_none(va) / mean_or_none(vb), 4)
+
+    def summary_row(self, strategy: str) -> dict[str, Any]:
+        runs = list(self.runs_of(strategy).values())
+        reached = [r for r in runs if r.steps_to_target is not None]
+        return {"final_val_loss": rounded(mean_or_none([r.final_val_loss for r in runs])),
+                "steps_to_target": rounded(mean_or_none([r.steps_to_target for r in reached])),
+                "reached": len(reached), "runs": len(runs),
+                "step_reduction": self.reduction(strategy, "steps_to_target"),
+                "data_reduction": self.reduction(strategy, "data_to_target"),
+                "pool_fraction": rounded(mean_or_none([r.pool_fraction for r in runs]))}
+
+    def metrics(self) -> dict[str, Any]:
+        return {"selected": {"strategy": self.selected, **self.summary_row(self.selected)},
+                "target_loss": self.target_loss,
+                "strategies": {s: {k: v for k, v in self.summary_row(s).items() if k not in ("runs",)}
+                               for s in self.strategies}}
+
+
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tinyhelen import timing
-from tinyhelen.curriculum.config import UnitsConfig
+from tinyhelen.exp3.config import UnitsConfig
 from tinyhelen.io import InputError, atomic_path, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)

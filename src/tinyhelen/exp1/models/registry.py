@@ -1,67 +1,22 @@
-"""Model zoo of EXP1: one registered ``ArchSpec`` per architecture; everything else reads the registry.
-
-An ``ArchSpec`` says everything the pipeline needs to know about an architecture: its ``transformers``
-config class and shape per size preset, its pretraining objective (``tinyhelen.train.objectives``), its LM
-and classifier classes, whether it takes ``token_type_ids``, how a (text a, text b) pair is laid out for
-classification (``PairLayout``) and on which side it is padded, and its FLOPs formula. Pretraining
-(``tinyhelen.pretrain``), GLUE fine-tuning (``tinyhelen.glue``), the EXP1 report and the validation of
-``exp1.archs`` all look architectures up here. Adding an architecture = ``register(ArchSpec(...))`` plus
-its name in ``exp1.archs`` (``docs/extending.md``); ``arch_names()`` lists the registered ones.
-
-Size presets, with the vocabulary of the 2K byte-level BPE tokenizer:
-
-- ``tiny``: about 1M non-embedding parameters (the CPU default; minutes for the whole EXP1 block). LLaMA's
-  tiny preset is the study's EXP3 proxy shape (d=128, 4 layers, 4 heads, FFN 512); tiny Mamba2 has d=192,
-  2 layers, state 32, MLP 448;
-- ``paper``: about 14M non-embedding parameters, the study's shapes (LLaMA d=336, 8 layers, 8 heads,
-  FFN 1344, untied, RoPE theta 500,000; BERT d=384, 8 layers, FFN 1536; XLNet d=376, 8 layers, FFN 1440;
-  Mamba2 d=768, 2 layers, state 128, gated MLP 1536: 14.61M as in the study). ``mamba1`` (Mamba-1, an option
-  outside the default matrix) keeps the earlier shapes (tiny d=392 expand 1 state 8; paper d=744 expand 4).
-
-"Non-embedding parameters" (``non_embedding_params``) = all parameters of the model with its pretraining
-head, minus token/position/segment embedding tables and an *untied* output embedding matrix (tied ones
-are the input table). ``tests/test_models.py`` asserts each preset within 5% of ``TARGET_NON_EMBEDDING``.
-
-Input layout and pooling for classification (``encode_pair`` in ``tinyhelen.glue`` applies the layout):
-
-=======  ==========================================  ==========  =========================================
-arch     input layout                                padding     pooled token
-=======  ==========================================  ==========  =========================================
-bert     ``<cls> a <sep> [b <sep>]``                 right       first (``<cls>``, BERT pooler)
-xlnet    ``a <sep> [b <sep>] <cls>``                 left        last position (``<cls>``; summary "last")
-llama    ``a <sep> [b] <eos>``                       right       last non-pad token (``<eos>``)
-mamba    ``a <sep> [b] <eos>``                       right       last non-pad token (``<eos>``)
-=======  ==========================================  ==========  =========================================
-
-Right padding is required for Mamba (no attention mask inside the recurrence: pads *after* the pooled
-token cannot influence it) and XLNet's "last" summary requires left padding. The study's Mamba2 block (with
-its gated MLP), the Mamba classification heads and Mamba-1's PyTorch scan are in ``tinyhelen.models.mamba``
-(transformers has none of them); the mamba-ssm / causal-conv1d CUDA kernels are used automatically when
-installed and the model runs on CUDA.
-"""
+"""The architecture registry of EXP1: ``ArchSpec`` (what the pipeline knows about an architecture), ``register``
+and ``get``, and what is built or counted from a spec: configs, LMs, classifiers, non-embedding parameters,
+training FLOPs. The registered architectures are in ``tinyhelen.exp1.models.archs``; the package docstring
+describes them."""
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
 
-from tinyhelen.config import Section
 
 PRESETS: tuple[str, ...] = ("tiny", "paper")
 # target non-embedding parameter count per preset (the test allows +-5%)
 TARGET_NON_EMBEDDING = {"tiny": 1_000_000, "paper": 14_000_000}
 MAX_POSITIONS = 512  # absolute position table of BERT (LLaMA: RoPE, XLNet: relative, Mamba: none)
-
-
-class ModelsConfig(Section):
-    """``models:`` section: the size preset of every EXP1 model (tiny on CPU, paper on GPU)."""
-
-    preset: Literal["tiny", "paper"] = "tiny"
 
 
 # ----------------------------------------------------------------------------------------- the spec
@@ -148,7 +103,11 @@ def default_arch_names() -> list[str]:
     return [name for name, spec in ARCHITECTURES.items() if spec.default]
 
 
-def get(arch: str) -> ArchSpec:
+def get(arch: str | ArchSpec) -> ArchSpec:
+    """The registered spec of ``arch`` (a spec is returned as it is: look an architecture up once, pass the
+    spec on)."""
+    if isinstance(arch, ArchSpec):
+        return arch
     try:
         return ARCHITECTURES[arch]
     except KeyError:
@@ -173,7 +132,7 @@ def _special_ids(tokenizer: Any) -> dict[str, int]:
     return ids
 
 
-def build_config(arch: str, preset: str, tokenizer: Any):
+def build_config(arch: str | ArchSpec, preset: str, tokenizer: Any):
     """``transformers`` config of ``arch`` at size ``preset`` with the tokenizer's vocabulary/special ids."""
     spec = get(arch)
     if preset not in spec.presets:
@@ -184,7 +143,7 @@ def build_config(arch: str, preset: str, tokenizer: Any):
     return resolve(spec.config_class)(**common, **spec.presets[preset], **spec.config_kwargs)
 
 
-def build_lm(arch: str, config):
+def build_lm(arch: str | ArchSpec, config):
     """Randomly initialised model with its pretraining head."""
     spec = get(arch)
     if spec.setup is not None:
@@ -192,7 +151,7 @@ def build_lm(arch: str, config):
     return resolve(spec.lm_class)(config)
 
 
-def build_classifier(arch: str, config_or_checkpoint: Any, num_labels: int):
+def build_classifier(arch: str | ArchSpec, config_or_checkpoint: Any, num_labels: int):
     """Sequence classification (``num_labels >= 2``) or regression (``num_labels == 1``) model.
 
     ``config_or_checkpoint``: a config from ``build_config`` (random init = from-scratch baseline) or the
@@ -283,70 +242,7 @@ def mamba2_flops(model: nn.Module, seq_len: int) -> float:
     return 6.0 * total_params(model) + 3.0 * cfg.num_hidden_layers * d_inner * (2 * chunk + 4 * cfg.state_size)
 
 
-def flops_per_token(model: nn.Module, seq_len: int, arch: str) -> float:
+def flops_per_token(model: nn.Module, seq_len: int, arch: str | ArchSpec) -> float:
     """Training FLOPs per token of ``model`` (an ``arch`` model) at ``seq_len`` (for MFU)."""
     spec = get(arch)
     return (spec.flops or transformer_flops)(model, seq_len)
-
-
-# ---------------------------------------------------------------------------------- the four of EXP1
-def _mamba_setup() -> None:
-    from tinyhelen.models.mamba import install_cpu_scan
-
-    install_cpu_scan()
-
-
-_BIDIRECTIONAL = dict(after_b=("sep",), segments=True)
-_CAUSAL = PairLayout(start=(), after_a=("sep",), after_b=(), end=("eos",))
-
-register(ArchSpec(
-    name="bert", description="BERT, masked LM (15%, 80/10/10)",
-    config_class="transformers:BertConfig", lm_class="transformers:BertForMaskedLM",
-    classifier_class="transformers:BertForSequenceClassification", objective="mlm", padding_side="right",
-    layout=PairLayout(start=("cls",), end=(), **_BIDIRECTIONAL), token_type_ids=True,
-    presets={"tiny": dict(hidden_size=128, num_hidden_layers=5, num_attention_heads=4, intermediate_size=512),
-             "paper": dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1536)},
-    config_kwargs=dict(max_position_embeddings=MAX_POSITIONS, type_vocab_size=2, hidden_dropout_prob=0.1,
-                       attention_probs_dropout_prob=0.1)))
-register(ArchSpec(
-    name="llama", description="LLaMA, causal LM",
-    config_class="transformers:LlamaConfig", lm_class="transformers:LlamaForCausalLM",
-    classifier_class="transformers:LlamaForSequenceClassification", objective="clm", padding_side="right",
-    layout=_CAUSAL,
-    presets={"tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                          intermediate_size=512),
-             "paper": dict(hidden_size=336, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
-                           intermediate_size=1344)},
-    config_kwargs=dict(max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-5,
-                       rope_theta=500_000.0, attn_implementation="sdpa")))
-register(ArchSpec(
-    name="xlnet", description="XLNet, permutation LM (span masking, predicted spans only)",
-    config_class="transformers:XLNetConfig", lm_class="transformers:XLNetLMHeadModel",
-    classifier_class="transformers:XLNetForSequenceClassification", objective="plm", padding_side="left",
-    layout=PairLayout(start=(), end=("cls",), end_segment=2, **_BIDIRECTIONAL), token_type_ids=True,
-    presets={"tiny": dict(d_model=128, n_layer=5, n_head=4, d_inner=448),
-             "paper": dict(d_model=376, n_layer=8, n_head=8, d_inner=1440)},
-    config_kwargs=dict(mem_len=None, dropout=0.1, ff_activation="gelu", summary_type="last",
-                       summary_use_proj=True),
-    flops=partial(transformer_flops, attention_factor=2.0)))
-register(ArchSpec(
-    name="mamba", description="Mamba2 mixer + gated MLP (the study's mamba-ssm block), causal LM",
-    config_class="transformers:Mamba2Config", lm_class="tinyhelen.models.mamba:Mamba2MLPForCausalLM",
-    classifier_class="tinyhelen.models.mamba:Mamba2ForSequenceClassification", objective="clm",
-    padding_side="right", layout=_CAUSAL,
-    presets={"tiny": dict(hidden_size=192, num_hidden_layers=2, state_size=32, head_dim=32, num_heads=12,
-                          mlp_intermediate_size=448, chunk_size=64),
-             "paper": dict(hidden_size=768, num_hidden_layers=2, state_size=128, head_dim=64, num_heads=24,
-                           mlp_intermediate_size=1536, chunk_size=256)},
-    config_kwargs=dict(expand=2, n_groups=1, conv_kernel=4, use_conv_bias=True, use_bias=False,
-                       tie_word_embeddings=False, use_cache=False),
-    flops=mamba2_flops))
-register(ArchSpec(
-    name="mamba1", description="Mamba-1 (transformers' MambaForCausalLM), causal LM; not the study's model",
-    config_class="transformers:MambaConfig", lm_class="transformers:MambaForCausalLM",
-    classifier_class="tinyhelen.models.mamba:MambaForSequenceClassification", objective="clm",
-    padding_side="right", layout=_CAUSAL,
-    presets={"tiny": dict(hidden_size=392, num_hidden_layers=2, state_size=8, expand=1),
-             "paper": dict(hidden_size=744, num_hidden_layers=2, state_size=16, expand=4)},
-    config_kwargs=dict(tie_word_embeddings=True, use_cache=False), flops=mamba_flops, setup=_mamba_setup,
-    default=False))

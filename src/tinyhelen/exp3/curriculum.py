@@ -2,8 +2,8 @@
 
 One run = one strategy x one seed with the same token budget (``max_steps * batch_size * seq_len``):
 
-* curriculum strategies (every registered scorer of ``tinyhelen.curriculum.scorers``): the pool starts
-  with the easiest ``start_fraction`` of units and grows by ``pacing`` (``tinyhelen.curriculum.pacing``)
+* curriculum strategies (every registered scorer of ``tinyhelen.exp3.scorers``): the pool starts
+  with the easiest ``start_fraction`` of units and grows by ``pacing`` (``tinyhelen.exp3.pacing``)
   at evaluation points. Static scorers fix the order up front; an online scorer (``selfloss``) scores a
   random sample of ``selfloss_candidates`` units outside the pool with the current model at each expansion
   and adds the lowest-scoring ones (scoring every remaining unit at every expansion would cost more than
@@ -20,7 +20,7 @@ Training runs through ``tinyhelen.train.loop.train_loop``: ``Curriculum`` is its
 (pool updates at each evaluation). Resume: with ``resume_dir`` a checkpoint of the whole run (model,
 optimizer, step, pool, sampler, plateau counter, random states, curve so far) is written atomically after
 every evaluation; a run started with the same inputs resumes from it and yields exactly the result of an
-uninterrupted run (a checkpoint whose fingerprint does not match the inputs is ignored).
+uninterrupted run (a checkpoint whose run key does not match the inputs is ignored).
 """
 from __future__ import annotations
 
@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinyhelen.curriculum.config import TrainConfig
-from tinyhelen.curriculum.pacing import PlateauTracker, n_units, target_size
-from tinyhelen.curriculum.scorers import BASELINES, Scorer, get, inputs_for
-from tinyhelen.curriculum.units import Units
+from tinyhelen.exp3.config import TrainConfig
+from tinyhelen.exp3.pacing import PlateauTracker, n_units, target_size
+from tinyhelen.exp3.scorers import BASELINES, Scorer, get, inputs_for
+from tinyhelen.exp3.units import Units
 from tinyhelen.train.compute import uses_bf16
 from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Callback, Cadence, LoopContext, train_loop
+from tinyhelen.train.loop import Callback, Cadence, LoopConfig, LoopContext, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,10 @@ def block_loss(blocks: np.ndarray, batch_size: int):
     return evaluate
 
 
-def fingerprint(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: np.ndarray,
-                scores: np.ndarray | None) -> str:
+def run_key(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: np.ndarray,
+            scores: np.ndarray | None) -> str:
+    """The identity of a run (config, strategy, seed and the data it sees): its checkpoints resume only a run
+    with the same key."""
     h = hashlib.sha256()
     h.update(json.dumps({"cfg": cfg.model_dump(), "strategy": strategy, "seed": seed}, sort_keys=True).encode())
     h.update(units.offsets.tobytes())
@@ -168,9 +170,9 @@ def fingerprint(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: n
 
 
 def proxy_config(cfg_model, tokenizer):
-    """The ``transformers`` config of the proxy / reference LM: the ``tinyhelen.models`` preset of
+    """The ``transformers`` config of the proxy / reference LM: the ``tinyhelen.exp1.models`` preset of
     ``cfg_model.arch`` with ``cfg_model.shape`` set on top (the study's proxy shape by default)."""
-    from tinyhelen.models import build_config
+    from tinyhelen.exp1.models import build_config
 
     config = build_config(cfg_model.arch, cfg_model.preset, tokenizer)
     values = config.to_dict()
@@ -185,7 +187,7 @@ def proxy_config(cfg_model, tokenizer):
 
 def build_model(cfg_model, tokenizer, seed: int):
     """A randomly initialised causal LM of ``proxy_config`` (seeded)."""
-    from tinyhelen.models import build_lm
+    from tinyhelen.exp1.models import build_lm
 
     torch.manual_seed(seed)
     return build_lm(cfg_model.arch, proxy_config(cfg_model, tokenizer))
@@ -256,7 +258,7 @@ class Curriculum(Callback):
         return self.cfg.batch_size * self.cfg.seq_len
 
     # -- callback
-    def on_start(self, model, resumed: bool) -> None:
+    def on_start(self, model, resumed: bool, history: list[dict[str, Any]]) -> None:
         if not resumed:
             self.pool = list(range(self.total)) if self.scorer is None else []
             self.expand_to(n_units(self.cfg.start_fraction, self.total), model)
@@ -314,12 +316,11 @@ def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, se
         raise ValueError("no pool units")
     curriculum = Curriculum(units, strategy, cfg, seed, tokenizer, scores, checkpoint_dir, compute)
     model = build_model(cfg.model, tokenizer, seed)
-    res = train_loop(model, curriculum, cfg, compute or ComputeConfig(), lr=cfg.lr,
-                     steps=cfg.max_steps, cadence=Cadence(cfg.eval_every, cfg.eval_every, cfg.eval_every),
-                     evaluate=block_loss(val_blocks(val, cfg.seq_len), cfg.batch_size), callbacks=[curriculum],
-                     ckpt_dir=resume_dir, fingerprint=fingerprint(cfg, strategy, seed, units, val, scores),
-                     stop_after=stop_after, train_log=TrainLog(live_dir) if live_dir is not None else None,
-                     desc=label)
+    loop = LoopConfig(optim=cfg, compute=compute or ComputeConfig(), lr=cfg.lr, steps=cfg.max_steps,
+                      cadence=Cadence(cfg.eval_every, cfg.eval_every, cfg.eval_every), ckpt_dir=resume_dir,
+                      run_key=run_key(cfg, strategy, seed, units, val, scores), stop_after=stop_after, desc=label)
+    res = train_loop(model, curriculum, loop, evaluate=block_loss(val_blocks(val, cfg.seq_len), cfg.batch_size),
+                     callbacks=[curriculum, *([TrainLog(live_dir)] if live_dir is not None else [])])
     timing.record(**res.timing)
     if not res.finished:
         return None

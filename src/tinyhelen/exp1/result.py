@@ -1,66 +1,102 @@
-"""EXP1's configuration and report: which architectures and initialisations the matrix stages cover
-(``Exp1Config``, the ``exp1:`` section) and the table arch x initialisation x task from the GLUE stage reports
-(``exp1_table``, its Markdown, plot rows and figure)."""
+"""EXP1's report: the table arch x initialisation x task from the GLUE stage reports (``exp1_table``), its
+Markdown, plot rows and figure."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from tinyhelen.config import Section
 from tinyhelen.io import InputError
+from tinyhelen.results import Result, Schema, mean_or_none, rounded
+from tinyhelen.study import STUDY_GLUE_TASKS
 
 
-def _registered_archs() -> list[str]:
-    from tinyhelen.models import arch_names
 
-    return arch_names()
+class GlueCell(Schema):
+    """One (architecture, initialisation, task): the test score at the best learning rate."""
+
+    arch: str
+    init: str  # a pretraining corpus side, or "scratch"
+    task: str
+    test: float  # mean over seeds
+    std: float
+    best_lr: float
+    seeds: dict[int, float]  # fine-tuning seed -> test score at best_lr
 
 
-def _default_archs() -> list[str]:
-    from tinyhelen.models import default_arch_names
+class PretrainRun(Schema):
+    arch: str
+    side: str
+    preset: str
+    tokens_seen: int
+    steps: int
+    non_embedding_params: int
+    train_loss: float | None
+    val_loss: float | None
+    lr: float | None = None  # the learning rate selected by validation loss
+    lr_sweep: dict[str, float | None] | None = None  # learning rate -> its run's lowest validation loss
+    best_step: int | None = None  # the step whose weights fine-tuning starts from (lowest validation loss)
 
-    return default_arch_names()
 
+class Exp1Result(Result):
+    name: ClassVar[str] = "exp1"
+    kind: Literal["exp1"] = "exp1"
+    preset: str
+    archs: list[str]
+    inits: list[str]
+    tasks: list[str]
+    tokens_per_run: int
+    cells: list[GlueCell]
+    pretrain: list[PretrainRun]
 
-class Exp1Config(Section):
-    """``exp1:`` section: which architectures the EXP1 matrix stages and the report cover."""
+    def study_tasks(self) -> list[str]:
+        """The tasks the study ran (WNLI is shown but not in the means or the claims)."""
+        return [t for t in self.tasks if t in STUDY_GLUE_TASKS]
 
-    archs: list[str] = Field(default_factory=_default_archs, min_length=1,
-                             description="registered architectures (tinyhelen.models); default: the study's four "
-                                         "(an option such as mamba1 by name)")
-    sides: list[str] = Field(default_factory=lambda: ["leaner", "ori"], min_length=1,
-                             description="pretraining corpus sides")
-    inits: list[str] = Field(default_factory=lambda: ["leaner", "ori", "scratch"], min_length=1,
-                             description="initialisations fine-tuned on Leaner-GLUE (the `glue` matrix): pretrained "
-                                         "sides and `scratch`, the saved random initialisation")
+    def mean_score(self, arch: str, init: str) -> float | None:
+        tasks = self.study_tasks()
+        return mean_or_none([c.test for c in self.cells if c.arch == arch and c.init == init and c.task in tasks])
 
-    @field_validator("archs")
+    def metrics(self) -> dict[str, Any]:
+        return {"glue_mean": {f"{a}-{i}": rounded(self.mean_score(a, i)) for a in self.archs for i in self.inits},
+                "glue_tasks": len(self.study_tasks()),
+                "pretrain_val_loss": {f"{r.arch}-{r.side}": rounded(r.val_loss) for r in self.pretrain},
+                "tokens_per_run": self.tokens_per_run}
+
     @classmethod
-    def _archs(cls, v: list[str]) -> list[str]:
-        bad = [a for a in v if a not in _registered_archs()]
-        if bad:
-            raise ValueError(f"unknown archs {bad}; known: {', '.join(_registered_archs())}")
-        return v
+    def build(cls, glue_reports: dict[str, dict], glue_runs: dict[str, dict], pretrain_reports: dict[str, dict],
+              archs: list[str], sides: list[str], tokens_per_run: int, preset: str,
+              inits: list[str] | None = None) -> Exp1Result:
+        """From ``reports/glue/<arch>-<init>.json`` (best lr, mean/std per task), ``reports/glue_runs/``
+        (every lr x seed run) and ``reports/pretrain/<arch>-<side>.json``, all keyed by ``<arch>-<init>``."""
+        inits = inits if inits is not None else [*sides, "scratch"]
+        cells, tasks = [], []
+        for arch in archs:
+            for init in inits:
+                name = f"{arch}-{init}"
+                rep, runs = glue_reports.get(name), glue_runs.get(name)
+                if rep is None or runs is None:
+                    raise InputError(f"reports/glue/{name}.json", "GLUE report missing (run the glue stages)")
+                for task, r in rep["tasks"].items():
+                    tasks += [task] if task not in tasks else []
+                    seeds = {int(x["seed"]): float(x["test"]["score"]) for x in runs.get(task, [])
+                             if x["lr"] == r["best_lr"]}
+                    cells.append(GlueCell(arch=arch, init=init, task=task, test=r["test_score"], std=r["test_std"],
+                                          best_lr=r["best_lr"], seeds=dict(sorted(seeds.items()))))
+        pre = []
+        for arch in archs:
+            for side in sides:
+                p = pretrain_reports.get(f"{arch}-{side}")
+                if p is None:
+                    raise InputError(f"reports/pretrain/{arch}-{side}.json", "pretraining report missing")
+                pre.append(PretrainRun(arch=arch, side=side, preset=p["preset"], tokens_seen=p["tokens_seen"],
+                                       steps=p["steps"], non_embedding_params=p["non_embedding_params"],
+                                       train_loss=p.get("train_loss"), val_loss=p.get("val_loss"), lr=p.get("lr"),
+                                       lr_sweep={k: v["best_val_loss"] for k, v in p["lr_sweep"].items()}
+                                       if "lr_sweep" in p else None, best_step=p.get("best_step")))
+        return cls(preset=preset, archs=archs, inits=inits, tasks=tasks, tokens_per_run=tokens_per_run,
+                   cells=cells, pretrain=pre)
 
-    @field_validator("sides")
-    @classmethod
-    def _sides(cls, v: list[str]) -> list[str]:
-        bad = [a for a in v if a not in ("leaner", "ori")]
-        if bad:
-            raise ValueError(f"unknown corpus sides {bad}; known: leaner, ori")
-        return v
 
-    @model_validator(mode="after")
-    def _inits(self):
-        bad = [i for i in self.inits if i not in (*self.sides, "scratch")]
-        if bad:
-            raise ValueError(f"inits {bad} are neither a pretrained side ({', '.join(self.sides)}) nor scratch")
-        return self
-
-
-INITS = ("leaner", "ori", "scratch")
 
 
 def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[str, dict[str, Any]],
@@ -118,7 +154,7 @@ def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[s
 
 def exp1_markdown(res: dict[str, Any], preset: str) -> str:
     """The EXP1 tables in Markdown (each architecture with its pretraining objective from the registry)."""
-    from tinyhelen.models import get
+    from tinyhelen.exp1.models import get
 
     tasks, inits = res["tasks"], res["inits"]
     lines = [f"# EXP1: pretraining corpus x architecture on Leaner-GLUE (preset `{preset}`)", "",

@@ -4,8 +4,8 @@ Each example is ``prompt + response + <eos>`` (``encode_example``). As the study
 examples are shuffled (seeded), joined and cut into blocks of ``max_len`` tokens (``pack``; the remainder
 is dropped) with labels = inputs: the loss covers every token, prompts included (``loss_on_prompt: false``
 masks the prompt tokens; ``packing: false`` trains on one padded example per row instead). Batches are
-seeded shuffled passes over the blocks (``ShuffledExamples``); training runs through ``tinyhelen.train.loop.train_loop`` with warm-up, then
-``lr_schedule`` (cosine); the validation loss (mean over the tokens with a loss) is computed at every checkpoint
+seeded shuffled passes over the blocks (``ShuffledExamples``); training runs through
+``tinyhelen.train.loop.train_loop`` with warm-up, then ``lr_schedule`` (linear); the validation loss (mean over the tokens with a loss) is computed at every checkpoint
 (``checkpoint_every`` steps and the last step), where the model is saved as ``step-NNNNNN/``.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tinyhelen import timing
-from tinyhelen.instruct import TuneConfig, cap_examples, read_examples
+from tinyhelen.exp2.config import TuneConfig
+from tinyhelen.exp2.instruct_data import cap_examples, read_examples
 from tinyhelen.io import InputError, atomic_path
 
 
@@ -135,7 +136,7 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
 
     from tinyhelen.train.compute import device_of
     from tinyhelen.train.live import TrainLog
-    from tinyhelen.train.loop import Cadence, Callback, train_loop
+    from tinyhelen.train.loop import Cadence, Callback, LoopConfig, train_loop
 
     class SaveCheckpoints(Callback):
         """Save the model and tokenizer to ``<out_dir>/step-NNNNNN`` at every evaluation."""
@@ -152,6 +153,7 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
     if tok.pad_token_id is None or tok.eos_token_id is None:
         raise InputError(base_dir, "tokenizer lacks pad/eos tokens")
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).to(device_of(cfg))
+
     def encode(exs: list[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
         enc = [encode_example(tok, e["prompt"], e["response"], None if cfg.packing else cfg.max_len,
                               cfg.loss_on_prompt) for e in exs]
@@ -164,11 +166,10 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
     every = cfg.checkpoint_every
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        res = train_loop(model, source, cfg, cfg, lr=cfg.lr, steps=cfg.steps,
-                         cadence=Cadence(every, every, every, eval_at_start=False),
-                         evaluate=token_loss(val, cfg.batch_size, tok.pad_token_id),
-                         callbacks=[SaveCheckpoints()],
-                         train_log=TrainLog(live_dir) if live_dir is not None else None, desc=f"tune {recipe}")
+        loop = LoopConfig.of(cfg, lr=cfg.lr, steps=cfg.steps, desc=f"tune {recipe}",
+                             cadence=Cadence(every, every, every, eval_at_start=False))
+        res = train_loop(model, source, loop, evaluate=token_loss(val, cfg.batch_size, tok.pad_token_id),
+                         callbacks=[SaveCheckpoints(), *([TrainLog(live_dir)] if live_dir is not None else [])])
         shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
         curve = [{k: r[k] for k in ("step", "train_loss", "val_loss", "lr")} for r in res.history]
         metrics = {

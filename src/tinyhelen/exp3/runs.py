@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from tinyhelen.curriculum.config import Exp3Config, TrainConfig
-from tinyhelen.curriculum.units import load_tokenizer, load_units
+from tinyhelen.exp3.config import Exp3Config, TrainConfig
+from tinyhelen.exp3.units import load_tokenizer, load_units
 from tinyhelen.io import InputError, atomic_path, write_json, write_tsv
 from tinyhelen.train.config import OptimConfig
 
@@ -31,7 +31,7 @@ def reference_train_config(cfg: Exp3Config) -> TrainConfig:
 def reference_lm(units_dir: Path | str, tokenizer_dir: Path | str, cfg: Exp3Config, out_dir: Path | str,
                  live_dir: Path | str | None = None) -> dict[str, Any]:
     """Train the reference LM on the held-out ``reference`` units; save it with ``save_pretrained``."""
-    from tinyhelen.curriculum.trainer import train_run
+    from tinyhelen.exp3.curriculum import train_run
 
     tok = load_tokenizer(tokenizer_dir)
     units, val = load_units(units_dir)
@@ -51,7 +51,7 @@ def difficulty(strategy: str, units_dir: Path | str, tokenizer_dir: Path | str, 
                out_path: Path | str, reference_dir: Path | str | None = None) -> dict[str, Any]:
     """Score every pool unit with the strategy's static scorer, given exactly the inputs it declares
     (null scores for online scorers and baselines)."""
-    from tinyhelen.curriculum.scorers import BASELINES, get, inputs_for, score, write_scores
+    from tinyhelen.exp3.scorers import BASELINES, get, inputs_for, score, write_scores
 
     t0 = time.time()
     units, _ = load_units(units_dir)
@@ -93,8 +93,8 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
     """One proxy run; writes ``curve.tsv``, ``summary.json``, ``expansions.json`` (+ checkpoints) to
     ``out_dir``. With ``resume_dir`` an interrupted run continues where it stopped (the directory is
     removed when the run is complete)."""
-    from tinyhelen.curriculum.scorers import BASELINES, get, read_scores
-    from tinyhelen.curriculum.trainer import CURVE_COLUMNS, train_run
+    from tinyhelen.exp3.scorers import BASELINES, get, read_scores
+    from tinyhelen.exp3.curriculum import CURVE_COLUMNS, train_run
 
     tok = load_tokenizer(tokenizer_dir)
     units, val = load_units(units_dir)
@@ -122,7 +122,7 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
 
 def pool_scores_matrix(difficulty_dir: Path | str, unit_ids: list[str]) -> dict[str, np.ndarray]:
     """Static scores found in ``difficulty_dir`` (for scorer correlations in the report)."""
-    from tinyhelen.curriculum.scorers import read_scores, static_names
+    from tinyhelen.exp3.scorers import read_scores, static_names
 
     out = {}
     for name in static_names():
@@ -141,10 +141,10 @@ def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | st
          cfg: Exp3Config, glue_cfg: Any, work_dir: Path | str) -> dict[str, Any]:
     """Leaner-GLUE of one run's proxy checkpoints (``exp3.train.saved_steps`` in ``run_dir``) or, for
     ``strategy == UNTRAINED``, of the random-init proxy of ``seed`` (the model each run of that seed starts
-    from; saved under ``work_dir``), fine-tuned with EXP1's ``tinyhelen.glue.evaluate_checkpoint`` under
+    from; saved under ``work_dir``), fine-tuned with EXP1's ``tinyhelen.exp1.glue.evaluate_checkpoint`` under
     ``glue_cfg`` (the ``glue:`` section) narrowed by ``exp3.glue.tasks`` / ``seeds``.
     Returns ``{"strategy", "seed", "tasks", "scores": [{step, mean_test_score, tasks: {task: test}}], "details"}``."""
-    from tinyhelen.glue import GlueConfig, evaluate_checkpoint
+    from tinyhelen.exp1.glue import GlueConfig, evaluate_checkpoint
 
     g = cfg.glue
     narrowed = {k: v for k, v in (("tasks", g.tasks), ("seeds", g.seeds)) if v is not None}
@@ -154,7 +154,7 @@ def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | st
         raise ValueError(f"exp3.glue: {exc}") from exc
     m = cfg.train.model
     if strategy == UNTRAINED:
-        from tinyhelen.curriculum.trainer import build_model
+        from tinyhelen.exp3.curriculum import build_model
 
         d = Path(work_dir) / f"untrained-s{seed}"
         build_model(m, load_tokenizer(tokenizer_dir), seed).save_pretrained(str(d))

@@ -171,7 +171,7 @@ def _arch_detail(arch: str, what: str) -> Callable[[Inputs], str]:
     """A registered architecture's shape as the protocol table compares it (read from the registry)."""
 
     def get(x: Inputs) -> str:
-        from tinyhelen import models
+        from tinyhelen.exp1 import models
 
         spec = models.get(arch)
         kw = {**spec.config_kwargs, **spec.presets.get("paper", {})}
@@ -244,7 +244,7 @@ def _selfloss(x: Inputs) -> str:
 
 
 def _exp3_checkpoints(x: Inputs) -> list[int]:
-    from tinyhelen.curriculum.pacing import checkpoint_steps  # imported here: the curriculum imports this module
+    from tinyhelen.exp3.pacing import checkpoint_steps
 
     t = "exp3.train."
     explicit = x.get(t + "checkpoint_steps", None)

@@ -11,7 +11,7 @@ sequence-classification heads.
   non-pad token (right padding).
 
 All are used through the ``mamba`` (Mamba2) and ``mamba1`` entries of the architecture registry
-(``tinyhelen.models``).
+(``tinyhelen.exp1.models``).
 """
 from __future__ import annotations
 

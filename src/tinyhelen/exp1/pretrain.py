@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -23,12 +23,15 @@ from pydantic import Field, field_validator, model_validator
 from tinyhelen import timing
 from tinyhelen.io import atomic_path, write_json
 from tinyhelen.study import STUDY_GENRES
-from tinyhelen.train.checkpoint import fingerprint
+from tinyhelen.train.checkpoint import run_key
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Batch, Callback, Cadence, LoopContext, train_loop
+from tinyhelen.train.loop import Batch, Callback, Cadence, LoopConfig, LoopContext, train_loop
 from tinyhelen.train.objectives import Objective, make_objective
 from tinyhelen.train.rng import mix_seed
+
+if TYPE_CHECKING:
+    from tinyhelen.exp1.models import ArchSpec
 
 log = logging.getLogger(__name__)
 
@@ -230,30 +233,34 @@ class KeepBest(Callback):
 
 
 # ----------------------------------------------------------------------------------------------- a run
-def objective_for(arch: str, tok: Any, cfg: PretrainConfig) -> Objective:
-    """The pretraining objective of ``arch`` (its ``ArchSpec.objective``) with the knobs of ``cfg``."""
-    from tinyhelen import models
+def objective_for(arch: str | ArchSpec, tok: Any, cfg: PretrainConfig) -> Objective:
+    """The pretraining objective of an architecture (its ``ArchSpec.objective``) with the knobs of ``cfg``."""
+    from tinyhelen.exp1 import models
 
     return make_objective(models.get(arch).objective, tok, cfg)
 
 
-def init_model(arch: str, preset: str, tok: Any, seed: int) -> torch.nn.Module:
-    """The random initialisation every pretraining run of ``arch`` starts from (seeded by ``seed`` and arch)."""
-    from tinyhelen import models
+def init_model(arch: str | ArchSpec, preset: str, tok: Any, seed: int) -> torch.nn.Module:
+    """The random initialisation every pretraining run of an architecture starts from (seeded by ``seed`` and
+    the architecture's name)."""
+    from tinyhelen.exp1 import models
 
-    torch.manual_seed(mix_seed(seed, "init", arch) % (2**31))
-    return models.build_lm(arch, models.build_config(arch, preset, tok))
+    spec = models.get(arch)
+    torch.manual_seed(mix_seed(seed, "init", spec.name) % (2**31))
+    return models.build_lm(spec, models.build_config(spec, preset, tok))
 
 
-def save_init(arch: str, preset: str, tokenizer_dir: Path | str, out_dir: Path | str, seed: int) -> dict[str, Any]:
+def save_init(arch: str | ArchSpec, preset: str, tokenizer_dir: Path | str, out_dir: Path | str, seed: int
+              ) -> dict[str, Any]:
     """Write the untrained ``init_model`` as ``out_dir/final`` (model + tokenizer files + ``train_info.json``):
     the from-scratch baseline GLUE fine-tunes, in the same layout as a pretrained run."""
-    from tinyhelen import models
+    from tinyhelen.exp1 import models
     from tinyhelen.tokenizer import load as load_tokenizer
 
+    spec = models.get(arch)
     tok = load_tokenizer(tokenizer_dir)
-    model = init_model(arch, preset, tok, seed)
-    info = {"arch": arch, "preset": preset, "tokens_seen": 0, "steps": 0,
+    model = init_model(spec, preset, tok, seed)
+    info = {"arch": spec.name, "preset": preset, "tokens_seen": 0, "steps": 0,
             "non_embedding_params": models.non_embedding_params(model), "params": models.total_params(model)}
     with atomic_path(Path(out_dir) / "final") as tmp:
         model.save_pretrained(str(tmp))
@@ -281,7 +288,7 @@ def read_corpus(corpus_dir: Path, split: str, cfg: PretrainConfig, limit: int | 
         yield r["text"]
 
 
-def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path | str,
+def pretrain(arch: str | ArchSpec, preset: str, corpus_dir: Path | str, tokenizer_dir: Path | str,
              out_dir: Path | str, cfg: PretrainConfig, seed: int, *, resume: bool = True,
              stop_after: int | None = None, name: str | None = None,
              live_dir: Path | str | None = None) -> dict[str, Any]:
@@ -297,8 +304,10 @@ def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path
     go to ``tinyhelen.timing``."""
     import shutil
 
+    from tinyhelen.exp1 import models
     from tinyhelen.tokenizer import load as load_tokenizer
 
+    spec = models.get(arch)  # looked up once, passed on
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     name = name or out_dir.name
     tok = load_tokenizer(tokenizer_dir)
@@ -308,7 +317,7 @@ def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path
     val_blocks = even_blocks(pack(val_stream, cfg.seq_len), cfg.eval_tokens) if cfg.eval_tokens else None
     log.info("%s: %d train blocks (%d tokens), %d val blocks, tokenised in %.1fs", name, len(train_blocks),
              train_blocks.numel(), 0 if val_blocks is None else len(val_blocks), time.perf_counter() - t0)
-    runs = {lr: run_one(arch, preset, tok, train_blocks, val_blocks, out_dir / lr_tag(lr), cfg, lr, seed,
+    runs = {lr: run_one(spec, preset, tok, train_blocks, val_blocks, out_dir / lr_tag(lr), cfg, lr, seed,
                         resume=resume, stop_after=stop_after, name=f"{name} lr {lr:g}") for lr in cfg.lr}
     sweep = {f"{lr:g}": {"best_val_loss": r["final"]["best_val_loss"], "best_step": r["final"]["best_step"],
                          "val_loss": r["final"]["val_loss"], "train_loss": r["final"]["train_loss"]}
@@ -336,37 +345,38 @@ def pretrain(arch: str, preset: str, corpus_dir: Path | str, tokenizer_dir: Path
     return {"final": final, "history": best["history"]}
 
 
-def run_one(arch: str, preset: str, tok: Any, train_blocks: torch.Tensor, val_blocks: torch.Tensor | None,
+def run_one(spec: ArchSpec, preset: str, tok: Any, train_blocks: torch.Tensor, val_blocks: torch.Tensor | None,
             run_dir: Path, cfg: PretrainConfig, lr: float, seed: int, *, resume: bool, stop_after: int | None,
             name: str) -> dict[str, Any]:
     """One pretraining run at peak learning rate ``lr``; the model it returns carries the weights of its
     lowest validation loss (the last weights when nothing was evaluated)."""
-    from tinyhelen import models
+    from tinyhelen.exp1 import models
     from tinyhelen.train.compute import device_of
 
-    model = init_model(arch, preset, tok, seed)
-    fpt = models.flops_per_token(model, cfg.seq_len, arch)
-    objective = objective_for(arch, tok, cfg)
+    model = init_model(spec, preset, tok, seed)
+    fpt = models.flops_per_token(model, cfg.seq_len, spec)
+    objective = objective_for(spec, tok, cfg)
     identity = {"cfg": cfg.model_dump(exclude=_NOT_IDENTITY), "lr": lr, "steps": cfg.steps, "seed": seed,
-                "rows": int(train_blocks.shape[0]), "arch": arch, "preset": preset,
+                "rows": int(train_blocks.shape[0]), "arch": spec.name, "preset": preset,
                 "train_tokens": int(train_blocks.numel())}
     keep = KeepBest()
-    res = train_loop(
-        model, BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective, device_of(cfg)), cfg, cfg,
-        lr=lr, steps=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
-                                                keep_checkpoints=cfg.keep_checkpoints),
-        evaluate=None if val_blocks is None else block_loss({"input_ids": val_blocks}, objective, seed,
-                                                            cfg.batch_size // cfg.grad_accum),
-        callbacks=[keep], ckpt_dir=run_dir / "checkpoints", fingerprint=fingerprint(identity), resume=resume,
-        stop_after=stop_after, train_log=TrainLog(run_dir / "live"), grad_accum=cfg.grad_accum,
-        flops_per_token=fpt, peak=cfg.peak_tflops, loss_dtype=torch.float32, desc=f"pretrain {name}")
+    loop = LoopConfig.of(cfg, lr=lr, steps=cfg.steps, grad_accum=cfg.grad_accum,
+                         cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every,
+                                         keep_checkpoints=cfg.keep_checkpoints),
+                         ckpt_dir=run_dir / "checkpoints", run_key=run_key(identity), resume=resume,
+                         stop_after=stop_after, flops_per_token=fpt, peak_tflops=cfg.peak_tflops,
+                         loss_dtype=torch.float32, desc=f"pretrain {name}")
+    source = BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective, device_of(cfg))
+    evaluate = None if val_blocks is None else block_loss({"input_ids": val_blocks}, objective, seed,
+                                                          cfg.batch_size // cfg.grad_accum)
+    res = train_loop(model, source, loop, evaluate=evaluate, callbacks=[keep, TrainLog(run_dir / "live")])
     final = res.final
     if res.finished:
         # the equal-budget guarantee of EXP1: every run sees exactly tokens_per_run tokens
         assert final["tokens_seen"] == cfg.tokens_per_run, (final["tokens_seen"], cfg.tokens_per_run)
         if keep.weights is not None:
             res.model.load_state_dict(keep.weights)
-    final.update({"arch": arch, "preset": preset, "non_embedding_params": models.non_embedding_params(model),
+    final.update({"arch": spec.name, "preset": preset, "non_embedding_params": models.non_embedding_params(model),
                   "params": models.total_params(model), "train_blocks": int(len(train_blocks)),
                   "train_epochs": round(cfg.tokens_per_run / train_blocks.numel(), 3),
                   "flops_per_token": fpt, "best_val_loss": None if keep.val is None else round(keep.val, 5),

@@ -1,41 +1,10 @@
-"""Entropy and vocabulary statistics of a corpus side (the ``entropy`` stage).
-
-Definitions (also in README, "Entropy metrics"):
-
-* **word tokens**: lowercased maximal runs of letters/digits, internal apostrophes kept
-  (``don't`` and ``don\u2019t`` are one token, ``'quoted'`` gives ``quoted``); a literal backslash-n is
-  read as a newline. Regex: ``[^\\W_]+(?:['\u2019][^\\W_]+)*`` over the lowercased text.
-* **BPE tokens**: ids from that side's own 2K byte-level BPE tokenizer (what the models see).
-* **n-gram entropy** ``H_n`` (bits per n-gram): Shannon entropy of the empirical distribution of
-  n-grams, ``H_n = -sum_g p(g) log2 p(g)``, n-grams counted inside documents (never across a boundary).
-* **conditional entropy** ``h_n = H_n - H_{n-1}`` (bits per token; ``h_1 = H_1``): the uncertainty of a
-  token given the n-1 before it, as estimated from the same counts.
-* **Miller-Madow estimate** ``H_n^MM = H_n + (K_n - 1) / (2 N_n ln 2)`` (keys ``*_H<n>_mm``; ``h_n^MM`` the
-  same differences): the plug-in ``H_n`` underestimates the entropy of the source by about
-  ``(K - 1) / (2 N ln 2)`` bits, where ``K_n`` is the number of distinct n-grams observed and ``N_n`` the
-  number of n-grams counted. The correction matters where ``K_n`` approaches ``N_n`` (3- and 4-grams),
-  and it differs between samples of different size; it is a first-order correction and still
-  underestimates badly undersampled distributions.
-* **vocabulary**: number of distinct word types; **TTR** (type-token ratio): types / tokens;
-  **top-k coverage**: share of word tokens that belong to the k most frequent types (k = 2000).
-* **mean sentence length**: word tokens per sentence; sentences end at ``.``, ``!``, ``?`` (runs) or at a
-  newline; sentences with no word token are not counted.
-* **settings**: ``paired`` uses every selected document on both sides (same documents, paired by hash);
-  ``equal_budget`` cuts each pair of twin documents to the shorter twin's length (in that token kind), so
-  both sides contribute the same documents and exactly the same number of tokens: entropy and vocabulary
-  estimates grow with sample size, and leaner text is shorter. Every figure of ``equal_budget`` is
-  computed on the cut documents (mean sentence length too: the sentences of a document's first n words,
-  the last one possibly cut).
-* **pooled**: the genres of ``entropy.pooled_genres`` that have documents on both sides; a genre without
-  documents on a side drops out of the pooled figures on both sides, and the report names it.
-"""
+"""Entropy and vocabulary statistics of the two corpus sides: counting, samples, settings and scopes
+(the ``entropy`` stage; definitions in ``tinyhelen.entropy``)."""
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,18 +16,9 @@ from tqdm import tqdm
 
 from tinyhelen.config import Section, check_subset
 from tinyhelen.data import GENRES, NATURAL_GENRES
+from tinyhelen.entropy.words import sentence_lengths, word_tokens_bytes
 
 log = logging.getLogger(__name__)
-
-WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # the definition (reference implementation)
-_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
-_SENT_RE = re.compile(r"[.!?]+|\n")
-# Fast path: bytes kept are a-z, 0-9, the apostrophe, 0x01 (stands for U+2019 while tokenising) and every
-# byte >= 0x80 (after folding, only letters/digits remain outside ASCII, so high bytes belong to words).
-_KEEP = set(b"abcdefghijklmnopqrstuvwxyz0123456789'\x01") | set(range(0x80, 0x100))
-_TRANS = bytes(c if c in _KEEP else 0x20 for c in range(256))
-_RSQUO = "\u2019".encode()
-_APOS_PAIRS = (b"''", b"'\x01", b"\x01'", b"\x01\x01")
 
 
 class EntropyConfig(Section):
@@ -74,53 +34,6 @@ class EntropyConfig(Section):
     @classmethod
     def _genres(cls, v: list[str]) -> list[str]:
         return check_subset(v, GENRES, "genre")
-
-
-def _fold_char(m: re.Match) -> str:
-    c = m.group(0)
-    return c if c.isalnum() else ("\x01" if c == "\u2019" else " ")
-
-
-def _drop_outer_apostrophes(b: bytes) -> bytes:
-    """Blank every apostrophe that is not between two word bytes (the regex's ``(?:'word)*`` rule)."""
-    b = b" " + b + b" "
-    for pair in _APOS_PAIRS:  # runs of apostrophes are never internal
-        while pair in b:
-            b = b.replace(pair, b"  ")
-    for pat in (b" '", b" \x01", b"' ", b"\x01 "):
-        b = b.replace(pat, b"  ")
-    return b
-
-
-def word_tokens_bytes(text: str) -> list[bytes]:
-    """Word tokens as UTF-8 bytes; exactly ``WORD_RE.findall`` on the lowercased text, ~5x faster.
-
-    Non-ASCII characters that are not letters/digits are folded to a space by a regex that only visits
-    non-ASCII characters; one ``bytes.translate`` maps every other separator to a space; apostrophes that
-    are not internal are blanked with a few ``bytes.replace`` passes; ``split`` does the rest."""
-    text = text.replace("\\n", "\n").lower()
-    if "\x01" in text:
-        text = text.replace("\x01", " ")
-    if not text.isascii():
-        text = _NON_ASCII_RE.sub(_fold_char, text)
-    b = text.encode().translate(_TRANS)
-    if 39 not in b and 1 not in b:
-        return b.split()
-    b = _drop_outer_apostrophes(b)
-    if 1 not in b:
-        return b.split()
-    return [t.replace(b"\x01", _RSQUO) if 1 in t else t for t in b.split()]
-
-
-def word_tokens(text: str) -> list[str]:
-    """Word tokens as defined in the module docstring."""
-    return [t.decode() for t in word_tokens_bytes(text)]
-
-
-def sentence_lengths(text: str) -> list[int]:
-    """Word tokens per sentence (sentences with at least one word)."""
-    text = text.replace("\\n", "\n")
-    return [n for s in _SENT_RE.split(text) if (n := len(word_tokens(s)))]
 
 
 # ----------------------------------------------------------------------------------------- counting
@@ -375,111 +288,3 @@ def run(shards: dict[str, list[Path]], tokenizers: dict[str, Any] | None, cfg: E
             "word_tokens": n_words, "word_tokens_per_s": round(n_words / max(secs, 1e-9))}
     log.info("entropy: %s", perf)
     return EntropyRun(res, coverage, perf)
-
-
-def summary(res: dict[str, Any], max_n: int, top_k: int) -> dict[str, Any]:
-    """The compact DVC metrics: pooled figures per setting and side."""
-    keys = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
-    keys += [f"word_H{n}" for n in range(1, max_n + 1)] + [f"bpe_H{n}" for n in range(1, max_n + 1)]
-    keys += [f"{kind}_{fig}{n}{mm}" for kind in ("word", "bpe") for fig, mm in (("H", "_mm"), ("h", ""), ("h", "_mm"))
-             for n in range(1, max_n + 1)]
-    out: dict[str, Any] = {}
-    for setting, scopes in res.items():
-        if "pooled" not in scopes:
-            continue
-        out[setting] = {side: {k: st[k] for k in keys if k in st} for side, st in scopes["pooled"].items()}
-    return out
-
-
-def leaner_vs_ori(res: dict[str, Any], max_n: int) -> dict[str, Any]:
-    """Pooled n-gram entropies H_1..H_max_n (word and BPE): is leaner below ori on each?
-
-    Returns per setting the figures where leaner is NOT below ori (empty list = below on every figure)."""
-    out: dict[str, Any] = {}
-    figs = [f"{k}_H{n}" for k in ("word", "bpe") for n in range(1, max_n + 1)]
-    for setting, scopes in res.items():
-        sides = scopes.get("pooled", {})
-        if {"leaner", "ori"} <= set(sides):
-            lo, ori = sides["leaner"], sides["ori"]
-            present = [f for f in figs if f in lo and f in ori]
-            out[setting] = {"figures": len(present),
-                            "leaner_not_below": [f for f in present if not lo[f] < ori[f]]}
-    return out
-
-
-def markdown(res: dict[str, Any], max_n: int, top_k: int, coverage: dict[str, Any] | None = None) -> str:
-    lines = ["# Entropy and vocabulary: leaner vs original", ""]
-    if coverage is not None:
-        lines.append(f"Pooled genres: {', '.join(coverage['pooled_genres']) or 'none'}.")
-        for g, why in coverage["dropped"].items():
-            lines.append(f"**Genre `{g}` is not in these figures: {why}.**")
-        lines.append("")
-    lines += ["H_n: plug-in n-gram entropy (bits per n-gram); MM: Miller-Madow estimate H_n + (K-1)/(2N ln 2); "
-              "h_n = H_n - H_(n-1): conditional entropy (bits per token).", ""]
-    cols = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
-    ns = range(1, max_n + 1)
-    ent = [f"H{n}" for n in ns] + [f"H{n} MM" for n in ns] + [f"h{n}" for n in ns]
-    for setting, scopes in res.items():
-        lines += [f"## {setting}", "", "| scope | side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-        for scope, sides in scopes.items():
-            for side, st in sides.items():
-                lines.append(f"| {scope} | {side} | " + " | ".join(str(st.get(c, "")) for c in cols) + " |")
-        lines += ["", "| scope | side | token kind | " + " | ".join(ent) + " |", "|---|---|---|" + "---|" * len(ent)]
-        for scope, sides in scopes.items():
-            for side, st in sides.items():
-                for kind in ("word", "bpe"):
-                    if f"{kind}_H1" not in st:
-                        continue
-                    vals = [st.get(f"{kind}_H{n}") for n in ns] + [st.get(f"{kind}_H{n}_mm") for n in ns] \
-                        + [st.get(f"{kind}_h{n}") for n in ns]
-                    lines.append(f"| {scope} | {side} | {kind} | " + " | ".join(str(v) for v in vals) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_rows(res: dict[str, Any], max_n: int) -> list[dict[str, Any]]:
-    """Rows for the DVC plot: n-gram order vs pooled entropy per side and token kind (paired setting)."""
-    pooled = res.get("paired", {}).get("pooled", {})
-    rows = []
-    for n in range(1, max_n + 1):
-        row: dict[str, Any] = {"n": n}
-        for side, st in pooled.items():
-            row[f"{side}_word_H"] = st.get(f"word_H{n}")
-            row[f"{side}_bpe_H"] = st.get(f"bpe_H{n}")
-        rows.append(row)
-    return rows
-
-
-def plot_png(rows: list[dict[str, Any]], path: Path | str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinyhelen.io import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    ns = [r["n"] for r in rows]
-    for ax, kind in zip(axes, ("word", "bpe")):
-        for side, style in (("ori", "o-"), ("leaner", "s-")):
-            ys = [r.get(f"{side}_{kind}_H") for r in rows]
-            if all(y is not None for y in ys):
-                ax.plot(ns, ys, style, label=side)
-        ax.set_title(f"{kind} n-gram entropy (pooled, paired docs)")
-        ax.set_xlabel("n")
-        ax.set_ylabel("bits per n-gram")
-        ax.set_xticks(ns)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-
-
-def count_unigrams(texts: Iterable[str]) -> Counter:
-    """Word unigram counts, ``Counter[str]`` (used by the benchmark and the simplify stage's word list)."""
-    c: Counter = Counter()
-    for t in texts:
-        c.update(word_tokens_bytes(t))
-    return Counter({k.decode(): v for k, v in c.items()})

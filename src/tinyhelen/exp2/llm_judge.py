@@ -1,5 +1,5 @@
 """The LLM judge (``judge.backend: llm``): grammar, coherence and specificity 0-5 from an LLM through the
-shared LLM layer. See ``tinyhelen.judge`` for the protocol; this module groups the answers, builds and
+shared LLM layer. See ``tinyhelen.exp2.judge`` for the protocol; this module groups the answers, builds and
 sends the requests (JSON-schema constrained), parses the replies strictly and aggregates the scores.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tinyhelen.io import InputError
 from tinyhelen.llm import ChatClient, ChatRequest, quarantine_gate
 from tinyhelen.llm.prompts import BEGIN_TEXT, END_MARK, END_TEXT, load_template
 from tinyhelen.llm.provenance import answered_model, stage_provenance
-from tinyhelen.proxy_judge import base_record
+from tinyhelen.exp2.proxy_judge import base_record
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from tinyhelen.config import Section
-from tinyhelen.curriculum.pacing import checkpoint_steps
-from tinyhelen.curriculum.scorers import check_strategy
+from tinyhelen.exp3.pacing import checkpoint_steps
+from tinyhelen.exp3.scorers import check_strategy
 from tinyhelen.study import STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_PROXY_SHAPE
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 
-# a registered difficulty scorer (``tinyhelen.curriculum.scorers``) or one of the two full-data baselines
+# a registered difficulty scorer (``tinyhelen.exp3.scorers``) or one of the two full-data baselines
 Strategy = Annotated[str, AfterValidator(check_strategy)]
 PACINGS: tuple[str, ...] = ("iterative", "linear", "root", "step")
 
@@ -49,7 +49,7 @@ class UnitsConfig(Section):
 
 
 class ModelConfig(Section):
-    """Model of the proxy / reference LM: a causal-LM architecture of ``tinyhelen.models`` at a size preset."""
+    """Model of the proxy / reference LM: a causal-LM architecture of ``tinyhelen.exp1.models`` at a size preset."""
 
     arch: str = "llama"
     preset: Literal["tiny", "paper"] = "tiny"
@@ -60,7 +60,7 @@ class ModelConfig(Section):
     @field_validator("arch")
     @classmethod
     def _causal(cls, v: str) -> str:
-        from tinyhelen.models import arch_names, get
+        from tinyhelen.exp1.models import arch_names, get
 
         if v not in arch_names() or get(v).objective != "clm":
             causal = [a for a in arch_names() if get(a).objective == "clm"]
@@ -143,7 +143,7 @@ class ReportConfig(Section):
 
 class GlueConfig(Section):
     """``exp3.glue``: Leaner-GLUE of every strategy's checkpoints at ``exp3.train.checkpoint_steps`` and of the
-    untrained (random-init) proxy, fine-tuned with EXP1's ``tinyhelen.glue`` under the ``glue:`` protocol;
+    untrained (random-init) proxy, fine-tuned with EXP1's ``tinyhelen.exp1.glue`` under the ``glue:`` protocol;
     ``tasks`` / ``seeds`` narrow that protocol for EXP3 (null = the ``glue:`` value)."""
 
     enabled: bool = Field(True, description="fine-tune and score the checkpoints (tens of seconds per checkpoint "

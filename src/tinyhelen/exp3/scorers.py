@@ -17,7 +17,7 @@ unigram        static   (beyond the study) mean word rarity: mean of ``-log2 p(w
 lmloss         static   mean token cross-entropy (nats) under the reference LM trained on held-out data
 selfloss       online   mean token cross-entropy under the *current* proxy, recomputed over every unit
                         outside the pool at each expansion inside the trainer (the first pool is a
-                        shuffled prefix; ``tinyhelen.curriculum.trainer``)
+                        shuffled prefix; ``tinyhelen.exp3.curriculum``)
 =============  =======  ==========================================================================
 
 Static scores are written by the ``exp3_difficulty`` stage to ``data/curriculum/difficulty/<name>.jsonl``
@@ -121,7 +121,7 @@ def score_random(inp: ScoringInputs) -> np.ndarray:
 
 def mean_sentence_length(text: str) -> float:
     """Mean word tokens per sentence (0.0 when the text has no word)."""
-    from tinyhelen.entropy import sentence_lengths  # imported here: trainer-only stages need not depend on it
+    from tinyhelen.entropy.words import sentence_lengths  # imported here: trainer-only stages need not depend on it
 
     lens = sentence_lengths(text)
     return float(sum(lens) / len(lens)) if lens else 0.0
@@ -134,7 +134,7 @@ def score_sentlen(inp: ScoringInputs) -> np.ndarray:
 
 def unigram_rarity(texts: Sequence[str]) -> np.ndarray:
     """Mean ``-log2 p(w)`` per text, ``p`` = add-one-smoothed frequency over all ``texts``."""
-    from tinyhelen.entropy import word_tokens
+    from tinyhelen.entropy.words import word_tokens
 
     toks = [word_tokens(t) for t in texts]
     counts = Counter(w for ws in toks for w in ws)
