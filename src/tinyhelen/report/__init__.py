@@ -10,7 +10,8 @@ provenance), the params in effect, ``dvc.lock`` and the stage timings, and write
 * ``reports/summary.json`` (DVC metrics): per claim its verdict, effect, interval and scale fractions, the
   verdict counts and the number of protocol differences; deterministic (no commit, no timings).
 
-Package layout: ``claims`` (verdict rules), ``provenance`` (git, hardware, params, timings, inputs),
+Package layout: ``verdicts`` (the pre-registered verdict rules and intervals), ``claims`` (each claim
+measured and decided), ``provenance`` (git, hardware, params, timings, inputs),
 ``render`` (Markdown). A missing or invalid result never fails the stage: its section says "Not run" with
 the reason and its claims get ``not run``.
 """
@@ -23,13 +24,14 @@ from typing import Any
 
 from tinyhelen.io import atomic_open, write_json
 from tinyhelen.protocol import compare
-from tinyhelen.report.claims import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, NOT_RUN, REPRODUCED, VERDICTS, Claim,
-                                     Interval, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
-                                     decide, scale_text, t_interval)
+from tinyhelen.report.claims import (Claim, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
+                                     scale_text)
 from tinyhelen.report.provenance import (LLM_INPUTS, UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
                                          read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
                                          resolved_params)
 from tinyhelen.report.render import render
+from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, NOT_RUN, REPRODUCED, SIZE_DIFFERS,
+                                       VERDICTS, Interval, decide, decide_definitions, verdict_key)
 from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result, read
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def summary(ctx: dict[str, Any]) -> dict[str, Any]:
     of protocol differences and the input flags. Deterministic: no commit, no timings."""
     claims: list[Claim] = ctx["claims"]
     prep = ctx["prepare"]
-    return {"verdicts": {v.replace(" ", "_"): sum(c.verdict == v for c in claims) for v in VERDICTS},
+    return {"verdicts": {verdict_key(v): sum(c.verdict == v for c in claims) for v in VERDICTS},
             "claims": {c.id: {"verdict": c.verdict, **c.numbers, "marks": len(c.marks)} for c in claims},
             "protocol_differences": sum(r.differs for r in ctx["protocol"]),
             "checksums_verified": None if prep is None else prep.checksums_verified}
@@ -94,10 +96,11 @@ def run(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg: Re
         fh.write(render(ctx))
     write_json(root / OUT_SUMMARY, summary(ctx))
     for c in ctx["claims"]:
-        log.info("%-26s %-14s %s", c.id, c.verdict, c.scale)
+        log.info("%-26s %-34s %s", c.id, c.verdict, c.scale)
     return ctx
 
 
-__all__ = ["ReportConfig", "VERDICTS", "REPRODUCED", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "NOT_RUN",
-           "Claim", "Interval", "decide", "t_interval", "scale_text", "claims_entropy", "claims_exp1",
-           "claims_exp2", "claims_exp3", "collect", "render", "summary", "run", "RESULTS", "LLM_INPUTS"]
+__all__ = ["ReportConfig", "VERDICTS", "REPRODUCED", "SIZE_DIFFERS", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED",
+           "NOT_RUN", "Claim", "Interval", "decide", "decide_definitions", "verdict_key", "scale_text",
+           "claims_entropy", "claims_exp1", "claims_exp2", "claims_exp3", "collect", "render", "summary", "run",
+           "RESULTS", "LLM_INPUTS"]

@@ -9,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from tinyhelen.report.claims import VERDICTS, Claim
+from tinyhelen.report.claims import Claim
 from tinyhelen.report.provenance import LLM_INPUTS, PIPELINE_CHECK, UNVERIFIED, llm_marks, provenance_line
+from tinyhelen.report.verdicts import VERDICTS
 from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result
 
 FIGURES_DIR = "reports/figures"
