@@ -23,8 +23,10 @@ from typing import Any
 from pydantic import Field
 
 from tinyhelen.config import Section
-from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, MAX_EXACT, REPRODUCED, Interval, decide,
-                                       mean_difference_interval, normal_interval, reduction_interval, sign_flip)
+# the verdict names are re-exported for the callers of ``claims_*`` that compare verdicts (tests/test_judge.py)
+from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, MAX_EXACT, NOT_MEASURED, NOT_RUN,  # noqa: F401
+                                       REPRODUCED, SIZE_DIFFERS, VERDICTS, Interval, decide, mean_difference_interval,
+                                       normal_interval, reduction_interval, sign_flip)
 from tinyhelen.results import EntropyResult, Exp1Result, Exp2Result, Exp3Result
 from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
 
