@@ -1,5 +1,5 @@
-"""The report card: verdicts on constructed typed results (reproduced / contradicted / inconclusive / not
-measured / not run), the scale qualifier, the "Protocol vs study" table, unverified input, the pipeline-check
+"""The report card: each experiment's claims decided on constructed typed results (the rules themselves:
+tests/test_verdicts.py), the scale qualifier, the "Protocol vs study" table, unverified input, the pipeline-check
 mark, the stage on a fixture of real typed results (tests/fixtures/report: cut from a CPU-default run),
 graceful degradation, and the metrics files (no wall-clock keys; a `curriculum` change touches few)."""
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tinyhelen.exp2.result import Estimate, Exp2Recipe, Exp2Result
 from tinyhelen.exp3.result import Exp3Result, Exp3Run
 from tinyhelen.report import protocol
 from tinyhelen.cli import stage_name
+from tinyhelen.report.claims import reduction_claim
 from tinyhelen.report.provenance import resolved_params
 from tinyhelen.report.render import md_entropy
 
@@ -58,27 +59,7 @@ def _row(md: str, start: str) -> list[str]:
     raise AssertionError(f"no row {start!r}")
 
 
-# ------------------------------------------------------------------------------------ decision rule
-def test_decide_reproduced_contradicted_inconclusive():
-    iv = lambda e, lo, hi: R.Interval(e, lo, hi, 5, "test")  # noqa: E731
-    assert R.decide(iv(0.05, 0.01, 0.09))[0] == R.REPRODUCED
-    assert R.decide(iv(-0.05, -0.09, -0.01))[0] == R.CONTRADICTED
-    assert R.decide(iv(0.01, -0.02, 0.04)) == (R.INCONCLUSIVE, "the interval contains zero")
-    assert R.decide(iv(0.3, None, None))[0] == R.INCONCLUSIVE  # a single value has no interval
-    assert R.decide(None)[0] == R.INCONCLUSIVE
-    # a claimed size: above zero but the mean short of it is not a reproduction; an interval below it contradicts
-    assert R.decide(iv(0.05, 0.02, 0.08), threshold=0.10)[0] == R.CONTRADICTED
-    assert R.decide(iv(0.08, 0.02, 0.14), threshold=0.10)[0] == R.INCONCLUSIVE
-    assert R.decide(iv(0.20, 0.12, 0.28), threshold=0.10)[0] == R.REPRODUCED
-    assert R.decide(iv(0.20, 0.12, 0.28), threshold=0.10, can_reproduce=False)[0] == R.INCONCLUSIVE
-
-
-def test_t_interval_is_the_student_t_interval():
-    iv = R.t_interval([1.0, 2.0, 3.0], 0.95, "x")
-    assert iv.effect == 2.0 and iv.lo == pytest.approx(2 - 4.302653 / 3 ** 0.5, abs=1e-5)
-    assert R.t_interval([1.0], 0.95, "x").lo is None and R.t_interval([], 0.95, "x") is None
-
-
+# ------------------------------------------------------------------------------------ scale
 def test_scale_text():
     assert R.scale_text(study.scale_fractions("EXP1", STUDY["EXP1"].tokens_per_run / 2000, 10_000,
                                                  STUDY["EXP1"].non_embedding_params)) \
@@ -89,24 +70,24 @@ def test_scale_text():
 
 
 # ------------------------------------------------------------------------------------ EXP1
-NOISE = [0.8, -1.1, 0.3, -0.6, 1.2, -0.2, 0.5, -0.9]
+NOISE = [0.8, -1.1, 0.3, -0.6, 1.2, -0.2, 0.5, -0.9, 0.1, -0.4, 0.7]
 
 
 def _exp1(effect: float, spread: float, llama: float = 0.0, tokens: int = STUDY["EXP1"].tokens_per_run,
-          steps: int = 10_000, params: int = 14_505_000) -> Exp1Result:
+          steps: int = 10_000, params: int = 14_505_000, seeds: int = 5) -> Exp1Result:
     archs, tasks, k = ["bert", "llama", "xlnet"], ["cola", "mrpc", "rte", "stsb", "wnli"], 0
     cells = []
     for a in archs:
         for ti, t in enumerate(tasks):
             base = 0.5 + 0.01 * ti + (llama if a == "llama" else 0.0)
             for init in ("leaner", "ori", "scratch"):
-                seeds = {}
-                for s in range(3):
+                scores = {}
+                for s in range(seeds):
                     k += 1
-                    seeds[s] = base + (effect + spread * NOISE[k % len(NOISE)] if init == "leaner" else 0.0)
-                    seeds[s] += 5.0 if t == "wnli" and init == "ori" else 0.0  # WNLI never counts
-                m = sum(seeds.values()) / 3
-                cells.append(GlueCell(arch=a, init=init, task=t, test=m, std=0.0, best_lr=1e-3, seeds=seeds))
+                    scores[s] = base + (effect + spread * NOISE[k % len(NOISE)] if init == "leaner" else 0.0)
+                    scores[s] += 5.0 if t == "wnli" and init == "ori" else 0.0  # WNLI never counts
+                m = sum(scores.values()) / len(scores)
+                cells.append(GlueCell(arch=a, init=init, task=t, test=m, std=0.0, best_lr=1e-3, seeds=scores))
     pre = [PretrainRun(arch=a, side=s, preset="x", tokens_seen=tokens, steps=steps, non_embedding_params=params,
                          train_loss=5.0, val_loss=5.0) for a in archs for s in ("leaner", "ori")]
     return Exp1Result(preset="x", archs=archs, inits=["leaner", "ori", "scratch"], tasks=tasks,
@@ -119,18 +100,39 @@ def test_exp1_verdicts():
     assert v(_exp1(-0.03, 0.01, llama=-0.05)) == [R.CONTRADICTED, R.CONTRADICTED]
     noisy = R.claims_exp1(_exp1(0.0, 0.05, llama=0.0), CFG)
     assert [c.verdict for c in noisy] == [R.INCONCLUSIVE, R.INCONCLUSIVE]
-    assert "interval contains zero" in noisy[0].why
+    assert "contains zero" in noisy[0].why
     c = R.claims_exp1(_exp1(0.03, 0.01), CFG)[0]
-    assert c.numbers["n"] == 36  # 3 archs x 4 study tasks x 3 seeds: WNLI is not in the claim
+    assert c.numbers["n"] == 5 and c.numbers["pairs"] == 60  # 5 seeds; 3 archs x 4 study tasks: WNLI not counted
+    assert c.numbers["p_sign_flip"] == 0.0625  # every seed ahead: the smallest p 5 seeds can give
+    assert "exact sign-flip p = 0.0625" in c.measured and c.why.startswith("effect +0.0301 [")
     assert c.scale == "at the study's scale"
     assert [x.verdict for x in R.claims_exp1(None, CFG, "reports/results/exp1.json absent")] == [R.NOT_RUN] * 2
     e1 = _exp1(0.03, 0.01)  # LLaMA alone (the cpu-study profile): the second claim is not run, and says so
     e1 = e1.model_copy(update={"archs": ["llama"], "cells": [x for x in e1.cells if x.arch == "llama"],
                                "pretrain": [x for x in e1.pretrain if x.arch == "llama"]})
     first, best = R.claims_exp1(e1, CFG)
-    assert first.verdict == R.REPRODUCED and first.numbers["n"] == 12
+    assert first.verdict == R.REPRODUCED and first.numbers["pairs"] == 20
     assert (best.id, best.experiment, best.verdict) == ("exp1_llama_best", "EXP1", R.NOT_RUN)
     assert best.claim == "LLaMA is the best architecture after fine-tuning"
+
+
+def test_exp1_needs_five_fine_tuning_seeds():
+    few = R.claims_exp1(_exp1(0.03, 0.01, llama=0.05, seeds=4), CFG)
+    assert [c.verdict for c in few] == [R.INCONCLUSIVE] * 2
+    assert "from 4 distinct seed(s): a verdict needs at least 5" in few[0].why and few[0].numbers["n"] == 4
+    assert R.claims_exp1(_exp1(-0.03, 0.01, seeds=4), CFG)[0].verdict == R.INCONCLUSIVE  # not contradicted either
+
+
+def test_exp1_resamples_fine_tuning_seeds_not_pairs():
+    """Every cell of a seed moves with that seed (a seed-level effect): 60 pairs look precise, the 5 seeds
+    do not. A bootstrap over pairs would exclude zero; the one over seeds contains it."""
+    offset = {0: 0.05, 1: -0.03, 2: 0.04, 3: -0.03, 4: 0.02}
+    e1 = _exp1(0.0, 0.0)
+    e1 = e1.model_copy(update={"cells": [x.model_copy(update={"seeds": {s: v + offset[s] for s, v in x.seeds.items()}})
+                                         if x.init == "leaner" else x for x in e1.cells]})
+    c = R.claims_exp1(e1, CFG)[0]
+    assert c.numbers["effect"] == 0.01 and c.numbers["lo"] < 0 < c.numbers["hi"]
+    assert c.verdict == R.INCONCLUSIVE and c.numbers["p_sign_flip"] > 0.05
 
 
 def test_verdict_is_qualified_with_the_scale_run():
@@ -207,18 +209,53 @@ def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> Exp3Re
                         runs=runs)
 
 
-def test_exp3_judges_steps_and_data():
+FR = [100, 101, 99, 100, 100]  # full-random's steps to the target over 5 seeds
+
+
+def test_exp3_judges_steps_and_data_against_the_stated_20_percent():
     v = lambda e3: [c.verdict for c in R.claims_exp3(e3, CFG)]  # noqa: E731
-    assert v(_exp3([78, 80, 82], [100, 101, 99])) == [R.REPRODUCED, R.REPRODUCED]  # ~20% fewer steps; data 45%
-    # 5% fewer steps: the interval excludes the claimed size; data still far less
-    assert v(_exp3([95, 96, 94], [100, 101, 99])) == [R.CONTRADICTED, R.REPRODUCED]
-    assert v(_exp3([60, 140, 80], [100, 101, 99], lm_data=[149_000, 151_000, 150_000])) \
+    # ~20% fewer steps (the interval contains 20%); ~47% less data (it excludes 20%, above)
+    ok = R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR), CFG)
+    assert [c.verdict for c in ok] == [R.REPRODUCED, R.SIZE_DIFFERS]
+    assert "contains the stated 20%" in ok[0].why
+    assert "larger than the stated 20% by 27 points" in ok[1].why and ok[1].numbers["n"] == 5
+    # 5% fewer steps: the direction holds, the size does not; data still far less
+    five = R.claims_exp3(_exp3([95, 96, 94, 95, 95], FR), CFG)
+    assert [c.verdict for c in five] == [R.SIZE_DIFFERS, R.SIZE_DIFFERS]
+    assert "smaller than the stated 20% by 15 points" in five[0].why
+    assert v(_exp3([60, 140, 80, 120, 100], FR, lm_data=[160_000, 165_000, 158_000, 162_000, 161_000])) \
         == [R.INCONCLUSIVE, R.CONTRADICTED]
-    # never reached: counted at the end of the budget, so never "reproduced"
-    never = R.claims_exp3(_exp3([None, None, None], [100, 101, 99]), CFG)
-    assert never[0].verdict == R.CONTRADICTED and never[0].numbers["not_reached"] == 3
+    # never reached: counted at the end of the budget, a bound in the claim's favour: never "reproduced"
+    never = R.claims_exp3(_exp3([None] * 5, FR), CFG)
+    assert never[0].verdict == R.CONTRADICTED and never[0].numbers["not_reached"] == 5
     assert never[1].verdict == R.INCONCLUSIVE and "never reached" in never[1].measured
+    assert "5 of 5 runs never reached the target" in never[1].why
     assert v(None) == [R.NOT_RUN] * 2
+
+
+def test_exp3_needs_five_seeds_and_stays_within_100_percent():
+    """The reduction's interval is a bootstrap over seeds: never above 100%; from 3 seeds, no verdict."""
+    lm, fr = [800, 300, 1400, 900, 500], [2500, 2400, 2450, 2300, 2350]
+    three = R.claims_exp3(_exp3(lm[:3], fr[:3]), CFG)
+    assert [c.verdict for c in three] == [R.INCONCLUSIVE] * 2
+    assert "from 3 distinct seed(s): a verdict needs at least 5" in three[0].why
+    assert three[0].numbers["hi"] <= 1.0
+    c = R.claims_exp3(_exp3(lm, fr), CFG)[0]
+    assert c.verdict == R.SIZE_DIFFERS and "larger than the stated 20%" in c.why and c.numbers["hi"] <= 1.0
+
+
+def test_exp3_claim_from_per_seed_values_leaves_out_unpaired_seeds():
+    """The extension point: per-seed values of a strategy and of a baseline give the claim; a seed the
+    baseline never reached cannot be paired and is named."""
+    lm = {0: 80, 1: 79, 2: 81, 3: 80, 4: None, 5: 78}
+    base = {0: 100, 1: 100, 2: 100, 3: 99, 4: 101, 5: None}
+    c = reduction_claim("x", "claim", lm, base, {s: 2500 for s in lm}, names=("lmloss", "full-random"), cfg=CFG,
+                          scale_fr={})
+    assert c.numbers["n"] == 5 and c.numbers["not_reached"] == 1  # seed 5 left out, seed 4 censored
+    assert "seed(s) 5 left out: `full-random` never reached the target" in c.measured
+    assert c.verdict == R.INCONCLUSIVE and "contains zero" in c.why  # seed 4 counted at 2,500 steps
+    none = reduction_claim("x", "claim", {0: 80}, {0: None}, {0: 2500}, names=("a", "b"), cfg=CFG, scale_fr={})
+    assert none.verdict == R.NOT_RUN and "no seed where `b` reached the target" in none.why
 
 
 # ------------------------------------------------------------------------------------ entropy
@@ -327,10 +364,12 @@ def test_report_on_fixture(tree):
     assert c["entropy_vocab"].verdict == R.REPRODUCED
     assert c["entropy_ngram"].verdict == R.INCONCLUSIVE and "bpe_H4" in c["entropy_ngram"].why  # equal_budget
     assert _row(md, "EXP1")[3].startswith("**inconclusive** at 1/20,000 of the study's tokens per run, 1/78 of")
-    assert c["exp1_leaner_beats_ori"].numbers["n"] == 32  # 4 archs x 4 study tasks x 2 seeds
+    assert c["exp1_leaner_beats_ori"].numbers["pairs"] == 32  # 4 archs x 4 study tasks x 2 seeds
+    assert "from 2 distinct seed(s)" in c["exp1_leaner_beats_ori"].why  # the fixture has 2 GLUE seeds
     assert [c[k].verdict for k in ("exp2_leaner_pretraining", "exp2_leaner_tuning")] == [R.NOT_MEASURED] * 2
     assert "Proxy metrics, not LLM-judge scores" in md
-    assert c["exp3_lmloss_fewer_steps"].verdict == R.INCONCLUSIVE
+    assert c["exp3_lmloss_fewer_steps"].verdict == R.INCONCLUSIVE and "from 2 distinct seed(s)" in \
+        c["exp3_lmloss_fewer_steps"].why
     assert "never reached the target in 2 of 2 runs" in c["exp3_lmloss_less_data"].measured
     # tables
     assert _row(md, "vocabulary (word types)")[1:] == ["56,801", "16,534", "50,291", "16,392"]
@@ -354,7 +393,8 @@ def test_report_on_fixture(tree):
     assert "![entropy](figures/entropy.png)" in md.split("## EXP1")[0] and "![zipf](figures/zipf.png)" in md
     # summary.json: counts, numbers, deterministic, no commit or timings
     s = json.loads((tree / "reports" / "summary.json").read_text())
-    assert s["verdicts"] == {"reproduced": 1, "contradicted": 0, "inconclusive": 5, "not_measured": 2, "not_run": 0}
+    assert s["verdicts"] == {"reproduced": 1, "direction_reproduced_size_differs": 0, "inconclusive": 5,
+                             "contradicted": 0, "not_measured": 2, "not_run": 0}
     assert s["claims"]["exp1_leaner_beats_ori"]["scale_tokens"] == 5e-05
     assert s["protocol_differences"] == sum(r.differs for r in ctx["protocol"]) > 10
     R.run(tree, "params.yaml", CFG)

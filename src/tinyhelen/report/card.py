@@ -22,12 +22,12 @@ from typing import Any
 
 from tinyhelen.io import atomic_open, write_json
 from tinyhelen.report.protocol import compare
-from tinyhelen.report.claims import (NOT_RUN, VERDICTS, Claim,
-                                     ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3)
+from tinyhelen.report.claims import Claim, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3
 from tinyhelen.report.provenance import (UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
                                          read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
                                          resolved_params)
 from tinyhelen.report.render import render
+from tinyhelen.report.verdicts import NOT_RUN, VERDICTS, verdict_key
 from tinyhelen.entropy.result import EntropyResult
 from tinyhelen.exp1.result import Exp1Result
 from tinyhelen.exp2.result import Exp2Result
@@ -82,7 +82,7 @@ def summary(ctx: dict[str, Any]) -> dict[str, Any]:
     of protocol differences and the input flags. Deterministic: no commit, no timings."""
     claims: list[Claim] = ctx["claims"]
     prep = ctx["prepare"]
-    return {"verdicts": {v.replace(" ", "_"): sum(c.verdict == v for c in claims) for v in VERDICTS},
+    return {"verdicts": {verdict_key(v): sum(c.verdict == v for c in claims) for v in VERDICTS},
             "claims": {c.id: {"verdict": c.verdict, **c.numbers, "marks": len(c.marks)} for c in claims},
             "protocol_differences": sum(r.differs for r in ctx["protocol"]),
             "checksums_verified": None if prep is None else prep.checksums_verified}
@@ -99,5 +99,5 @@ def run(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg: Re
         fh.write(render(ctx))
     write_json(root / (summary_path or Path(reports) / "summary.json"), summary(ctx))
     for c in ctx["claims"]:
-        log.info("%-26s %-14s %s", c.id, c.verdict, c.scale)
+        log.info("%-26s %-34s %s", c.id, c.verdict, c.scale)
     return ctx

@@ -1,108 +1,45 @@
 """The study's claims beside our measurements, each with a verdict qualified by the scale we ran.
 
-Verdicts (``VERDICTS``; rules in ``docs/report.md``):
-
-* ``reproduced``: the claim's effect is positive with its whole interval above zero (and, for a claimed
-  size such as EXP3's ~20%, the mean reaches ``report.exp3_min_reduction``);
-* ``contradicted``: the whole interval is below the claimed size (for a direction: below zero);
-* ``inconclusive``: the interval contains zero (or the claimed size), or there is no interval;
-* ``not measured``: the inputs cannot measure the claim (EXP2 scored by proxy metrics, not an LLM judge);
-* ``not run``: the experiment's typed result is absent or invalid (the reason is given).
+The verdicts and their pre-registered rules are ``tinyhelen.report.verdicts`` (``decide``; docs/report.md,
+"Verdicts and decision rules"). Intervals: EXP1 a paired bootstrap over GLUE fine-tuning seeds (the mean
+difference over the (architecture, task) cells of the resampled seeds), with the exact sign-flip p-value
+of the per-seed mean differences shown beside it; EXP3 a paired bootstrap over training seeds of the
+reduction ``1 - mean(strategy)/mean(baseline)``; both need ``MIN_SEEDS`` distinct seeds for a verdict other
+than ``inconclusive``. EXP2 from the recipes' bootstrap intervals over answers (no minimum of seeds). The
+entropy figures are whole-corpus measurements: their direction decides.
 
 Model claims are qualified with the scale actually run as a fraction of the study's (tokens per run, steps,
 non-embedding parameters; ``tinyhelen.study.STUDY_SCALE``), e.g. "inconclusive at 1/20,000 of the
-study's tokens per run". Intervals: EXP1 over (architecture, task, seed) pairs, EXP3 over seeds (Student t),
-EXP2 from the recipes' bootstrap intervals; the entropy figures are whole-corpus measurements.
+study's tokens per run".
 """
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
 
 from tinyhelen.config import Section
-from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
 from tinyhelen.entropy.result import EntropyResult
 from tinyhelen.exp1.result import Exp1Result
 from tinyhelen.exp2.result import Exp2Result
 from tinyhelen.exp3.result import Exp3Result
-
-REPRODUCED = "reproduced"
-CONTRADICTED = "contradicted"
-INCONCLUSIVE = "inconclusive"
-NOT_MEASURED = "not measured"
-NOT_RUN = "not run"
-VERDICTS: tuple[str, ...] = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, NOT_RUN)
+# the verdict names are re-exported for the callers of ``claims_*`` that compare verdicts (tests/test_judge.py)
+from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, MAX_EXACT, NOT_MEASURED, NOT_RUN,  # noqa: F401
+                                       REPRODUCED, SIZE_DIFFERS, VERDICTS, Interval, decide, mean_difference_interval,
+                                       normal_interval, reduction_interval, sign_flip)
+from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
 
 
 class ReportConfig(Section):
-    """``report:`` section of params.yaml: the decision rules of the verdicts (docs/report.md)."""
+    """``report:`` section of params.yaml: the level of the verdicts' intervals (docs/report.md).
+
+    The decision rules themselves are pre-registered in ``tinyhelen.report.verdicts``, not params."""
 
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals a verdict is read from")
-    exp3_min_reduction: float = Field(0.10, ge=0, le=1, description="the study claims ~20% fewer steps and "
-                                                                    "data; a reproduction needs at least this")
-
-
-# ------------------------------------------------------------------------------------ intervals
-@dataclass(frozen=True)
-class Interval:
-    """An effect (oriented so that > 0 supports the claim) with its interval; ``lo``/``hi`` are None when
-    there is no spread to build one from (a single value)."""
-
-    effect: float
-    lo: float | None
-    hi: float | None
-    n: int
-    method: str
-
-    def text(self, fmt: str = "+.4f") -> str:
-        if self.lo is None or self.hi is None:
-            return f"{self.effect:{fmt}} (n={self.n}, no interval)"
-        return f"{self.effect:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
-
-
-def t_interval(values: Sequence[float], confidence: float, method: str) -> Interval | None:
-    """Mean and two-sided Student-t interval of ``values`` (None for no values)."""
-    from scipy.stats import t
-
-    xs = [float(v) for v in values]
-    if not xs:
-        return None
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return Interval(m, None, None, 1, method)
-    half = float(t.ppf(0.5 + confidence / 2, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return Interval(m, m - half, m + half, len(xs), method)
-
-
-def normal_interval(effect: float, se: float | None, confidence: float, n: int, method: str) -> Interval:
-    if se is None:
-        return Interval(effect, None, None, n, method)
-    half = statistics.NormalDist().inv_cdf(0.5 + confidence / 2) * se
-    return Interval(effect, effect - half, effect + half, n, method)
-
-
-def decide(iv: Interval | None, threshold: float = 0.0, can_reproduce: bool = True) -> tuple[str, str]:
-    """The one decision rule: (verdict, why). ``threshold``: the size the claim states (0: a direction)."""
-    if iv is None:
-        return INCONCLUSIVE, "no measurement"
-    if iv.lo is None or iv.hi is None:
-        return INCONCLUSIVE, f"a single value ({iv.effect:+.4g}): no interval"
-    if iv.hi < threshold:
-        return CONTRADICTED, ("the interval lies below zero" if threshold == 0 else
-                              f"the interval lies below the claimed {threshold:.0%}")
-    if iv.lo > 0 and iv.effect >= threshold and can_reproduce:
-        return REPRODUCED, "the interval lies above zero" + (f" and the mean reaches {threshold:.0%}"
-                                                              if threshold else "")
-    if iv.lo <= 0:
-        return INCONCLUSIVE, "the interval contains zero"
-    if iv.effect < threshold:
-        return INCONCLUSIVE, f"above zero but the mean is below the claimed {threshold:.0%}"
-    return INCONCLUSIVE, "runs never reached the target: their reductions are upper bounds"
 
 
 # ------------------------------------------------------------------------------------ scale
@@ -152,7 +89,8 @@ class Claim:
 
 
 def _not_run(specs: Sequence[tuple[str, str]], experiment: str, why: str) -> list[Claim]:
-    return [Claim(cid, experiment, text, NOT_RUN, "-", why) for cid, text in specs]
+    verdict, why = decide(None, ran=False, reason=why)
+    return [Claim(cid, experiment, text, verdict, "-", why) for cid, text in specs]
 
 
 def _numbers(iv: Interval | None, fractions: dict[str, float | None] | None = None, **extra: Any) -> dict:
@@ -219,54 +157,70 @@ def exp1_scale(e1: Exp1Result) -> dict[str, float | None]:
                            statistics.fmean(params) if params else None)
 
 
-def _paired(e1: Exp1Result, a: tuple[str, str], b: tuple[str, str], tasks: list[str]) -> list[float]:
-    """Per (task, seed) differences of test scores, ``a`` minus ``b`` (each an (arch, init))."""
+def _by_seed(e1: Exp1Result, pairs: list[tuple[tuple[str, str], tuple[str, str]]],
+             tasks: list[str]) -> dict[int, list[float]]:
+    """Differences of test scores ``a`` minus ``b`` for every ``(a, b)`` of ``pairs`` (each an (arch, init))
+    and task, grouped by fine-tuning seed (the same seed on both sides), seeds in order."""
     cells = {(c.arch, c.init, c.task): c for c in e1.cells}
-    out = []
-    for t in tasks:
-        ca, cb = cells.get((*a, t)), cells.get((*b, t))
-        if ca is not None and cb is not None:
-            out += [ca.seeds[s] - cb.seeds[s] for s in ca.seeds if s in cb.seeds]
-    return out
+    out: dict[int, list[float]] = {}
+    for x, y in pairs:
+        for t in tasks:
+            ca, cb = cells.get((*x, t)), cells.get((*y, t))
+            if ca is not None and cb is not None:
+                for seed in ca.seeds:
+                    if seed in cb.seeds:
+                        out.setdefault(seed, []).append(ca.seeds[seed] - cb.seeds[seed])
+    return dict(sorted(out.items()))
+
+
+def _seed_claim(cid: str, text: str, groups: dict[int, list[float]], cfg: ReportConfig, label: str,
+                scale_fr: dict[str, float | None], extra_measured: str = "", **numbers: Any) -> Claim:
+    """An EXP1 claim from its differences grouped by fine-tuning seed: paired bootstrap over seeds (the mean
+    difference over the cells of the resampled seeds), the min-seeds rule on the distinct seeds, and the
+    exact sign-flip p-value of the per-seed mean differences beside it (not the verdict's interval)."""
+    iv = mean_difference_interval(list(groups.values()), confidence=cfg.confidence,
+                                  method="bootstrap over fine-tuning seeds")
+    p = sign_flip([statistics.fmean(g) for g in groups.values()]).p if len(groups) <= MAX_EXACT else None
+    verdict, why = decide(iv, seeds=len(groups), fmt="+.4f")
+    diffs = [d for g in groups.values() for d in g]
+    measured = (f"{label} = {iv.text()} over {len(diffs)} (cell, seed) pairs from {len(groups)} fine-tuning "
+                f"seed(s)" + ("" if p is None else f", exact sign-flip p = {p:.3g}") + extra_measured)
+    return Claim(cid, "EXP1", text, verdict, measured, why, scale_text(scale_fr),
+                 _numbers(iv, scale_fr, pairs=len(diffs), p_sign_flip=None if p is None else round(p, 4),
+                          **numbers))
 
 
 def claims_exp1(e1: Exp1Result | None, cfg: ReportConfig, problem: str | None = None) -> list[Claim]:
-    """(a) leaner - ori test score over every (arch, task, seed) pair of the study's tasks; (b) LLaMA minus
-    the best other architecture over every (corpus side, task, seed) pair. Both: Student-t interval."""
+    """(a) leaner - ori test score over the (arch, task) cells of the study's tasks; (b) LLaMA minus the
+    best other architecture over the (corpus side, task) cells. Both: per fine-tuning seed, ``_seed_claim``."""
     if e1 is None:
         return _not_run(EXP1, "EXP1", problem or "no EXP1 result")
     fr = exp1_scale(e1)
-    scale = scale_text(fr)
     tasks = e1.study_tasks()
     sides = [s for s in ("leaner", "ori") if s in e1.inits]
     out = []
-    diffs = [d for a in e1.archs for d in _paired(e1, (a, "leaner"), (a, "ori"), tasks)] if len(sides) == 2 else []
-    iv = t_interval(diffs, cfg.confidence, "(arch, task, seed) pairs")
-    if iv is None:
-        out.append(Claim(EXP1[0][0], "EXP1", EXP1[0][1], NOT_RUN, "-", "no (arch, task, seed) with both corpus sides"))
+    groups = _by_seed(e1, [((a, "leaner"), (a, "ori")) for a in e1.archs], tasks) if len(sides) == 2 else {}
+    if not groups:
+        out += _not_run(EXP1[:1], "EXP1", "no (arch, task, seed) with both corpus sides")
     else:
-        verdict, why = decide(iv)
-        wins = sum(d > 0 for d in diffs)
-        out.append(Claim(EXP1[0][0], "EXP1", EXP1[0][1], verdict,
-                         f"leaner - ori = {iv.text()} over {iv.n} (arch, task, seed) pairs, leaner ahead in "
-                         f"{wins}, behind in {sum(d < 0 for d in diffs)}", why, scale,
-                         _numbers(iv, fr, leaner_ahead=wins)))
+        diffs = [d for g in groups.values() for d in g]
+        wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        out.append(_seed_claim(*EXP1[0], groups, cfg, "leaner - ori", fr,
+                               f"; leaner ahead in {wins}, behind in {losses}", leaner_ahead=wins))
     means = {a: statistics.fmean(s) for a in e1.archs
              if (s := [x for i in sides if (x := e1.mean_score(a, i)) is not None])}
     if "llama" not in means or len(means) < 2:
-        out.append(Claim(EXP1[1][0], "EXP1", EXP1[1][1], NOT_RUN, "-",
-                         "needs LLaMA and another pretrained architecture"))
-        return out
+        return out + _not_run(EXP1[1:], "EXP1", "needs LLaMA and another pretrained architecture")
     rank = sorted(means, key=lambda a: -means[a])
     rival = next(a for a in rank if a != "llama")
-    iv = t_interval([d for s in sides for d in _paired(e1, ("llama", s), (rival, s), tasks)], cfg.confidence,
-                    "(side, task, seed) pairs")
-    verdict, why = decide(iv)
-    out.append(Claim(EXP1[1][0], "EXP1", EXP1[1][1], verdict,
-                     f"LLaMA - {rival} = {iv.text() if iv else 'n/a'}; mean score "
-                     + ", ".join(f"{a} {means[a]:.4f}" for a in rank), f"vs {rival}: {why}", scale,
-                     _numbers(iv, fr, best_arch=rank[0], **{f"glue_mean_{a}": round(means[a], 4) for a in rank})))
-    return out
+    groups = _by_seed(e1, [(("llama", s), (rival, s)) for s in sides], tasks)
+    if not groups:
+        return out + _not_run(EXP1[1:], "EXP1", f"no (side, task, seed) with both LLaMA and {rival}")
+    c = _seed_claim(*EXP1[1], groups, cfg, f"LLaMA - {rival}", fr,
+                    "; mean score " + ", ".join(f"{a} {means[a]:.4f}" for a in rank),
+                    best_arch=rank[0], **{f"glue_mean_{a}": round(means[a], 4) for a in rank})
+    c.why = f"vs {rival}: {c.why}"
+    return out + [c]
 
 
 EXP2 = (("exp2_leaner_pretraining", "Leaner pretraining gives better instruction following (LLM-judged)",
@@ -301,8 +255,9 @@ def claims_exp2(e2: Exp2Result | None, cfg: ReportConfig, problem: str | None = 
             # the stage ran, but no answer could be scored (e.g. every answer empty): nothing was measured
             empty = {r: e2.recipe(r).scores.get("proxy_empty") for r in pos + neg if e2.recipe(r)}
             shares = ", ".join(f"{r} {e.mean:.0%}" for r, e in empty.items() if e and e.mean is not None)
-            why = f"no answer scored in `{metric}`" + (f"; share of empty answers: {shares}" if shares else "")
-            out.append(Claim(cid, "EXP2", text, NOT_MEASURED, "-", why, scale_text(fr)))
+            reason = f"no answer scored in `{metric}`" + (f"; share of empty answers: {shares}" if shares else "")
+            verdict, why = decide(None, measurable=False, reason=reason)
+            out.append(Claim(cid, "EXP2", text, verdict, "-", why))
             continue
         eff = sign * (statistics.fmean(ests[r].mean for r in pos) - statistics.fmean(ests[r].mean for r in neg))
         se = None if any(e.lo is None or e.hi is None for e in ests.values()) else \
@@ -311,13 +266,11 @@ def claims_exp2(e2: Exp2Result | None, cfg: ReportConfig, problem: str | None = 
         measured = (f"{metric} ({'higher' if sign > 0 else 'lower'} is better): "
                     f"({' + '.join(pos)})/2 vs ({' + '.join(neg)})/2, leaner advantage {iv.text('+.3g')}")
         if not e2.judge_is_llm:
-            direction = "leaner better" if iv.effect > 0 else "leaner not better"
-            out.append(Claim(cid, "EXP2", text, NOT_MEASURED, f"{measured} [proxy: {direction}]",
-                             f"judge backend `{e2.judge_backend}` gives proxy metrics, not LLM judgements",
-                             numbers=_numbers(iv, fr, metric=metric)))
-            continue
-        verdict, why = decide(iv)
-        out.append(Claim(cid, "EXP2", text, verdict, measured, why, scale_text(fr), _numbers(iv, fr, metric=metric)))
+            measured += f" [proxy: {'leaner better' if iv.effect > 0 else 'leaner not better'}]"
+        verdict, why = decide(iv, measurable=e2.judge_is_llm, fmt="+.3g",
+                              reason=f"judge backend `{e2.judge_backend}` gives proxy metrics, not LLM judgements")
+        out.append(Claim(cid, "EXP2", text, verdict, measured, why, scale_text(fr) if e2.judge_is_llm else "",
+                         _numbers(iv, fr, metric=metric)))
     return out
 
 
@@ -325,12 +278,48 @@ def exp3_scale(e3: Exp3Result) -> dict[str, float | None]:
     return scale_fractions("EXP3", e3.tokens_per_run, e3.max_steps, e3.non_embedding_params)
 
 
+def exp3_reduction(strategy: Mapping[int, float | None], baseline: Mapping[int, float | None],
+                   at_end: Mapping[int, float], confidence: float) -> tuple[Interval | None, list[int]]:
+    """Reduction ``1 - mean(strategy)/mean(baseline)`` over the seeds paired by seed (per-seed values, e.g.
+    steps to the target), paired bootstrap over seeds. A strategy run that never reached the target (None)
+    counts at the end of its budget (``at_end[seed]``): a bound in the claim's favour (``Interval.censored``).
+    A seed whose baseline run is absent or never reached the target cannot be paired: it is left out and
+    returned, so that the claim can say so."""
+    used = [s for s in sorted(strategy) if baseline.get(s)]
+    left_out = [s for s in sorted(strategy) if not baseline.get(s)]
+    a = [at_end[s] if strategy[s] is None else strategy[s] for s in used]
+    iv = reduction_interval(a, [baseline[s] for s in used], confidence=confidence, method="bootstrap over seeds",
+                            censored=sum(strategy[s] is None for s in used))
+    return iv, left_out
+
+
+def reduction_claim(cid: str, text: str, strategy: Mapping[int, float | None],
+                    baseline: Mapping[int, float | None], at_end: Mapping[int, float], *, names: tuple[str, str],
+                    cfg: ReportConfig, scale_fr: dict[str, float | None]) -> Claim:
+    """One EXP3 claim from the per-seed values of a strategy and of a baseline (``names``): the reduction
+    (``exp3_reduction``) decided against the study's stated size (``STUDY_EXP3_CLAIM``) with the min-seeds
+    rule. Several target definitions or baselines: one ``exp3_reduction`` each, then
+    ``verdicts.decide_definitions``."""
+    s, b = names
+    iv, left_out = exp3_reduction(strategy, baseline, at_end, cfg.confidence)
+    if iv is None:
+        return _not_run([(cid, text)], "EXP3", f"no seed where `{b}` reached the target")[0]
+    verdict, why = decide(iv, stated_size=STUDY_EXP3_CLAIM[1], seeds=iv.n, fmt="+.0%")
+    note = (f" (an upper bound: {s} never reached the target in {iv.censored} of {iv.n} runs, counted at the end "
+            "of its budget)") if iv.censored else ""
+    if left_out:
+        note += f"; seed(s) {', '.join(map(str, left_out))} left out: `{b}` never reached the target"
+    return Claim(cid, "EXP3", text, verdict,
+                 f"reduction vs `{b}` {'at most' if iv.censored else '='} {iv.text('+.1%')} over {iv.n} seed(s){note}",
+                 why, scale_text(scale_fr), _numbers(iv, scale_fr, not_reached=iv.censored))
+
+
 def claims_exp3(e3: Exp3Result | None, cfg: ReportConfig, problem: str | None = None) -> list[Claim]:
     """The study: the ``lmloss`` curriculum reaches the baseline's loss with ~20% fewer steps **and** data.
-    Two measurements, each over seeds (paired by seed, Student t): the step reduction ``1 - steps/steps_b``
-    and the data reduction ``1 - data/data_b`` (unique pool tokens by the target step). A run that never
-    reached the target counts as reaching it at the end of its budget (an upper bound on its reduction), so
-    such a claim can be contradicted or inconclusive but not reproduced."""
+    Two measurements over training seeds (``reduction_claim``), against ``target_from``: the step reduction
+    and the data reduction (unique pool tokens by the target step). A run that never reached the target
+    counts as reaching it at the end of its budget (a bound in the claim's favour), so such a claim can be
+    contradicted or inconclusive but not reproduced."""
     s, claimed = STUDY_EXP3_CLAIM
     specs = [("exp3_lmloss_fewer_steps", f"`{s}` reaches the baseline's loss with ~{claimed:.0%} fewer steps"),
              ("exp3_lmloss_less_data", f"`{s}` reaches the baseline's loss with ~{claimed:.0%} less data "
@@ -345,28 +334,7 @@ def claims_exp3(e3: Exp3Result | None, cfg: ReportConfig, problem: str | None = 
     end = {"steps_to_target": lambda r: e3.max_steps,
            "data_to_target": lambda r: r.data_at_end if r.data_at_end is not None
            else round(r.pool_fraction * e3.pool_tokens)}
-    out = []
-    for (cid, text), fld in zip(specs, ("steps_to_target", "data_to_target")):
-        reds, censored = [], 0
-        for seed, rs in sorted(runs_s.items()):
-            rb = runs_b.get(seed)
-            vb = getattr(rb, fld) if rb is not None else None
-            if not vb:
-                continue
-            vs = getattr(rs, fld)
-            if vs is None:
-                censored += 1
-                vs = end[fld](rs)
-            reds.append(1 - vs / vb)
-        iv = t_interval(reds, cfg.confidence, "seeds")
-        if iv is None:
-            out.append(Claim(cid, "EXP3", text, NOT_RUN, "-", f"no seed where `{b}` reached the target"))
-            continue
-        verdict, why = decide(iv, cfg.exp3_min_reduction, can_reproduce=not censored)
-        note = (f" (an upper bound: {s} never reached the target in {censored} of {len(reds)} runs, counted at "
-                "the end of its budget)") if censored else ""
-        out.append(Claim(cid, "EXP3", text, verdict,
-                         f"reduction vs `{b}` {'at most' if censored else '='} {iv.text('+.1%')} over {iv.n} "
-                         f"seed(s){note}", why,
-                         scale_text(fr), _numbers(iv, fr, not_reached=censored)))
-    return out
+    return [reduction_claim(cid, text, {k: getattr(r, fld) for k, r in runs_s.items()},
+                            {k: getattr(r, fld) for k, r in runs_b.items()},
+                            {k: end[fld](r) for k, r in runs_s.items()}, names=(s, b), cfg=cfg, scale_fr=fr)
+            for (cid, text), fld in zip(specs, ("steps_to_target", "data_to_target"))]

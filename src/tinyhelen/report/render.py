@@ -9,12 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from tinyhelen.report.claims import VERDICTS, Claim
+from tinyhelen.report.claims import Claim
 from tinyhelen.report.provenance import LLM_INPUTS, PIPELINE_CHECK, UNVERIFIED, llm_marks, provenance_line
 from tinyhelen.entropy.result import EntropyResult
 from tinyhelen.exp1.result import Exp1Result
 from tinyhelen.exp2.result import Exp2Result
 from tinyhelen.exp3.result import Exp3Result
+from tinyhelen.report.verdicts import VERDICTS
 
 FIGURES_DIR = "figures"  # inside the reports directory
 
