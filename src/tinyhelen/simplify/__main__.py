@@ -10,7 +10,7 @@ from tinyhelen.simplify.resources import WORDLIST, build_wordlist
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinyhelen.simplify wordlist [--shard S] [--out F]``: rebuild the 2,000-word list."""
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m tinyhelen.simplify", description=main.__doc__)
     p.add_argument("command", choices=["wordlist"])
     p.add_argument("--shard", default="data/prepared/corpus/leaner/train.jsonl")
     p.add_argument("--out", default=str(WORDLIST))
