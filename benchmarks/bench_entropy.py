@@ -14,7 +14,6 @@ import glob
 import json
 import time
 
-import numpy as np
 
 from tinyhelen.data import read_docs
 from tinyhelen.entropy.measure import Vocab, entropy_bits, ngram_counts

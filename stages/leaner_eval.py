@@ -5,7 +5,7 @@ deps: data/prepared/eval, data/prepared/corpus/ori/train.jsonl (reference)
 outs: data/leaner/eval/{all,inner_comparison}.jsonl, data/leaner/quarantine_eval.jsonl
 metrics: reports/leaner_eval.json (bins, LLM counts, provenance); exits 3 on an LLM outage
 """
-from tinyhelen import leaner_eval
+from tinyhelen.benchmarks import leaner_eval
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json

@@ -4,7 +4,7 @@ params: llm.* (reply-changing keys), leaner_glue.*    deps: data/prepared/glue (
 outs: data/leaner/glue/<task>_<split>.jsonl, data/leaner/quarantine_glue.jsonl
 metrics: reports/leaner_glue.json (kept/dropped per task, LLM counts, provenance); exits 3 on an LLM outage
 """
-from tinyhelen import leaner_glue
+from tinyhelen.benchmarks import leaner_glue
 from tinyhelen.cli import parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import write_json

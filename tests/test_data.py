@@ -347,9 +347,15 @@ def test_missing_file_is_reported_or_an_error_when_the_manifest_promises_it(tmp_
     st = prepare(_cfg(root), out_dir=tmp_path / "out").stats
     assert st["missing_files"] == ["ori/10M/validation/wiki0001.jsonl.zst"]
     root2 = _copy_release(data_dir, tmp_path / "rel2", manifest=True)
-    (root2 / "ori/10M/validation/wiki0001.jsonl.zst").unlink()
-    with pytest.raises(InputError, match=r"wiki0001\.jsonl\.zst: file missing .*listed in MANIFEST"):
+    gone = root2 / "ori/10M/validation/wiki0001.jsonl.zst"
+    gone.unlink()
+    with pytest.raises(InputError, match=r"wiki0001\.jsonl\.zst: file missing .*listed in MANIFEST") as exc:
         prepare(_cfg(root2), out_dir=tmp_path / "out2")
+    assert f"no file at {gone.absolute()} (" in str(exc.value), "the error names the path it looked at"
+    gone.symlink_to(tmp_path / "elsewhere" / gone.name)  # a link to a file that is not there: still missing
+    with pytest.raises(InputError, match=r"file missing") as exc:
+        prepare(_cfg(root2), out_dir=tmp_path / "out2")
+    assert f"{gone.absolute()} is a broken symlink (to {tmp_path / 'elsewhere' / gone.name})" in str(exc.value)
 
 
 def test_checksum_mismatch_is_detected(tmp_path, data_dir):

@@ -3,6 +3,7 @@ public release's layout, what is missing from it reported by prepare and entropy
 and DVC seeing a change of the data source (another directory, tier or file content)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import zstandard
 
 from tinyhelen.config import ParamsError
 from tinyhelen.data import DataConfig, ReleaseIndex, check_data_env, corpus_file, normalise, prepare
+from tinyhelen.data.release import files_under
 from tinyhelen.entropy.measure import EntropyConfig, run
 from tinyhelen.io import iter_json_array, iter_jsonl
 
@@ -119,6 +121,44 @@ def test_tier_100m_is_the_union_of_both_folders_and_what_is_missing_is_reported(
                             "dropped": {"conversation": "no documents on either side"}}
     pooled = res.results["paired"]["pooled"]
     assert pooled["leaner"]["tokens"] > 0 and pooled["leaner"]["vocab"] < pooled["ori"]["vocab"]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` -> its sha256."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_data_directory_of_symlinks_prepares_like_the_real_one(tmp_path, data_dir, caplog):
+    """Users keep large corpora on another disk and link them in: a data directory made of symlinked folders
+    (``leaner/``, ``ori/10M/train``, ``ori/10M/test``), symlinked files (``MANIFEST.sha256`` and one corpus
+    file) and a link back to a folder it is in (a loop), gives the same outputs and metrics as the real one."""
+    linked = tmp_path / "linked"
+    (linked / "ori/10M/validation").mkdir(parents=True)
+    (linked / "leaner").symlink_to(data_dir / "leaner", target_is_directory=True)
+    for split in ("train", "test"):
+        (linked / "ori/10M" / split).symlink_to(data_dir / "ori/10M" / split, target_is_directory=True)
+    validation = sorted((data_dir / "ori/10M/validation").iterdir())
+    (linked / "ori/10M/validation" / validation[0].name).symlink_to(validation[0])
+    for f in validation[1:]:
+        shutil.copy(f, linked / "ori/10M/validation" / f.name)
+    for f in sorted(data_dir.glob("ori/*.txt")) + sorted(data_dir.glob("ori/10M/*.txt")):
+        shutil.copy(f, linked / f.relative_to(data_dir))
+    (linked / "MANIFEST.sha256").symlink_to(data_dir / "MANIFEST.sha256")
+    for name in ("ABSENT_FILES.txt", "README.md"):
+        shutil.copy(data_dir / name, linked / name)
+    (linked / "ori/10M/validation/loop").symlink_to(linked / "ori/10M", target_is_directory=True)
+    assert files_under(linked) == {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()}
+
+    real = prepare(DataConfig(local_dir=str(data_dir)), out_dir=tmp_path / "p_real",
+                   metrics_path=tmp_path / "real.json", detail_path=tmp_path / "real_detail.json")
+    got = prepare(DataConfig(local_dir=str(linked)), out_dir=tmp_path / "p_linked",
+                  metrics_path=tmp_path / "linked.json", detail_path=tmp_path / "linked_detail.json")
+    assert got.stats["verified_input"] and got.stats["files_read"] == real.stats["files_read"] == 70
+    assert _tree(tmp_path / "p_linked") == _tree(tmp_path / "p_real") != {}
+    for name in ("", "_detail"):
+        assert (tmp_path / f"linked{name}.json").read_bytes() == (tmp_path / f"real{name}.json").read_bytes()
+    assert "a loop" in caplog.text and "validation/loop" in caplog.text
 
 
 def test_stage_refuses_a_tinyhelen_data_that_dvc_cannot_see(monkeypatch, tmp_path):

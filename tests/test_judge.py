@@ -20,7 +20,7 @@ from tinyhelen.exp2.result import summarise as report
 from tinyhelen.io import InputError
 from tinyhelen.llm import LLMFailure
 from tinyhelen.llm.config import LLMConfig
-from tinyhelen.llm.fake_server import BEGIN, END, END_TEXT, FakeModel, FakeServer
+from tinyhelen.llm.fake_server import END, FakeModel, FakeServer
 from tinyhelen.exp2.llm_judge import EMPTY_ANSWER, judge_groups, judge_llm_config, orders_for
 
 REPO = Path(__file__).resolve().parents[1]

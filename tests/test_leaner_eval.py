@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tinyhelen.io import read_jsonl
-from tinyhelen.leaner_eval import LeanerEvalConfig, Similarity, bin_of, dedupe, leaner_eval
+from tinyhelen.benchmarks.leaner_eval import LeanerEvalConfig, Similarity, bin_of, dedupe, leaner_eval
 from tinyhelen.llm import LLMConfig, LLMFailure
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tinyhelen.config import ParamsError
 from tinyhelen.io import read_jsonl, write_jsonl
-from tinyhelen.leaner_glue import LeanerGlueConfig, leaner_glue, load_glue_tsv, parse_answer, parse_item
+from tinyhelen.benchmarks.leaner_glue import LeanerGlueConfig, leaner_glue, load_glue_tsv, parse_answer, parse_item
 from tinyhelen.llm import LLMConfig, LLMFailure
 
 # a small fixture of "original" GLUE items in the prepared glue schema (the offline release has none)

@@ -1,7 +1,8 @@
 """An LLM outage at the DVC level, in a temporary copy of the repository with the loopback fake server:
 endpoint down -> the stage fails (exit 3, one-screen summary, no outputs, not in dvc.lock); partly down ->
 it fails again but keeps what succeeded in the reply cache; endpoint back -> a plain ``dvc repro simplify``
-sends exactly the failed requests (the server's /stats counts them) and the stage is recorded."""
+sends exactly the failed requests (the server's /stats counts them) and the stage is recorded. With the
+default retries, a dead endpoint (nothing listening) fails the stage within seconds, not minutes."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -52,8 +54,9 @@ def _locked(repo: Path) -> set[str]:
     return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
 
 
-@pytest.mark.slow
-def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_requests(tmp_path, data_dir):
+def _repo_with_endpoint_down(tmp_path: Path, data_dir: Path, **llm) -> tuple[Path, int]:
+    """A copy of the repository whose simplify stage (wiki, 10 documents) talks to a port nothing listens on
+    (bound, then closed), with the ``llm`` keys given; returns (repo, port)."""
     repo = _copy(tmp_path / "repo")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,10 +64,15 @@ def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_reques
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(local_dir=str(data_dir), genres=["wiki"],
                           max_words_per_genre={"train": 8000, "validation": 2000})
-    params["llm"].update(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout_s=5.0,
-                         progress=False)
+    params["llm"].update(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", progress=False, **llm)
     params["simplify"].update(max_docs_per_genre=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo, port
+
+
+@pytest.mark.slow
+def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_requests(tmp_path, data_dir):
+    repo, port = _repo_with_endpoint_down(tmp_path, data_dir, max_retries=0, timeout_s=5.0)
     outputs = [repo / "reports/simplify/wiki.json", repo / "data/leaner/genres/wiki.jsonl"]
 
     # 1. the endpoint is down: the stage fails, says why in one screen, writes nothing, is not recorded
@@ -102,3 +110,23 @@ def test_outage_fails_the_stage_and_a_plain_repro_retries_only_the_failed_reques
         assert _stats(srv)["chat_calls"] == failed
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_a_dead_endpoint_fails_the_stage_in_seconds_and_records_nothing(tmp_path, data_dir):
+    """Nothing listens at llm.base_url (a port bound, then closed) and the retries are the defaults (5, from
+    1 s, doubling): ``dvc repro simplify`` fails within 30 s (it used to retry every request for ~31 s, two
+    at a time here: minutes), with the one-screen summary, no outputs, no dvc.lock entry and an empty cache."""
+    repo, _ = _repo_with_endpoint_down(tmp_path, data_dir, concurrency=2)
+    assert _repro(repo, "prepare").returncode == 0  # upstream first: what is timed below is simplify alone
+
+    t0 = time.monotonic()
+    res = _repro(repo, "simplify")
+    secs = time.monotonic() - t0
+    assert res.returncode != 0 and secs < 30, f"{secs:.1f}s"
+    err = res.stderr[res.stderr.find("error: "):]
+    assert "LLM requests failed" in err and "unreachable: connection refused" in err, err
+    assert "no connection could be opened" in err and len(err.strip().splitlines()) <= 12, err
+    assert not (repo / "reports/simplify/wiki.json").exists() and not (repo / "data/leaner/genres/wiki.jsonl").exists()
+    assert "simplify" not in _locked(repo) and "prepare" in _locked(repo)
+    assert not list((repo / "data/llm_cache").rglob("*.json")), "no reply was cached"

@@ -25,9 +25,9 @@ SECTIONS: dict[str, str] = {  # in pipeline order (the order of params.yaml)
     "seed": "tinyhelen.config:SeedParam",
     "data": "tinyhelen.data:DataConfig",
     "llm": "tinyhelen.llm.config:LLMConfig",  # the LLM layer: endpoint, cache, retries
-    "simplify": "tinyhelen.simplify:SimplifyConfig",
-    "leaner_glue": "tinyhelen.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
-    "leaner_eval": "tinyhelen.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
+    "simplify": "tinyhelen.simplify.config:SimplifyConfig",
+    "leaner_glue": "tinyhelen.benchmarks.leaner_glue:LeanerGlueConfig",  # Leaner-GLUE
+    "leaner_eval": "tinyhelen.benchmarks.leaner_eval:LeanerEvalConfig",  # Leaner-Eval
     "tokenizer": "tinyhelen.tokenizer:TokenizerConfig",
     "entropy": "tinyhelen.entropy.measure:EntropyConfig",
     "models": "tinyhelen.exp1.config:ModelsConfig",  # EXP1: size preset

@@ -3,15 +3,17 @@
 * ``ReleaseIndex``: every file of the public release we know of (``resources/release_index.tsv``: path,
   sha256 where known, and a note where a file is inferred rather than listed).
 * ``LocalRelease``: a directory with the release's layout (``data.local_dir``). What is there is
-  discovered from the directory itself; the index only says what else the release has (so a missing or an
-  unknown file can be reported), and ``MANIFEST.sha256`` / ``ABSENT_FILES.txt`` of the directory say what
-  the copy promises and what it declares absent.
+  discovered from the directory itself (``files_under``: symlinked files and folders are followed, so a copy
+  can be assembled from links to another disk); the index only says what else the release has (so a
+  missing or an unknown file can be reported), and ``MANIFEST.sha256`` / ``ABSENT_FILES.txt`` of the
+  directory say what the copy promises and what it declares absent.
 * ``download``: one URL to a file, atomically, with retries (used by ``tinyhelen.data.fetch``).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 import urllib.error
@@ -103,6 +105,34 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def files_under(root: Path) -> set[str]:
+    """Paths (relative to ``root``, ``/``-separated) of the files under ``root``, following symlinked files
+    and folders. Hidden entries (``.name``) are skipped, and so is a link back to a folder it is inside (a
+    loop: its files are listed once, through the folder itself); a broken link is no file."""
+    found: set[str] = set()
+
+    def walk(folder: Path, rel: str, inside: frozenset[tuple[int, int]]) -> None:
+        st = folder.stat()
+        here = (st.st_dev, st.st_ino)
+        if here in inside:
+            log.warning("%s: a symlink back to a folder it is in (a loop); not followed", folder)
+            return
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise InputError(folder, f"cannot list the folder ({exc.strerror})") from None
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():  # follows symlinks
+                walk(Path(e.path), f"{rel}{e.name}/", inside | {here})
+            elif e.is_file():
+                found.add(f"{rel}{e.name}")
+
+    walk(root, "", frozenset())
+    return found
+
+
 class LocalRelease:
     """A local directory with the release's layout: what is there, what it declares absent, checksums."""
 
@@ -112,12 +142,7 @@ class LocalRelease:
             raise InputError(self.root, "data directory not found (data.local_dir). Run `make data` to download "
                                         "the pinned release there, or point the pipeline at a copy: "
                                         "dvc exp run -S data.local_dir=/path/to/tinyhelen-data")
-        self.present: set[str] = set()
-        for p in self.root.rglob("*"):
-            rel = p.relative_to(self.root)
-            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-                self.present.add(rel.as_posix())
-        self.present -= set(META_FILES)
+        self.present = files_under(self.root) - set(META_FILES)
         self.absent: set[str] = set()
         if (self.root / "ABSENT_FILES.txt").exists():
             self.absent = {ln.strip().removeprefix("data/")
@@ -147,7 +172,10 @@ class LocalRelease:
         p = self.root / rel
         if rel not in self.present:
             why = "listed in MANIFEST.sha256" if rel in self.manifest else "required"
-            raise InputError(p, f"file missing from the data directory ({why}; not declared in ABSENT_FILES.txt)")
+            there = (f"{p.absolute()} is a broken symlink (to {os.readlink(p)})" if p.is_symlink()
+                     else f"no file at {p.absolute()}")
+            raise InputError(p, f"file missing from the data directory: {there} ({why}; not declared in "
+                                "ABSENT_FILES.txt)")
         if self.verify and rel in self.manifest:
             got = sha256_file(p)
             if got != self.manifest[rel]:

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from tinyhelen.io import atomic_open, write_json
-from tinyhelen.llm.core import ChatRequest, http_error
+from tinyhelen.llm.core import ChatRequest, LLMFailure, http_error
+from tinyhelen.llm.retry import classify, short
 
 log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
@@ -139,5 +140,14 @@ async def fetch_batch(cfg, requests: list[ChatRequest], decoding: Sequence[dict[
                       ) -> dict[str, dict[str, Any]]:
     """Write the request file, submit (or resume) the batch, wait for it: ``custom_id -> {text, usage,
     error, model}``. Parsing, re-asks and caching are the client's (``ChatClient``)."""
+    import openai
+
     path = write_request_file(build_batch_lines(requests, cfg.model, decoding), cfg.batch_dir)
-    return await asyncio.to_thread(submit_and_wait, cfg, path)
+    try:
+        return await asyncio.to_thread(submit_and_wait, cfg, path)
+    except openai.APIError as exc:  # upload, create or poll failed: an outage or a configuration error
+        failure = classify(exc, cfg.timeout_s)
+        raise LLMFailure(f"llm.batch_api: the Batch API at {cfg.base_url or 'api.openai.com'} failed: "
+                         f"{failure.error if failure else short(exc)}; nothing was written. Rerun the stage to "
+                         f"resume (the request file {path.name} stays in {cfg.batch_dir}, with the id of a batch "
+                         "already submitted).") from None

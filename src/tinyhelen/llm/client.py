@@ -3,16 +3,18 @@
 ``ChatClient(cfg).run(requests)`` returns one ``ChatResult`` per ``ChatRequest``, in input order. A request
 whose *content* fails (``format``: the reply failed the parser after all re-asks; ``too_large``: the
 endpoint rejected this request as larger than its context) comes back with ``ok=False`` for the stage to
-quarantine. Any other failure (connection, timeout, 429/5xx after all retries, a malformed body, 401/403/404)
-is an outage or a configuration error, not a result: after every request was tried (so that what
-succeeded is cached), ``run`` raises ``LLMFailure`` with a one-screen summary (``fail_on_outage=False``
-returns the sentinels instead). See ``tinyhelen.llm.core``.
+quarantine. Any other failure (an unreachable endpoint, timeout, 429/5xx after all retries, a malformed
+body, 401/403/404) is an outage or a configuration error, not a result: after every request was tried (so
+that what succeeded is cached), ``run`` raises ``LLMFailure`` with a one-screen summary
+(``fail_on_outage=False`` returns the sentinels instead). See ``tinyhelen.llm.core``.
 
 Per request: cache lookup first (content-addressed, see ``cache.py``); identical requests in one run are
 sent once; then the live call under a concurrency bound and a client-side rate limit, with transport retries
-(jittered exponential backoff, honouring ``Retry-After``) on 429/5xx/timeouts/connection errors/malformed
-bodies; then the strict parser (``ChatRequest.parse``); on ``ValueError`` the model is re-asked (the reply and
-a correction message are appended) at most ``max_reasks`` times. Final successes and (with
+(``tinyhelen.llm.retry``: jittered exponential backoff, honouring ``Retry-After``, on 429/5xx/timeouts/broken
+connections/malformed bodies; an endpoint that cannot be connected to at all for ``llm.unreachable_s`` is
+down, and every request not yet answered fails at once); then the strict parser (``ChatRequest.parse``); on
+``ValueError`` the model is re-asked (the reply and a correction message are appended) at most
+``max_reasks`` times. Final successes and (with
 ``llm.cache_failures``) final content failures are cached with the model that answered; transport failures
 are not, so a rerun retries them.
 
@@ -27,10 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,19 +41,16 @@ from tinyhelen.io import write_json
 from tinyhelen.llm import batch, local
 from tinyhelen.llm.cache import ReplyCache, cache_key
 from tinyhelen.llm.config import LLMConfig
-from tinyhelen.llm.core import (ChatRequest, ChatResult, LLMFailure, RateLimiter, estimate_tokens,
-                                failure_summary, http_error)
+from tinyhelen.llm.core import ChatRequest, ChatResult, LLMFailure, RateLimiter, estimate_tokens, failure_summary
 from tinyhelen.llm.prompts import load_template
+from tinyhelen.llm.provenance import endpoint_params
+from tinyhelen.llm.retry import Transport
 
 log = logging.getLogger(__name__)
 for _name in ("httpx", "httpx2", "openai"):  # one line per HTTP call is noise at INFO level
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 REASK_ROOM = 200  # tokens of the re-ask message, for sizing a local context
-
-
-class MalformedResponse(ValueError):
-    """The endpoint answered 2xx but the body is not a usable chat completion."""
 
 
 class ChatClient:
@@ -71,7 +68,7 @@ class ChatClient:
         self.errors: Counter = Counter()
         self.seconds = 0.0
         self.timing_key = timing_key
-        self._rng = random.Random(cfg.seed or 0)
+        self.transport = Transport(cfg, self.stats, self.timeout_s())
         self._server: local.LocalServer | None = None
         self._in_block = False
         self._served: dict[str, Any] | None = None
@@ -237,7 +234,7 @@ class ChatClient:
             gi = local.model_info(self._model_file)
             info.update({"model_file": gi.file, "model_sha256": self.model_sha256(), "n_params": gi.n_params})
         else:
-            n = _endpoint_params(base_url, self.cfg.model, self.cfg.api_key)
+            n = endpoint_params(base_url, self.cfg.model, self.cfg.api_key)
             info["n_params"] = self.cfg.model_params if n is None else n
         self._served = info
         return info
@@ -282,6 +279,7 @@ class ChatClient:
         bar = tqdm(total=n, unit="req", desc=self.timing_key, disable=not self.cfg.progress or n == 0,
                    initial=n - len(todo), mininterval=0.5)
         if todo:
+            self.transport.health.reset()
             base_url = await asyncio.to_thread(self._base_url, [requests[i] for i in todo])
             served = await asyncio.to_thread(self.served_by, base_url)
             client = self._client(base_url)
@@ -367,7 +365,8 @@ class ChatClient:
                 text, u, model = first_reply
                 err, n = None, 0
             else:
-                text, u, err, n, model = await self._call(client, limiter, messages, req)
+                text, u, err, n, model = await self.transport.call(client, limiter, self.served_model(), messages,
+                                                                   self.decoding(req))
             attempts += n
             for k in usage:
                 usage[k] += u.get(k, 0)
@@ -414,95 +413,3 @@ class ChatClient:
                                 first_reply=(item["text"], usage, item.get("model")))
         res.attempts += 1
         return res
-
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cfg.backoff_max_s)
-        d = self.cfg.backoff_base_s * (2 ** attempt) * self._rng.uniform(0.5, 1.5)
-        return min(d, self.cfg.backoff_max_s)
-
-    async def _call(self, client, limiter: RateLimiter, messages: list[dict[str, str]], req: ChatRequest
-                    ) -> tuple[str | None, dict[str, int], str | None, int, str | None]:
-        """One completion with transport retries -> (text, usage, error or None, HTTP calls made, model)."""
-        import openai
-
-        err = "exception: no attempt made"
-        for attempt in range(self.cfg.max_retries + 1):
-            await limiter.wait()
-            self.stats["http_calls"] += 1
-            retry_after = None
-            try:
-                resp = await client.chat.completions.create(model=self.served_model(), messages=messages,
-                                                            **self.decoding(req))
-                text, usage = _extract(resp)
-                self.stats["prompt_tokens"] += usage["prompt_tokens"]
-                self.stats["completion_tokens"] += usage["completion_tokens"]
-                return text, usage, None, attempt + 1, getattr(resp, "model", None) or self.served_model()
-            except openai.RateLimitError as exc:
-                err, retry_after = f"rate_limited: HTTP 429 {_short(exc)}", _retry_after(exc)
-            except openai.APITimeoutError:
-                err = f"timeout: no reply within {self.timeout_s()}s"
-            except openai.APIConnectionError as exc:
-                err = f"connection: {_short(exc)}"
-            except openai.APIStatusError as exc:
-                if exc.status_code >= 500 or exc.status_code in (408, 409):
-                    err = f"server_error: HTTP {exc.status_code} {_short(exc)}"
-                else:  # 400, 401, 403, 404, 413, 422: retrying will not help
-                    return None, {}, http_error(exc.status_code, _short(exc)), attempt + 1, None
-            except (MalformedResponse, openai.APIResponseValidationError, ValueError, TypeError,
-                    AttributeError, IndexError, KeyError) as exc:
-                err = f"malformed_response: {type(exc).__name__}: {_short(exc)}"
-            if attempt < self.cfg.max_retries:
-                self.stats["retries"] += 1
-                delay = self.backoff(attempt, retry_after)
-                log.debug("retry %d/%d in %.2fs after %s", attempt + 1, self.cfg.max_retries, delay, err)
-                await asyncio.sleep(delay)
-        return (None, {}, f"{err} (gave up after {self.cfg.max_retries + 1} attempts)", self.cfg.max_retries + 1,
-                None)
-
-
-def _endpoint_params(base_url: str | None, model: str, api_key) -> int | None:
-    """``meta.n_params`` of ``model`` from the endpoint's ``/models`` list (llama.cpp servers report it)."""
-    if not base_url:
-        return None
-    import json
-
-    try:
-        req = urllib.request.Request(base_url.rstrip("/") + "/models",
-                                     headers={"authorization": f"Bearer {api_key()}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            data = json.loads(r.read()).get("data") or []
-    except Exception:  # noqa: BLE001 - optional metadata: a missing route is no failure
-        return None
-    for m in data:
-        meta = m.get("meta") or {}
-        if "n_params" in meta and (m.get("id") == model or len(data) == 1):
-            return int(meta["n_params"])
-    return None
-
-
-def _short(exc: BaseException, n: int = 160) -> str:
-    s = " ".join(str(exc).split())
-    return s[:n]
-
-
-def _retry_after(exc: Any) -> float | None:
-    try:
-        v = exc.response.headers.get("retry-after")
-        return float(v) if v is not None else None
-    except (AttributeError, ValueError):
-        return None
-
-
-def _extract(resp: Any) -> tuple[str, dict[str, int]]:
-    """Reply text and token usage of a chat completion; MalformedResponse if the body is not one."""
-    if isinstance(resp, (str, bytes)) or not getattr(resp, "choices", None):
-        raise MalformedResponse("response has no choices")
-    msg = resp.choices[0].message
-    text = getattr(msg, "content", None)
-    if not isinstance(text, str):
-        raise MalformedResponse("choices[0].message.content is not a string")
-    u = getattr(resp, "usage", None)
-    usage = {"prompt_tokens": int(getattr(u, "prompt_tokens", 0) or 0),
-             "completion_tokens": int(getattr(u, "completion_tokens", 0) or 0)}
-    return text, usage

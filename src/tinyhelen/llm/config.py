@@ -27,6 +27,7 @@ class LLMConfig(Section):
     concurrency: int = Field(8, ge=1, le=1024)
     requests_per_second: float = Field(0.0, ge=0)   # client-side rate limit; 0 = unlimited
     max_retries: int = Field(5, ge=0)               # transport retries (429, 5xx, timeouts, malformed bodies)
+    unreachable_s: float = Field(10.0, ge=0, description="an endpoint that no connection can be opened to (refused, unknown host, TLS failure) for this long, with no reply in between, is down: every request not yet answered fails at once")
     backoff_base_s: float = Field(1.0, ge=0)        # delay before retry k: base * 2**k * U(0.5, 1.5), capped
     backoff_max_s: float = Field(60.0, ge=0)
     timeout_s: float = Field(120.0, gt=0)

@@ -7,9 +7,11 @@ A request that cannot be served comes back as a ``ChatResult`` with ``ok=False``
   ``format`` (the reply failed the strict parser after all re-asks) and ``too_large`` (the endpoint
   rejected this one request as larger than its context, HTTP 400/413/422). The stage quarantines the
   document or item with that reason and goes on.
-* **failure** (everything else): ``connection``, ``timeout``, ``rate_limited``, ``server_error``,
-  ``malformed_response`` (after all retries), ``http_<status>`` (401/403/404: auth or configuration, and
-  any other non-retryable status), ``exception``. An outage is not a result: ``ChatClient.run`` raises
+* **failure** (everything else): ``unreachable`` (no connection could be opened: refused, unknown host,
+  TLS; the endpoint is down or the URL wrong, so the run gives up within ``llm.unreachable_s``),
+  ``connection``, ``timeout``, ``rate_limited``, ``server_error``, ``malformed_response`` (after all
+  retries), ``http_<status>`` (401/403/404: auth or configuration, and any other non-retryable status),
+  ``exception``. Which are retried and how: ``tinyhelen.llm.retry``. An outage is not a result: ``ChatClient.run`` raises
   ``LLMFailure`` (after every other request was served and cached), the stage exits non-zero and writes
   nothing, and a rerun retries exactly the failed requests (failures are never cached).
 """
@@ -26,7 +28,6 @@ from typing import Any
 from tinyhelen.cli import StageFailure
 
 CONTENT_REASONS = ("format", "too_large")
-RETRYABLE = ("rate_limited", "server_error", "timeout", "connection", "malformed_response")
 # HTTP 400/413/422 bodies that say the request is larger than the endpoint's context (llama.cpp:
 # exceed_context_size_error; OpenAI: context_length_exceeded; vLLM: maximum context length)
 _TOO_LARGE_RE = re.compile(r"context|too (large|long)|exceed|maximum.{0,20}(length|tokens)|payload", re.I)
@@ -103,6 +104,9 @@ def failure_summary(results: Sequence[ChatResult], where: str, endpoint: str | N
     lines = [f"{where}: {len(failed)} of {len(results)} LLM requests failed after all retries "
              f"(endpoint {endpoint or 'default'}); nothing was written.",
              "  reasons: " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common())]
+    if reasons.get("unreachable"):
+        lines.append(f"  no connection could be opened to {endpoint or 'the endpoint'}: is the server running, "
+                     "and is the configured base_url right?")
     lines += [f"  {r.custom_id}: {(r.error or '')[:150]}" for r in failed[:examples]]
     if len(failed) > examples:
         lines.append(f"  ... and {len(failed) - examples} more")

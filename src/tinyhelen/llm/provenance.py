@@ -20,6 +20,8 @@ model) it records the share and lets the stage finish, since such outputs are ne
 """
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -113,3 +115,23 @@ def quarantine_gate(quarantined: int, total: int, llm: Any, where: str, reasons:
                      f"llm.max_quarantine_share={llm.max_quarantine_share:g}); nothing was written.\n"
                      f"  reasons: {why or 'n/a'}\n  The replies are cached: raise llm.max_quarantine_share "
                      "to accept them, or change the model or the prompt.")
+
+
+def endpoint_params(base_url: str | None, model: str, api_key) -> int | None:
+    """``meta.n_params`` of ``model`` from the endpoint's ``/models`` list (llama.cpp servers report it);
+    None where the endpoint does not say (or has no such route)."""
+    if not base_url:
+        return None
+    try:
+        req = urllib.request.Request(base_url.rstrip("/") + "/models",
+                                     headers={"authorization": f"Bearer {api_key()}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data = json.loads(r.read()).get("data") or []
+    except Exception:  # noqa: BLE001 - optional metadata: a missing route is no failure
+        return None
+    for m in data:
+        meta = m.get("meta") or {}
+        if "n_params" in meta and (m.get("id") == model or len(data) == 1):
+            return int(meta["n_params"])
+    return None
+

@@ -146,6 +146,64 @@ def qid_of(q: str) -> str:
     return hashlib.sha256(q.encode("utf-8")).hexdigest()
 
 
+def _generate(cfg: LeanerEvalConfig, llm: LLMConfig, seeds: list[str], seed: int,
+              llm_metrics_path: Path | str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any],
+                                                            dict[str, Any], int]:
+    """New questions from the LLM, deduplicated: (questions, dropped, LLM metrics, provenance, requests).
+    Raises ``LLMFailure`` on an outage or when more than ``llm.max_quarantine_share`` requests failed."""
+    tpl = load_template("eval_generate", cfg.prompt_version)
+    client = ChatClient(llm, metrics_path=llm_metrics_path, timing_key="llm_eval")
+    reqs = []
+    for i in range(cfg.n_requests):
+        ex = random.Random(seed * 1_000_003 + i).sample(seeds, min(cfg.examples_per_request, len(seeds)))
+        reqs.append(ChatRequest(f"eval-{i:05d}", tpl.render(examples="\n".join(f"- {q}" for q in ex),
+                                                             n=str(cfg.questions_per_request)),
+                                tpl.template_id, parse_questions(cfg.questions_per_request)))
+    results = client.run(reqs)
+    failed = [r for r in results if not r.ok]
+    provenance = stage_provenance(llm, results, [tpl.template_id], client.decoding())
+    gate = quarantine_gate(len(failed), len(results), llm, "leaner_eval",
+                           dict(Counter(f"llm_{r.reason}" for r in failed)), provenance)
+    cands = [q for r in results if r.ok for q in r.parsed]
+    dropped = [{"question": None, "reason": f"llm_{r.reason}", "details": r.error, "request": r.custom_id}
+               for r in failed]
+    kept, dd = dedupe(cands, seeds, cfg.near_dup_threshold)
+    dropped += dd
+    source = f"{answered_model(provenance)}:{tpl.template_id}"
+    allq = [{"qid": qid_of(q), "question": q, "source": source, "bin": None} for q in kept]
+    llm_metrics = {**client.metrics(), "template": tpl.template_id, "candidates": len(cands), "quarantine_gate": gate}
+    return allq, dropped, llm_metrics, provenance, len(reqs)
+
+
+def _score(sim: Similarity, cfg: LeanerEvalConfig, allq: list[dict[str, Any]], inner: list[dict[str, Any]]
+           ) -> np.ndarray:
+    """Set every question's ``similarity`` and (where it has none) its ``bin``; returns the scores of ``allq``."""
+    scores = sim.scores([q["question"] for q in allq]) if allq else np.zeros(0)
+    bins_by_qid = {}
+    for q, s in zip(allq, scores):
+        q["similarity"] = float(s)
+        if q.get("bin") is None:  # generated (or released without a bin): bin by our similarity
+            q["bin"] = bin_of(float(s), cfg.bin_edges)
+        bins_by_qid[q["qid"]] = q["bin"]
+    inner_scores = sim.scores([q["question"] for q in inner]) if inner else np.zeros(0)
+    for q, s in zip(inner, inner_scores):
+        q["similarity"] = float(s)
+        q["bin"] = bins_by_qid.get(q["qid"]) or bin_of(float(s), cfg.bin_edges)
+    return scores
+
+
+def _released_agreement(cfg: LeanerEvalConfig, allq: list[dict[str, Any]]) -> dict[str, float]:
+    """How well our similarity reproduces the released bins: Spearman rho and the share of equal bins."""
+    from scipy.stats import spearmanr
+
+    order = {b: i for i, b in enumerate(EVAL_BINS)}
+    rel = [order[q["bin"]] for q in allq if q["bin"] in order]
+    ours = [q["similarity"] for q in allq if q["bin"] in order]
+    rho = spearmanr(rel, ours).statistic if len(set(rel)) > 1 else float("nan")
+    return {"released_bin_spearman": round(float(rho), 4),
+            "bin_agreement": round(sum(bin_of(q["similarity"], cfg.bin_edges) == q["bin"] for q in allq) / len(allq), 4)}
+
+
 def leaner_eval(cfg: LeanerEvalConfig, llm: LLMConfig, prepared_eval: Path | str, reference_shard: Path | str,
                 out_dir: Path | str, quarantine_path: Path | str, seed: int = 1234,
                 llm_metrics_path: Path | str | None = None) -> dict[str, Any]:
@@ -163,42 +221,11 @@ def leaner_eval(cfg: LeanerEvalConfig, llm: LLMConfig, prepared_eval: Path | str
         allq = released
         inner = [r for _, r in iter_jsonl(prepared_eval / "inner_comparison.jsonl")]
     else:
-        tpl = load_template("eval_generate", cfg.prompt_version)
-        client = ChatClient(llm, metrics_path=llm_metrics_path, timing_key="llm_eval")
-        seeds = [r["question"] for r in released]
-        reqs = []
-        for i in range(cfg.n_requests):
-            ex = random.Random(seed * 1_000_003 + i).sample(seeds, min(cfg.examples_per_request, len(seeds)))
-            reqs.append(ChatRequest(f"eval-{i:05d}", tpl.render(examples="\n".join(f"- {q}" for q in ex),
-                                                                 n=str(cfg.questions_per_request)),
-                                    tpl.template_id, parse_questions(cfg.questions_per_request)))
-        n_requests = len(reqs)
-        results = client.run(reqs)
-        failed = [r for r in results if not r.ok]
-        provenance = stage_provenance(llm, results, [tpl.template_id], client.decoding())
-        gate = quarantine_gate(len(failed), len(results), llm, "leaner_eval",
-                               dict(Counter(f"llm_{r.reason}" for r in failed)), provenance)
-        cands = [q for r in results if r.ok for q in r.parsed]
-        dropped += [{"question": None, "reason": f"llm_{r.reason}", "details": r.error, "request": r.custom_id}
-                    for r in failed]
-        kept, dd = dedupe(cands, seeds, cfg.near_dup_threshold)
-        dropped += dd
-        source = f"{answered_model(provenance)}:{tpl.template_id}"
-        allq = [{"qid": qid_of(q), "question": q, "source": source, "bin": None} for q in kept]
+        allq, dropped, llm_metrics, provenance, n_requests = _generate(
+            cfg, llm, [r["question"] for r in released], seed, llm_metrics_path)
         rng = random.Random(seed)
         inner = [dict(q) for q in rng.sample(allq, min(cfg.inner_comparison_size, len(allq)))] if allq else []
-        llm_metrics = {**client.metrics(), "template": tpl.template_id, "candidates": len(cands), "quarantine_gate": gate}
-    scores = sim.scores([q["question"] for q in allq]) if allq else np.zeros(0)
-    bins_by_qid = {}
-    for q, s in zip(allq, scores):
-        q["similarity"] = float(s)
-        if q.get("bin") is None:  # generated (or released without a bin): bin by our similarity
-            q["bin"] = bin_of(float(s), cfg.bin_edges)
-        bins_by_qid[q["qid"]] = q["bin"]
-    inner_scores = sim.scores([q["question"] for q in inner]) if inner else np.zeros(0)
-    for q, s in zip(inner, inner_scores):
-        q["similarity"] = float(s)
-        q["bin"] = bins_by_qid.get(q["qid"]) or bin_of(float(s), cfg.bin_edges)
+    scores = _score(sim, cfg, allq, inner)
     keys = ["qid", "question", "source", "bin", "similarity"]
     write_jsonl(out_dir / "all.jsonl", ({k: q.get(k) for k in keys} for q in allq))
     write_jsonl(out_dir / "inner_comparison.jsonl", ({k: q.get(k) for k in keys} for q in inner))
@@ -213,14 +240,7 @@ def leaner_eval(cfg: LeanerEvalConfig, llm: LLMConfig, prepared_eval: Path | str
         "llm": llm_metrics, "provenance": provenance,
     }
     if llm.backend == "replay" and len(scores):
-        from scipy.stats import spearmanr
-
-        order = {b: i for i, b in enumerate(EVAL_BINS)}
-        rel = [order[q["bin"]] for q in allq if q["bin"] in order]
-        ours = [q["similarity"] for q in allq if q["bin"] in order]
-        rho = spearmanr(rel, ours).statistic if len(set(rel)) > 1 else float("nan")
-        metrics["released_bin_spearman"] = round(float(rho), 4)
-        metrics["bin_agreement"] = round(sum(bin_of(q["similarity"], cfg.bin_edges) == q["bin"] for q in allq) / len(allq), 4)
+        metrics.update(_released_agreement(cfg, allq))
     secs = time.monotonic() - t0
     timing.record(leaner_eval={"seconds": round(secs, 3), "llm_requests": n_requests,
                                "llm_requests_per_s": round(n_requests / secs, 4) if n_requests else 0.0})

@@ -27,7 +27,7 @@ from tinyhelen import timing
 from tinyhelen.config import ParamsError, Section, check_subset
 from tinyhelen.data import GLUE_TASKS
 from tinyhelen.io import InputError, iter_jsonl, write_jsonl
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, quarantine_gate
+from tinyhelen.llm import ChatClient, ChatRequest, ChatResult, LLMConfig, Template, quarantine_gate
 from tinyhelen.llm.prompts import load_template, strip_end_marker
 from tinyhelen.llm.provenance import stage_provenance
 
@@ -180,6 +180,107 @@ def parse_answer(task: str):
     return parse
 
 
+def _replay_files(cfg: LeanerGlueConfig, prepared_glue: Path | str, files: dict[str, list[dict[str, Any]]],
+                  per: dict[str, dict[str, int]]) -> None:
+    """The released Leaner-GLUE items (prepared glue schema), every file of the configured tasks: all kept."""
+    for task in cfg.tasks:
+        for path in sorted(Path(prepared_glue).glob(f"{task}_*.jsonl")):
+            recs = [r for _, r in iter_jsonl(path)]
+            files[path.stem] = recs
+            per.setdefault(task, {"kept": 0, "dropped": 0})["kept"] += len(recs)
+
+
+def _source_items(cfg: LeanerGlueConfig, llm: LLMConfig, files: dict[str, list[dict[str, Any]]],
+                  per: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """The original GLUE items sent to the LLM (``leaner_glue.source_dir``), at most
+    ``max_items_per_file`` per task/split file (lowest ``idx`` first)."""
+    if not cfg.source_dir:
+        raise ParamsError(f"leaner_glue.source_dir: required with llm.backend={llm.backend} (the original GLUE "
+                          "items are not part of the offline release); see docs/llm.md")
+    root = Path(cfg.source_dir)
+    if not root.is_dir():
+        raise InputError(root, "leaner_glue.source_dir: directory not found")
+    items: list[dict[str, Any]] = []
+    loader = load_glue_tsv if cfg.source_format == "glue_tsv" else load_glue_jsonl
+    for task in cfg.tasks:
+        for split, recs in sorted(loader(root, task).items()):
+            if cfg.splits is not None and split not in cfg.splits:
+                continue
+            recs = sorted(recs, key=lambda r: r["idx"])[: cfg.max_items_per_file]
+            files.setdefault(f"{task}_{split}", [])
+            per.setdefault(task, {"kept": 0, "dropped": 0})
+            items += recs
+    return items
+
+
+def _ask(client: ChatClient, items: list[dict[str, Any]], rw_t: Template, vf_t: Template
+         ) -> tuple[list[ChatResult], list[ChatResult | None]]:
+    """Rewrite every item (with its gold label), then verify each parsed rewrite without the label.
+    Returns the rewrites and the verdicts in item order (verdict None where the rewrite failed)."""
+    fields = lambda it: "A and B" if it["text_b"] is not None else "A"  # noqa: E731
+    rewrites = client.run([ChatRequest(
+        f"{it['task']}_{it['split']}-{it['idx']}",
+        rw_t.render(task_description=TASK_DESCRIPTIONS[it["task"]],
+                    label=label_name(it["task"], it["label"]), fields=fields(it),
+                    item=item_block(it["text_a"], it["text_b"])),
+        rw_t.template_id, parse_item(it["text_b"] is not None)) for it in items])
+    ok = [(it, rw) for it, rw in zip(items, rewrites) if rw.ok]
+    verdicts = client.run([ChatRequest(
+        f"{it['task']}_{it['split']}-{it['idx']}-verify",
+        vf_t.render(task_description=TASK_DESCRIPTIONS[it["task"]],
+                    choices=" | ".join(GLUE_LABELS[it["task"]] or ["a number from 0 to 5"]),
+                    item=item_block(rw.parsed["text_a"], rw.parsed["text_b"])),
+        vf_t.template_id, parse_answer(it["task"])) for it, rw in ok])
+    given = iter(verdicts)
+    return rewrites, [next(given) if rw.ok else None for rw in rewrites]
+
+
+def _sort_out(cfg: LeanerGlueConfig, items: list[dict[str, Any]], rewrites: list[ChatResult],
+              verdicts: list[ChatResult | None], files: dict[str, list[dict[str, Any]]],
+              per: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Keep each rewritten item whose verdict reaches the gold label (STS-B: within the tolerance); returns
+    the dropped items with their reason (``rewrite_failed``, ``verify_failed``, ``label_mismatch``)."""
+    dropped: list[dict[str, Any]] = []
+    for it, rw, v in zip(items, rewrites, verdicts):
+        name, task = f"{it['task']}_{it['split']}", it["task"]
+        base = {"task": task, "split": it["split"], "idx": it["idx"]}
+        if not rw.ok:
+            reason, detail = "rewrite_failed", rw.error
+        else:
+            assert v is not None
+            if not v.ok:
+                reason, detail = "verify_failed", v.error
+            elif (abs(float(v.parsed) - float(it["label"])) <= cfg.stsb_tolerance if GLUE_LABELS[task] is None
+                  else int(v.parsed) == int(it["label"])):
+                files[name].append({**base, **rw.parsed, "label": it["label"]})
+                per[task]["kept"] += 1
+                continue
+            else:
+                reason, detail = "label_mismatch", {"gold": it["label"], "predicted": v.parsed}
+        per[task]["dropped"] += 1
+        dropped.append({**base, "reason": reason, "details": detail})
+    return dropped
+
+
+def _live(cfg: LeanerGlueConfig, llm: LLMConfig, items: list[dict[str, Any]], files: dict[str, list[dict[str, Any]]],
+          per: dict[str, dict[str, int]], llm_metrics_path: Path | str | None
+          ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Rewrite, verify and sort out ``items``: (dropped items, LLM metrics, provenance). Raises ``LLMFailure``
+    on an outage or when more than ``llm.max_quarantine_share`` failed their content."""
+    rw_t = load_template("glue_rewrite", cfg.rewrite_version)
+    vf_t = load_template("glue_verify", cfg.verify_version)
+    with ChatClient(llm, metrics_path=llm_metrics_path, timing_key="llm_glue") as client:
+        rewrites, verdicts = _ask(client, items, rw_t, vf_t)
+    dropped = _sort_out(cfg, items, rewrites, verdicts, files, per)
+    provenance = stage_provenance(llm, [*rewrites, *(v for v in verdicts if v is not None)],
+                                  [rw_t.template_id, vf_t.template_id], client.decoding())
+    reasons = Counter(r["reason"] for r in dropped)
+    gate = quarantine_gate(reasons["rewrite_failed"] + reasons["verify_failed"], len(items), llm, "leaner_glue",
+                           {k: v for k, v in reasons.items() if k != "label_mismatch"}, provenance)
+    llm_metrics = {**client.metrics(), "templates": [rw_t.template_id, vf_t.template_id], "quarantine_gate": gate}
+    return dropped, llm_metrics, provenance
+
+
 def leaner_glue(cfg: LeanerGlueConfig, llm: LLMConfig, prepared_glue: Path | str, out_dir: Path | str,
                 quarantine_path: Path | str, llm_metrics_path: Path | str | None = None) -> dict[str, Any]:
     """Write ``out_dir/<task>_<split>.jsonl`` and the quarantine file; return the metrics. Raises
@@ -187,76 +288,16 @@ def leaner_glue(cfg: LeanerGlueConfig, llm: LLMConfig, prepared_glue: Path | str
     t0 = time.monotonic()
     out_dir = Path(out_dir)
     per: dict[str, dict[str, int]] = {}
-    dropped_recs: list[dict[str, Any]] = []
     files: dict[str, list[dict[str, Any]]] = {}
+    dropped_recs: list[dict[str, Any]] = []
     llm_metrics: dict[str, Any] = {}
     provenance = stage_provenance(llm)
+    items: list[dict[str, Any]] = []
     if llm.backend == "replay":
-        for task in cfg.tasks:
-            for path in sorted(Path(prepared_glue).glob(f"{task}_*.jsonl")):
-                recs = [r for _, r in iter_jsonl(path)]
-                files[path.stem] = recs
-                per.setdefault(task, {"kept": 0, "dropped": 0})["kept"] += len(recs)
-        items: list[dict[str, Any]] = []
+        _replay_files(cfg, prepared_glue, files, per)
     else:
-        if not cfg.source_dir:
-            raise ParamsError(f"leaner_glue.source_dir: required with llm.backend={llm.backend} (the original GLUE "
-                              "items are not part of the offline release); see docs/llm.md")
-        root = Path(cfg.source_dir)
-        if not root.is_dir():
-            raise InputError(root, "leaner_glue.source_dir: directory not found")
-        rw_t = load_template("glue_rewrite", cfg.rewrite_version)
-        vf_t = load_template("glue_verify", cfg.verify_version)
-        items = []
-        for task in cfg.tasks:
-            loader = load_glue_tsv if cfg.source_format == "glue_tsv" else load_glue_jsonl
-            for split, recs in sorted(loader(root, task).items()):
-                if cfg.splits is not None and split not in cfg.splits:
-                    continue
-                recs = sorted(recs, key=lambda r: r["idx"])[: cfg.max_items_per_file]
-                files.setdefault(f"{task}_{split}", [])
-                per.setdefault(task, {"kept": 0, "dropped": 0})
-                items += recs
-        fields = lambda it: "A and B" if it["text_b"] is not None else "A"  # noqa: E731
-        with ChatClient(llm, metrics_path=llm_metrics_path, timing_key="llm_glue") as client:
-            rewrites = client.run([ChatRequest(
-                f"{it['task']}_{it['split']}-{it['idx']}",
-                rw_t.render(task_description=TASK_DESCRIPTIONS[it["task"]],
-                            label=label_name(it["task"], it["label"]), fields=fields(it),
-                            item=item_block(it["text_a"], it["text_b"])),
-                rw_t.template_id, parse_item(it["text_b"] is not None)) for it in items])
-            ok = [(it, rw) for it, rw in zip(items, rewrites) if rw.ok]
-            verdicts = client.run([ChatRequest(
-                f"{it['task']}_{it['split']}-{it['idx']}-verify",
-                vf_t.render(task_description=TASK_DESCRIPTIONS[it["task"]],
-                            choices=" | ".join(GLUE_LABELS[it["task"]] or ["a number from 0 to 5"]),
-                            item=item_block(rw.parsed["text_a"], rw.parsed["text_b"])),
-                vf_t.template_id, parse_answer(it["task"])) for it, rw in ok])
-        verdict_of = {id(it): v for (it, _), v in zip(ok, verdicts)}
-        for it, rw in zip(items, rewrites):
-            name, task = f"{it['task']}_{it['split']}", it["task"]
-            base = {"task": task, "split": it["split"], "idx": it["idx"]}
-            if not rw.ok:
-                reason, detail = "rewrite_failed", rw.error
-            else:
-                v = verdict_of[id(it)]
-                if not v.ok:
-                    reason, detail = "verify_failed", v.error
-                elif (abs(float(v.parsed) - float(it["label"])) <= cfg.stsb_tolerance if GLUE_LABELS[task] is None
-                      else int(v.parsed) == int(it["label"])):
-                    files[name].append({**base, **rw.parsed, "label": it["label"]})
-                    per[task]["kept"] += 1
-                    continue
-                else:
-                    reason, detail = "label_mismatch", {"gold": it["label"], "predicted": v.parsed}
-            per[task]["dropped"] += 1
-            dropped_recs.append({**base, "reason": reason, "details": detail})
-        provenance = stage_provenance(llm, [*rewrites, *verdicts], [rw_t.template_id, vf_t.template_id],
-                                      client.decoding())
-        reasons = Counter(r["reason"] for r in dropped_recs)
-        gate = quarantine_gate(reasons["rewrite_failed"] + reasons["verify_failed"], len(items), llm, "leaner_glue",
-                               {k: v for k, v in reasons.items() if k != "label_mismatch"}, provenance)
-        llm_metrics = {**client.metrics(), "templates": [rw_t.template_id, vf_t.template_id], "quarantine_gate": gate}
+        items = _source_items(cfg, llm, files, per)
+        dropped_recs, llm_metrics, provenance = _live(cfg, llm, items, files, per, llm_metrics_path)
     for name, recs in files.items():
         write_jsonl(out_dir / f"{name}.jsonl", recs)
     write_jsonl(quarantine_path, dropped_recs)
