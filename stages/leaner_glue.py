@@ -5,7 +5,7 @@ outs: data/leaner/glue/<task>_<split>.jsonl, data/leaner/quarantine_glue.jsonl
 metrics: reports/leaner_glue.json (kept/dropped per task, LLM counts, provenance); exits 3 on an LLM outage
 """
 from tinyhelen.benchmarks import leaner_glue
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.io import write_json
 from tinyhelen.llm import LLMConfig
@@ -14,9 +14,10 @@ from tinyhelen.llm import LLMConfig
 def main(args):
     llm = load_section("llm", LLMConfig, args.params)
     cfg = load_section("leaner_glue", leaner_glue.LeanerGlueConfig, args.params)
-    m = leaner_glue.leaner_glue(cfg, llm, "data/prepared/glue", "data/leaner/glue", "data/leaner/quarantine_glue.jsonl")
-    write_json("reports/leaner_glue.json", m)
+    write_json(args.metrics, leaner_glue.leaner_glue(cfg, llm, args.prepared, args.out, args.quarantine))
 
 
 if __name__ == "__main__":
-    stage_main(main, parser(__doc__))
+    stage_main(main, add_paths(parser(__doc__), {
+        "--prepared": "prepared GLUE directory (replay)", "--out": "Leaner-GLUE directory",
+        "--quarantine": "quarantine file (JSONL)", "--metrics": "metrics (JSON)"}))

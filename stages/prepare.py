@@ -1,10 +1,10 @@
 """Stage `prepare`: read the released TinyHelen data in data.local_dir and write normalised, paired shards.
 
-params: data.*    deps: ${data.local_dir} (the release copy)    outs: data/prepared
-metrics: reports/prepare.json (+ reports/prepare_detail.json)
+params: data.*    deps: ${data.local_dir} (the release copy)    outs: the prepared shards
+metrics: the summary (+ the detail), paths from dvc.yaml
 """
 from tinyhelen import data
-from tinyhelen.cli import parser, stage_main
+from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 
 
@@ -15,8 +15,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--out", default="data/prepared")
-    p.add_argument("--metrics", default="reports/prepare.json")
-    p.add_argument("--detail", default="reports/prepare_detail.json")
-    stage_main(main, p)
+    stage_main(main, add_paths(parser(__doc__), {"--out": "directory of the prepared shards",
+                                                 "--metrics": "metrics (JSON)", "--detail": "detail (JSON)"}))
