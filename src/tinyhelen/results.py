@@ -31,9 +31,12 @@ class Schema(BaseModel):
 
 
 class Result(Schema):
-    """Base of the typed experiment results (``name``: the experiment, the file name the card reads)."""
+    """Base of the typed experiment results (``name``: the experiment, the file name the card reads).
+    ``run_files``: the sha256 of every run file the result was built from (path relative to the runs
+    directory; ``tinyhelen.runfiles.recording``)."""
 
     name: ClassVar[str]
+    run_files: dict[str, str] = {}
 
     @classmethod
     def file(cls, reports: Path | str) -> Path:
