@@ -1,6 +1,7 @@
 """The report card: each experiment's claims decided on constructed typed results (the rules themselves:
 tests/test_verdicts.py), the scale qualifier, the "Protocol vs study" table, unverified input, the pipeline-check
-mark, the stage on a fixture of real typed results (tests/fixtures/report: cut from a CPU-default run),
+mark, the stage on a fixture (tests/fixtures/report: typed results cut from a CPU-default run, rebuilt from the run
+files under reports/runs/ that make_runs.py wrote for them),
 graceful degradation, and the metrics files (no wall-clock keys; a `curriculum` change touches few)."""
 from __future__ import annotations
 
