@@ -11,7 +11,6 @@ from tinyhelen import results, runfiles, timing, tokenizer
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.entropy import measure, result, tables
-from tinyhelen.io import atomic_open, write_tsv
 
 
 def main(args):
@@ -24,12 +23,8 @@ def main(args):
     result.write_run(args.run_file, run.results, cfg.max_n, cfg.top_k, run.coverage["pooled_genres"],
                      run.coverage["dropped"])
     res = result.from_runs(runfiles.root_of(args.run_file, "entropy"))
-    results.write(res, args.result, args.metrics)
-    with atomic_open(args.md) as fh:
-        fh.write(tables.document(res))
-    rows = result.plot_rows(res)
-    write_tsv(args.plot, rows, list(rows[0]))
-    result.plot_png(rows, args.png)
+    results.write_report(res, args.result, args.metrics, args.md, tables.document(res))
+    result.write_plots(res, args.plot, args.png)
 
 
 if __name__ == "__main__":

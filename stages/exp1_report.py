@@ -9,17 +9,12 @@ writes: the typed result and its metrics (JSON), tables (Markdown), plot data (T
 from tinyhelen import results
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.exp1 import result, tables
-from tinyhelen.io import atomic_open, write_tsv
 
 
 def main(args):
     res = result.from_runs(args.run_files, args.params)
-    results.write(res, args.result, args.metrics)
-    with atomic_open(args.md) as fh:
-        fh.write(tables.document(res))
-    rows = result.plot_rows(res)
-    write_tsv(args.plot, rows, list(rows[0]))
-    result.plot_png(res, args.png)
+    results.write_report(res, args.result, args.metrics, args.md, tables.document(res))
+    result.write_plots(res, args.plot, args.png)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,18 @@ from tinyhelen.config import load_section
 from tinyhelen.exp2 import result, tables
 from tinyhelen.exp2.config import Exp2Config
 from tinyhelen.exp2.generate import GenerateConfig
-from tinyhelen.io import atomic_open, write_json, write_tsv
+from tinyhelen.io import write_json, write_tsv
 
 
 def main(args):
     res = result.from_runs(args.run_files, args.params)
-    results.write(res, args.result, args.metrics)
     cfg = load_section("exp2", Exp2Config, args.params)
     summary = json.loads((Path(args.judge) / "summary.json").read_text())
     prov = {"judge_model": summary.get("model"), "n_boot": cfg.n_boot,
             "decoding": load_section("generate", GenerateConfig, args.params).decoding.model_dump(),
             "agreement": summary.get("agreement"), "position_means": summary.get("position_means")}
     write_json(args.detail, {"provenance": prov})
-    with atomic_open(args.md) as fh:
-        fh.write(tables.document(res, provenance=prov))
+    results.write_report(res, args.result, args.metrics, args.md, tables.document(res, provenance=prov))
     write_tsv(args.curve_plot, result.curve_rows(res), ["step", *cfg.recipes])
     write_tsv(args.recipes_plot, result.recipe_rows(res), ["recipe", "bin", "metric", "mean", "lo", "hi"])
     result.plot_png(res, args.png)

@@ -19,21 +19,19 @@ from tinyhelen.config import load_section
 from tinyhelen.exp3 import rebuild, result, runs, tables
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.units import load_units
-from tinyhelen.io import atomic_open, write_json, write_tsv
+from tinyhelen.io import write_json, write_tsv
 
 
 def main(args):
     cfg = load_section("exp3", Exp3Config, args.params)
     res = rebuild.from_runs(args.run_files, args.params)
     data, _ = rebuild.read_runs(args.run_files, cfg.strategies, cfg.seeds)
-    results.write(res, args.result, args.metrics)
     units, _ = load_units(args.units)
     corr = result.correlations(runs.pool_scores_matrix(args.difficulty, units.subset("pool").unit_ids))
     info_path = Path(args.units) / "info.json"
     write_json(args.detail, {"aggregate": result.aggregate(res), "correlations": corr,
                              "units": json.loads(info_path.read_text()) if info_path.exists() else None})
-    with atomic_open(args.md) as fh:
-        fh.write(tables.document(res, correlations=corr))
+    results.write_report(res, args.result, args.metrics, args.md, tables.document(res, correlations=corr))
     for path, col in ((args.loss_plot, "val_loss"), (args.pool_plot, "pool_fraction")):
         write_tsv(path, result.curve_rows(data, cfg.strategies, col), ["step", *cfg.strategies])
     result.plot_png(data, cfg.strategies, res.target_loss, args.png)

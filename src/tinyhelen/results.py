@@ -65,6 +65,16 @@ def write(result: Result, path: Path | str, metrics_path: Path | str) -> None:
     write_json(metrics_path, result.metrics())
 
 
+def write_report(result: Result, path: Path | str, metrics_path: Path | str, md_path: Path | str,
+                 document: str) -> None:
+    """``write`` plus the experiment's tables (``document``, rendered from ``result``) to ``md_path``."""
+    from tinyhelen.io import atomic_open
+
+    write(result, path, metrics_path)
+    with atomic_open(md_path) as fh:
+        fh.write(document)
+
+
 def read(model: type[R], path: Path | str, name: str | None = None) -> tuple[R | None, str | None]:
     """``(result, None)``, or ``(None, problem)`` when the file is absent, malformed or off-schema; the
     problem names the file (as ``name``, default the path) and, for JSON errors, the line."""

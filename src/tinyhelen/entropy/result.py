@@ -164,3 +164,12 @@ def plot_png(rows: list[dict[str, Any]], path: Path | str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def write_plots(ent: EntropyResult, tsv: Path | str, png: Path | str) -> None:
+    """The DVC plot data (``plot_rows``) and the figure."""
+    from tinyhelen.io import write_tsv
+
+    rows = plot_rows(ent)
+    write_tsv(tsv, rows, list(rows[0]))
+    plot_png(rows, png)

@@ -192,3 +192,11 @@ def plot_png(e1: Exp1Result, path: Path | str) -> None:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
+
+def write_plots(e1: Exp1Result, tsv: Path | str, png: Path | str) -> None:
+    """The DVC plot data (``plot_rows``) and the figure."""
+    from tinyhelen.io import write_tsv
+
+    rows = plot_rows(e1)
+    write_tsv(tsv, rows, list(rows[0]))
+    plot_png(e1, png)
