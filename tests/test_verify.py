@@ -212,6 +212,26 @@ def test_a_saved_profile_keeps_its_run_files_and_verifies(tree):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", ["exp1_report", "exp2_report"])
+def test_the_report_stage_builds_the_same_result_from_the_run_files(tree, stage):
+    """The stage, run with its dvc.yaml command on the fixture's run files, writes the typed result and metrics
+    that verify recomputes (byte for byte), and its tables."""
+    from conftest import stage_argv
+
+    name = stage.removesuffix("_report")
+    before = {f: (tree / "reports" / f).read_bytes() for f in (f"results/{name}.json", f"{name}.json")}
+    (tree / "data/judge").mkdir(parents=True)
+    (tree / "data/judge/summary.json").write_text('{"model": null}')
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": str(Path(sys.executable).parent), "TINYHELEN_TIMINGS": "0"}
+    res = subprocess.run(stage_argv(stage), cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {f: (tree / "reports" / f).read_bytes() for f in before} == before
+    md = (tree / "reports" / f"{name}.md").read_text()
+    assert md.startswith(f"# {name.upper()}:") and "| ---" in md.replace("|:---", "| ---").replace("|---", "| ---")
+    assert verify(tree / "reports").ok
+
+
+@pytest.mark.slow
 def test_the_command_line(tree):
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": str(Path(sys.executable).parent)}
     ok = subprocess.run([sys.executable, "-m", "tinyhelen.report", "verify", "reports"], cwd=tree, env=env,

@@ -143,8 +143,8 @@ def verify(directory: Path | str) -> Report:
     for name, build in builders().items():
         try:
             rebuilt[name] = (build(runs, params), None)
-        except (OSError, ValueError) as exc:
-            rebuilt[name] = (None, f"cannot be rebuilt from {runs.name}/: {exc}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a run file without a column it needs: KeyError
+            rebuilt[name] = (None, f"cannot be rebuilt from {runs.name}/: {type(exc).__name__}: {exc}")
     cfg = load_section("report", ReportConfig, params)
     ctx = collect(root, params.resolve(), cfg, reports.name, results=rebuilt)
     claims = {name: [c.id for c in ctx["claims"] if c.experiment.lower() == name] for name in RESULTS}
@@ -163,10 +163,13 @@ def verify(directory: Path | str) -> Report:
     if bad:
         problems.append(f"{SUMMARY}: {bad}")
     else:
-        for cid in list(stored.get("claims", {})) + [c for c in fresh["claims"] if c not in stored.get("claims", {})]:
-            problems += _diff_lines(f"claim {cid}: {SUMMARY}", stored["claims"].get(cid, "absent"),
+        claims_stored = stored.get("claims") if isinstance(stored, dict) else None
+        claims_stored = claims_stored if isinstance(claims_stored, dict) else {}
+        for cid in list(claims_stored) + [c for c in fresh["claims"] if c not in claims_stored]:
+            problems += _diff_lines(f"claim {cid}: {SUMMARY}", claims_stored.get(cid, "absent"),
                                     fresh["claims"].get(cid, "absent"))
-        rest = ({k: v for k, v in stored.items() if k != "claims"}, {k: v for k, v in fresh.items() if k != "claims"})
+        rest = ({k: v for k, v in (stored if isinstance(stored, dict) else {}).items() if k != "claims"},
+                {k: v for k, v in fresh.items() if k != "claims"})
         problems += _diff_lines(f"{SUMMARY}:", *rest)
     return Report(reports, n_files, problems)
 
