@@ -78,6 +78,18 @@ def test_a_bad_run_file_names_file_and_line(tmp_path, body, message):
         runfiles.read(tmp_path / "x.tsv")
 
 
+def test_a_run_file_holds_no_wall_clock_figure(tmp_path):
+    for bad in ({"tokens_per_s": 1.0}, {"seconds": 2.0}, {"mfu": 0.3}):
+        with pytest.raises(ValueError, match="wall-clock"):
+            runfiles.write(tmp_path / "x.tsv", "curve", {}, [{"step": 1, **bad}], ["step", *bad])
+    with pytest.raises(ValueError, match="wall-clock"):
+        runfiles.write(tmp_path / "x.tsv", "curve", {"wall_time": 3}, [], ["step"])
+    assert not (tmp_path / "x.tsv").exists()
+    for f in (FIXTURE / "reports/runs").rglob("*.tsv"):
+        rf = runfiles.read(f)
+        assert not [k for k in [*rf.columns, *rf.meta] if runfiles.WALL_CLOCK.search(k)], f
+
+
 def test_curve_rows_keep_the_evaluations_and_the_last_row():
     hist = [{"step": 0, "val_loss": 5.0, "pool_fraction": 0.1}, {"step": 4, "val_loss": None},
             {"step": 8, "val_loss": 4.0}, {"step": 10, "val_loss": None}]

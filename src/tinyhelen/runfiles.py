@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ LAYOUT = {
     "exp3_glue": "exp3/glue/{name}-s{seed}.tsv",
 }
 
+# names that say a figure is wall-clock (never in a run file: the same params give the same file)
+WALL_CLOCK = re.compile(r"(^|_)(seconds|wall|mfu|time|timestamp|started|host)(_|$)|per_s$")
 STR_COLUMNS = frozenset({"task", "setting", "scope", "side", "figure", "recipe", "qid", "bin", "set"})
 INT_COLUMNS = frozenset({"step", "tokens", "unique_tokens", "seed", "epoch", "pool_units", "pool_tokens",
                          "checkpoint"})
@@ -109,8 +112,12 @@ def cell(v: Any) -> str:
 
 def write(target: Path | str, kind: str, meta: Mapping[str, Any], rows: Iterable[Mapping[str, Any]],
           columns: Sequence[str]) -> Path:
-    """Write a run file atomically; every row's keys must be among ``columns``."""
+    """Write a run file atomically; every row's keys must be among ``columns``; no column or header key may
+    name a wall-clock figure (``WALL_CLOCK``)."""
     columns = list(columns)
+    clocks = [k for k in [*columns, *meta] if WALL_CLOCK.search(k)]
+    if clocks:
+        raise ValueError(f"{target}: wall-clock figures {clocks} do not go into a run file (tinyhelen.timing)")
     with atomic_open(target) as fh:
         fh.write(f"# kind: {json.dumps(kind)}\n")
         for k, v in meta.items():
