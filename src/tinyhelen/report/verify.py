@@ -54,7 +54,7 @@ class Report:
     def text(self) -> str:
         if self.ok:
             return f"{self.directory}: every result, figure and verdict recomputed from {self.run_files} run files"
-        return "\n".join([f"{self.directory}: {len(self.problems)} difference(s) from its run files"]
+        return "\n".join([f"{self.directory}: {len(self.problems)} problem(s): not recomputable from its run files"]
                          + [f"  - {p}" for p in self.problems])
 
 
