@@ -6,7 +6,8 @@ skipped (`exp3.glue.untrained: false` skips the untrained proxy).
 
 Every path comes from the command line (dvc.yaml).
 params: exp3.strategies, exp3.seeds, exp3.glue, exp3.train (checkpoint steps, model), glue
-Writes <out>/<strategy>-s<seed>.json and <out>/untrained-s<seed>.json (read by `exp3_report`). The
+Writes <out>/<strategy>-s<seed>.json and <out>/untrained-s<seed>.json, and the same as run files
+<run-files>/<name>-s<seed>.tsv (a row per checkpoint x task x lr x seed x epoch: read by `exp3_report`). The
 fine-tuning protocol is EXP1's `glue:` params section (`tinyhelen.exp1.glue.GlueConfig`, incl. its threads)
 narrowed by `exp3.glue.tasks` / `exp3.glue.seeds`; `exp3.glue.seed` is the base seed passed to
 `evaluate_checkpoint`.
@@ -17,12 +18,18 @@ from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
+from tinyhelen import runfiles
+from tinyhelen.exp1.run_files import write_glue
 from tinyhelen.exp3 import runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.result import run_name
 from tinyhelen.io import write_json
 
 log = logging.getLogger("tinyhelen.exp3_glue")
+
+
+def _run_file(args, strategy: str, seed: int) -> Path:
+    return Path(args.run_files) / Path(runfiles.LAYOUT["exp3_glue"]).name.format(name=strategy, seed=seed)
 
 
 def main(args):
@@ -38,6 +45,8 @@ def main(args):
         if skip:
             write_json(out / f"{run_name(strategy, seed)}.json",
                        {"enabled": False, "strategy": strategy, "seed": seed, "skipped": skip})
+            write_glue(_run_file(args, strategy, seed), {}, "exp3_glue", strategy=strategy, run_seed=seed,
+                       enabled=False, skipped=skip, tasks=[])
         else:
             todo.append((strategy, seed))
     if not todo:
@@ -54,11 +63,13 @@ def main(args):
         with tempfile.TemporaryDirectory() as work:
             res = runs.glue(strategy, seed, run, args.tokenizer, args.glue, cfg, glue_cfg, work)
         write_json(out / f"{name}.json", {"enabled": True, **res})
+        write_glue(_run_file(args, strategy, seed), {int(k.removeprefix("step")): t for k, t in res["details"].items()},
+                   "exp3_glue", strategy=strategy, run_seed=seed, enabled=True, tasks=res["tasks"])
 
 
 if __name__ == "__main__":
     p = parser(__doc__)
     add_paths(p, {"--runs": "the exp3_train runs directory (<strategy>-s<seed>/checkpoint-<step>/)",
                   "--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory",
-                  "--out": "directory of the scores JSON files"})
+                  "--out": "directory of the scores JSON files", "--run-files": "directory of the run files"})
     stage_main(main, p)

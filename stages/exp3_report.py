@@ -1,11 +1,12 @@
 """Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std), steps/data to reach the target loss and
 reductions vs full-random (steps, and data = unique pool tokens seen), loss curves of every strategy,
 Leaner-GLUE of every strategy's checkpoints and of the untrained proxy. `curriculum` selects the headline
-strategy.
+strategy. The typed result is built from the run files alone (`tinyhelen.exp3.rebuild.from_runs`).
 
 params: curriculum, exp3.strategies, exp3.seeds, exp3.report, exp3.train.{max_steps,batch_size,seq_len,
         eval_every,model}
-deps: the runs, difficulty scores, units, tokenizer and exp3_glue scores (paths in dvc.yaml)
+deps: the run files (exp3_train, exp3_glue), the difficulty scores and the units (their correlations and
+      description go to the detail file; paths in dvc.yaml)
 outs: the typed result and its metrics (JSON), the tables (Markdown), the detail (JSON), the plot data (TSV:
       validation loss, pool share) and the figure (PNG)
 """
@@ -15,39 +16,22 @@ from pathlib import Path
 from tinyhelen import results
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
-from tinyhelen.exp3 import result, runs
-from tinyhelen.exp3.config import CurriculumParam, Exp3Config
+from tinyhelen.exp3 import rebuild, result, runs, tables
+from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.units import load_units
-from tinyhelen.io import atomic_open, write_json, write_tsv
-
-
-def proxy_params(model_cfg, tokenizer_dir: str) -> int:
-    """Non-embedding parameters of the proxy (built from its config, not trained)."""
-    from tinyhelen import tokenizer
-    from tinyhelen.exp1 import models
-    from tinyhelen.exp3.curriculum import proxy_config
-
-    tok = tokenizer.load(tokenizer_dir)
-    return models.non_embedding_params(models.build_lm(model_cfg.arch, proxy_config(model_cfg, tok)))
+from tinyhelen.io import write_json, write_tsv
 
 
 def main(args):
     cfg = load_section("exp3", Exp3Config, args.params)
-    selected = load_section("curriculum", CurriculumParam, args.params).value
-    data = result.load_runs(args.runs, cfg.strategies, cfg.seeds)
+    res = rebuild.from_runs(args.run_files, args.params)
+    data, _ = rebuild.read_runs(args.run_files, cfg.strategies, cfg.seeds)
     units, _ = load_units(args.units)
-    pool = units.subset("pool")
-    res = result.build(data, cfg.strategies, cfg.seeds, selected, cfg.report.target_loss, cfg.report.target_from,
-                       cfg.train, pool_units=len(pool), pool_tokens=int(pool.lengths().sum()),
-                       non_embedding_params=proxy_params(cfg.train.model, args.tokenizer),
-                       glue=result.load_glue(args.glue, [*cfg.strategies, runs.UNTRAINED], cfg.seeds))
-    results.write(res, args.result, args.metrics)
-    corr = result.correlations(runs.pool_scores_matrix(args.difficulty, pool.unit_ids))
+    corr = result.correlations(runs.pool_scores_matrix(args.difficulty, units.subset("pool").unit_ids))
     info_path = Path(args.units) / "info.json"
     write_json(args.detail, {"aggregate": result.aggregate(res), "correlations": corr,
                              "units": json.loads(info_path.read_text()) if info_path.exists() else None})
-    with atomic_open(args.md) as fh:
-        fh.write(result.markdown(res, corr))
+    results.write_report(res, args.result, args.metrics, args.md, tables.document(res, correlations=corr))
     for path, col in ((args.loss_plot, "val_loss"), (args.pool_plot, "pool_fraction")):
         write_tsv(path, result.curve_rows(data, cfg.strategies, col), ["step", *cfg.strategies])
     result.plot_png(data, cfg.strategies, res.target_loss, args.png)
@@ -55,9 +39,8 @@ def main(args):
 
 if __name__ == "__main__":
     stage_main(main, add_paths(parser(__doc__), {
-        "--runs": "the exp3_train runs (<strategy>-s<seed>/)", "--difficulty": "the difficulty scores",
-        "--units": "the curriculum units", "--tokenizer": "tokenizer directory",
-        "--glue": "exp3_glue scores (<strategy>-s<seed>.json, untrained-s<seed>.json)",
+        "--run-files": "the run files directory (exp3/<strategy>-s<seed>.tsv, exp3/glue/)",
+        "--difficulty": "the difficulty scores", "--units": "the curriculum units",
         "--result": "typed result (JSON)", "--metrics": "DVC metrics (JSON)", "--detail": "detail (JSON)",
         "--md": "tables (Markdown)", "--loss-plot": "validation-loss curves (TSV)",
         "--pool-plot": "pool-share curves (TSV)", "--png": "figure (PNG)"}))

@@ -3,12 +3,13 @@
 init = leaner / ori (a pretrained model: <pretrain run>/final) or scratch (the saved random initialisation of
 `pretrain_scratch@<arch>`); --checkpoint names its directory. Every path comes from the command line (dvc.yaml).
 params: models.preset, glue.*, seed. Writes the metrics (best lr, test mean/std per task, the mean over the
-study's tasks) and every lr x seed run (validation per epoch, test at the best epoch); wall-clock figures go to
-reports/timings/.
+study's tasks) and the run file (a row per task x lr x seed x epoch: train loss, validation and test score; the
+report's typed result is built from it); wall-clock figures go to reports/timings/.
 """
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
 from tinyhelen.exp1 import glue
+from tinyhelen.exp1.run_files import write_glue
 from tinyhelen.exp1.config import ModelsConfig
 from tinyhelen.io import write_json
 from tinyhelen.train.compute import set_threads
@@ -24,7 +25,7 @@ def main(args):
                "mean_tasks": res["mean_tasks"],
                "tasks": {t: {k: v for k, v in r.items() if k != "runs"} for t, r in res["tasks"].items()}}
     write_json(args.metrics, summary)
-    write_json(args.runs, {t: r["runs"] for t, r in res["tasks"].items()})
+    write_glue(args.run_file, {None: res["tasks"]}, arch=args.arch, init=args.init, preset=preset, seed=seed)
 
 
 if __name__ == "__main__":
@@ -33,5 +34,5 @@ if __name__ == "__main__":
     p.add_argument("init", choices=["leaner", "ori", "scratch"])
     add_paths(p, {"--glue": "Leaner-GLUE directory (<task>_<split>.jsonl files)", "--checkpoint": "model directory "
                   "(a pretrained run's final/, or the saved scratch initialisation)", "--metrics": "metrics JSON "
-                  "(per task: best lr, test mean/std)", "--runs": "JSON of every lr x seed run"})
+                  "(per task: best lr, test mean/std)", "--run-file": "run file (TSV: task x lr x seed x epoch)"})
     stage_main(main, p)

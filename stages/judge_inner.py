@@ -4,11 +4,14 @@ checkpoints judged together per question) and select one checkpoint per recipe (
 Every path comes from the command line (dvc.yaml).
 params: judge, llm.* (reply-changing keys), exp2.recipes, exp2.n_boot, exp2.selection_metric,
 exp2.max_unscored_share, seed
-Reads <generations>/<recipe>.jsonl for every recipe of exp2.recipes. Writes <out>/{scores.jsonl,summary.json,quarantine.jsonl}, the selection <selection> (selected step per recipe
-and the checkpoint curve: read by `generate` and `exp2_report`) and the metrics <metrics>; an LLM outage
+Reads <generations>/<recipe>.jsonl for every recipe of exp2.recipes. Writes <out>/{scores.jsonl,summary.json,
+quarantine.jsonl}, the run file <run-file> (every inner-comparison answer's scores: the selection is recomputed
+from it), the selection <selection> (selected step per recipe, or none when no checkpoint has a signal, and the
+checkpoint curve: read by `generate`) and the metrics <metrics>; an LLM outage
 (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
 from tinyhelen.exp2 import judge
+from tinyhelen.exp2.run_files import write_scores
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json
@@ -24,6 +27,7 @@ def main(args):
                                           load_section("llm", LLMConfig, args.params), seed)
     selection = judge.select_checkpoints(scores, cfg.backend, e2.recipes, e2.n_boot, seed, e2.selection_metric,
                                          e2.max_unscored_share)
+    write_scores(args.run_file, "exp2_inner", scores, cfg.backend)
     write_json(args.selection, selection)
     write_json(args.metrics, {**summary, "selected": selection["selected"]})
 
@@ -31,6 +35,7 @@ def main(args):
 if __name__ == "__main__":
     p = add_paths(parser(__doc__), {"--out": "output directory (scores, summary, quarantine)",
                                     "--selection": "the checkpoint selection (JSON)",
+                                    "--run-file": "run file of the answers' scores (TSV)",
                                     "--metrics": "metrics JSON of the stage"})
     p.add_argument("--generations", required=True,
                    help="directory of the inner-comparison generations (<recipe>.jsonl, generate_inner)")

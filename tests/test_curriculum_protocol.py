@@ -162,8 +162,6 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
 def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, tokenizers, tmp_path):
     """A run's checkpoints and the random-init proxy are fine-tuned with EXP1's code; the typed result and
     the Markdown show GLUE per strategy and step (the untrained proxy at step 0)."""
-    import json
-
     from tinyhelen.exp3 import runs
     from tinyhelen.exp1.glue import GlueConfig
 
@@ -181,11 +179,15 @@ def test_glue_of_every_checkpoint_and_the_untrained_proxy(pool_setup, prepared, 
     assert [s["step"] for s in out["sentlen"]["scores"]] == [2, 4]
     assert [s["step"] for s in out[runs.UNTRAINED]["scores"]] == [0]
     assert out["sentlen"]["tasks"] == ["wnli"] and set(out["sentlen"]["scores"][0]["tasks"]) == {"wnli"}
-    gdir = tmp_path / "glue"
-    gdir.mkdir()
-    for name, rep in out.items():
-        (gdir / f"{name}-s0.json").write_text(json.dumps({"enabled": True, **rep}))
-    rows, tasks = result.load_glue(gdir, ["sentlen", runs.UNTRAINED], [0])
+    from tinyhelen import runfiles
+    from tinyhelen.exp1.run_files import write_glue
+    from tinyhelen.exp3.rebuild import read_glue
+
+    for name, rep in out.items():  # as the exp3_glue stage writes its run files, and the report reads them
+        write_glue(runfiles.path(tmp_path, "exp3_glue", name=name, seed=0),
+                   {int(k.removeprefix("step")): t for k, t in rep["details"].items()}, "exp3_glue", strategy=name,
+                   run_seed=0, enabled=True, tasks=rep["tasks"])
+    rows, tasks = read_glue(tmp_path, ["sentlen", runs.UNTRAINED], [0])
     assert tasks == ["wnli"] and {(r.strategy, r.step) for r in rows} == {("sentlen", 2), ("sentlen", 4),
                                                                           ("untrained", 0)}
     table = result.glue_table(SimpleNamespace(glue=rows, glue_tasks=tasks))

@@ -119,7 +119,16 @@ def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_
     params = {"exp3": {"threads": 1, "device": "cpu", "train": train}}
     files = run_stage_twice("exp3_train.py", ["selfloss", "0", "--units", str(units_dir), "--difficulty", str(scores),
                                               "--tokenizer", str(tokenizers["leaner"]), "--out", "run", "--live",
-                                              "live", "--resume", "resume"],
-                            params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live"])
+                                              "live", "--resume", "resume", "--run-file", "selfloss-s0.tsv"],
+                            params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live",
+                                               "selfloss-s0.tsv"])
     summary = json.loads(files["run/summary.json"])
     assert summary["steps"] == 8 and not {"seconds", "cpu_seconds_this_process", "tokens_per_s"} & set(summary)
+    from tinyhelen import runfiles
+    from tinyhelen.exp3.rebuild import read_run_file
+
+    rf = runfiles.read(tmp_path / "run1" / "selfloss-s0.tsv", "exp3")  # the run file: the curve, the pool, the size
+    assert [r["step"] for r in rf.rows] == [0, 2, 4, 6, 8] and rf.meta["expansions"] == summary["expansions"]
+    assert rf.meta["pool_units_total"] == summary["total_units"] and rf.meta["non_embedding_params"] > 0
+    back = read_run_file(rf)["summary"]
+    assert (back["final_val_loss"], back["pool_fraction"]) == (summary["final_val_loss"], summary["pool_fraction"])

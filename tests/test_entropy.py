@@ -11,7 +11,8 @@ import pytest
 
 from tinyhelen.entropy.measure import (EntropyConfig, Sample, compare, cut_sentences, equalise, entropy_bits,
                                        miller_madow, ngram_counts, ngram_stats, pool, run, scope_samples, word_stats)
-from tinyhelen.entropy.result import leaner_vs_ori, markdown, summary
+from tinyhelen.entropy.result import from_runs, write_run
+from tinyhelen.entropy.tables import document
 from tinyhelen.entropy.words import WORD_RE, sentence_lengths, word_tokens
 
 
@@ -124,7 +125,7 @@ def test_equal_budget_mean_sentence_len_is_that_of_the_cut_documents():
     assert res["equal_budget"]["pooled"]["ori"]["tokens"] == res["equal_budget"]["pooled"]["leaner"]["tokens"] == 6
 
 
-def test_genre_on_one_side_drops_out_of_the_pooled_figures_and_is_named():
+def test_genre_on_one_side_drops_out_of_the_pooled_figures_and_is_named(tmp_path):
     cfg = EntropyConfig(max_n=2, genres=["web", "wiki"], pooled_genres=["web", "wiki", "book"])
     web = [_doc(f"w{i}", "web", f"the cat sat on mat number {i}.") for i in range(3)]
     samples = {"leaner": scope_samples(web, cfg),
@@ -135,36 +136,37 @@ def test_genre_on_one_side_drops_out_of_the_pooled_figures_and_is_named():
     res = compare(samples, cfg)
     assert set(res["paired"]) == {"pooled", "web"}  # no one-sided wiki scope
     assert res["paired"]["pooled"]["ori"] == res["paired"]["web"]["ori"]  # wiki is out on both sides
-    md = markdown(res, 2, cfg.top_k, cov)
-    assert "Genre `wiki` is not in these figures: no documents on the leaner side" in md
-    assert "Genre `book` is not in these figures: no documents on either side" in md
+    write_run(tmp_path / "entropy.tsv", res, cfg.max_n, cfg.top_k, cov["pooled_genres"], cov["dropped"])
+    md = document(from_runs(tmp_path))
+    assert "Not pooled: wiki (no documents on the leaner side)." in md
+    assert "Not pooled: book (no documents on either side)." in md
 
 
-def test_run_on_the_fixture_keeps_the_report_card_keys(prepared, tokenizers):
+def test_run_on_the_fixture_keeps_the_report_card_keys(prepared, tokenizers, tmp_path):
     from tinyhelen.tokenizer import load
 
     cfg = EntropyConfig(max_n=3)
     shards = {s: [prepared / f"corpus/{s}/{sp}.jsonl" for sp in cfg.splits] for s in ("leaner", "ori")}
     r = run(shards, {s: load(p) for s, p in tokenizers.items()}, cfg)
-    summ = summary(r.results, cfg.max_n, cfg.top_k)
+    write_run(tmp_path / "entropy.tsv", r.results, cfg.max_n, cfg.top_k, r.coverage["pooled_genres"])
+    summ = from_runs(tmp_path).metrics()
     for setting in ("paired", "equal_budget"):
         for side in ("leaner", "ori"):
             st = summ[setting][side]
             for k in ["tokens", "vocab", "top2000_coverage", "mean_sentence_len", "word_H3", "bpe_H3",
-                      "word_H3_mm", "bpe_H3_mm", "word_h3", "bpe_h3", "word_h3_mm"]:
+                      "word_H3_mm", "bpe_H3_mm"]:
                 assert k in st, (setting, side, k)
             assert all(st[f"{k}_H{n}_mm"] > st[f"{k}_H{n}"] for k in ("word", "bpe") for n in (1, 2, 3))
     assert r.coverage == {"pooled_genres": list(cfg.pooled_genres), "dropped": {}}
     assert summ["equal_budget"]["leaner"]["tokens"] == summ["equal_budget"]["ori"]["tokens"]
 
 
-def test_a_figure_added_in_side_stats_reaches_every_scope_and_setting(monkeypatch):
+def test_a_figure_added_in_side_stats_reaches_every_scope_and_setting(monkeypatch, tmp_path):
     """Entropy figures have no registry: ``side_stats`` is the one function that computes them. A toy figure
-    added there (for this test only) appears in every scope, setting and side of ``compare`` (what
-    reports/entropy_by_genre.json holds), at the equal budget on the cut documents; the typed result keeps
-    only its declared fields (docs/extending.md, "An entropy measure")."""
+    added there (for this test only) appears in every scope, setting and side of ``compare`` (what the run file
+    reports/runs/entropy.tsv holds), at the equal budget on the cut documents; the typed result keeps only its
+    declared fields (docs/extending.md, "An entropy measure")."""
     from tinyhelen.entropy import measure
-    from tinyhelen.entropy.result import EntropyResult
 
     plain = measure.side_stats
 
@@ -183,19 +185,14 @@ def test_a_figure_added_in_side_stats_reaches_every_scope_and_setting(monkeypatc
     assert len(seen) == 2 * 3 * 2  # paired and equal_budget x pooled, web, wiki x leaner, ori
     assert seen[("paired", "pooled", "ori")] == 9 and seen[("paired", "pooled", "leaner")] == 6
     assert seen[("equal_budget", "pooled", "ori")] == seen[("equal_budget", "pooled", "leaner")] == 6
-    typed = EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, ["web", "wiki"])
-    assert "toy_words_seen" not in typed.model_dump_json()
-
-
-def test_leaner_vs_ori_lists_exceptions():
-    res = {"paired": {"pooled": {"leaner": {"word_H1": 1.0, "bpe_H1": 3.0},
-                                 "ori": {"word_H1": 2.0, "bpe_H1": 2.5}}}}
-    assert leaner_vs_ori(res, 1) == {"paired": {"figures": 2, "leaner_not_below": ["bpe_H1"]}}
+    write_run(tmp_path / "entropy.tsv", res, cfg.max_n, cfg.top_k, ["web", "wiki"])
+    assert (tmp_path / "entropy.tsv").read_text().count("\ttoy_words_seen\t") == 12
+    assert "toy_words_seen" not in from_runs(tmp_path).model_dump_json()
 
 
 @pytest.mark.slow
 def test_stage_outputs_are_deterministic_and_hold_no_wall_clock(prepared, tokenizers, tmp_path, monkeypatch):
-    """reports/entropy.json and entropy_by_genre.json: same inputs, byte-identical files; timings go to
+    """reports/entropy.json and the run file: same inputs, byte-identical files; timings go to
     tinyhelen.timing."""
     import argparse
     import importlib.util
@@ -215,14 +212,14 @@ def test_stage_outputs_are_deterministic_and_hold_no_wall_clock(prepared, tokeni
     args = argparse.Namespace(params="params.yaml", leaner=str(prepared / "corpus/leaner"),
                               ori=str(prepared / "corpus/ori"), leaner_tokenizer="data/tokenizers/leaner",
                               ori_tokenizer="data/tokenizers/ori", result="reports/results/entropy.json",
-                              metrics="reports/entropy.json", by_genre="reports/entropy_by_genre.json",
+                              metrics="reports/entropy.json", run_file="reports/runs/entropy.tsv",
                               md="reports/entropy.md", plot="reports/plots/entropy.tsv",
                               png="reports/figures/entropy.png")
     outs = []
     for _ in range(2):
         timing.clear()
         stage.main(args)
-        outs.append({f: (tmp_path / "reports" / f).read_bytes() for f in ("entropy.json", "entropy_by_genre.json")})
+        outs.append({f: (tmp_path / "reports" / f).read_bytes() for f in ("entropy.json", "runs/entropy.tsv")})
         assert "word_tokens_per_s" in timing.recorded()
     assert outs[0] == outs[1]
     text = b"".join(outs[0].values()).decode()

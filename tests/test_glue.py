@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyhelen.exp1 import glue, glue_metrics, models, result
+from tinyhelen.exp1 import glue, glue_metrics, models
 from tinyhelen.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,29 +102,6 @@ def test_evaluate_checkpoint_missing_inputs(prepared, tokenizers, tmp_path):
         glue.evaluate_checkpoint(None, "llama", "tiny", tokenizers["leaner"], tmp_path, cfg, 0)
 
 
-def _rep(score):
-    return {"mean_test_score": score,
-            "tasks": {"rte": {"test_score": score, "test_std": 0.01, "best_lr": 1e-3}}}
-
-
-def test_exp1_table_and_equal_budget_check(tmp_path):
-    g = {f"{a}-{i}": _rep(s) for a, base in [("llama", 0.6), ("bert", 0.5)]
-         for i, s in [("leaner", base), ("ori", base - 0.05), ("scratch", base - 0.1)]}
-    p = {f"{a}-{s}": {"tokens_seen": 4096} for a in ("llama", "bert") for s in ("leaner", "ori")}
-    p["xlnet-leaner"] = {"tokens_seen": 1024}  # a run of an arch outside exp1.archs (an earlier run's file)
-    res = result.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
-    assert res["claims"]["leaner_beats_ori_count"] == 2 and res["claims"]["best_arch_leaner"] == "llama"
-    assert sorted(res["pretrain"]) == ["bert-leaner", "bert-ori", "llama-leaner", "llama-ori"]
-    del p["xlnet-leaner"]
-    md = result.exp1_markdown(res, "tiny")
-    assert "| llama | clm | leaner | 60.0 +- 1.0 | **60.0** |" in md
-    result.exp1_png(res, tmp_path / "x.png")
-    assert (tmp_path / "x.png").stat().st_size > 1000
-    p["bert-ori"]["tokens_seen"] = 2048
-    with pytest.raises(InputError, match="same token budget"):
-        result.exp1_table(g, p, ["bert", "llama"], ["leaner", "ori"], 4096)
-
-
 # ---------------------------------------------------------------------------------- stage graph
 def _affected(repo, key: str) -> set[str]:
     """Stages DVC reruns when params key ``key`` changes: those declaring it (or its section, or the whole
@@ -203,7 +180,7 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     save_init("mamba", "tiny", tokenizers["leaner"], tmp_path / "scratch", seed=3)
     files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--checkpoint",
                                         str(tmp_path / "scratch" / "final"), "--metrics", "glue.json",
-                                        "--runs", "runs.json"], params, tmp_path, ["glue.json", "runs.json"])
+                                        "--run-file", "runs.tsv"], params, tmp_path, ["glue.json", "runs.tsv"])
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
 
 

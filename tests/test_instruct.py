@@ -233,9 +233,15 @@ def test_instruct_tune_stage_metrics_are_byte_identical(pretrained, instruct_dir
                                                    checkpoint_every=2, eval_examples=8, device="cpu", threads=1)}}
     files = run_stage_twice("instruct_tune.py", ["--base", str(pretrained["leaner"]), "--data",
                                                  str(instruct_dir / "ori"), "--out", "leaner-ori", "--metrics",
-                                                 "tune.json", "--live", "live"],
-                            params, tmp_path, ["tune.json", "live", "leaner-ori/tune_metrics.json"])
+                                                 "tune.json", "--live", "live", "--run-file", "leaner-ori.tsv"],
+                            params, tmp_path, ["tune.json", "live", "leaner-ori/tune_metrics.json", "leaner-ori.tsv"])
     metrics = json.loads(files["tune.json"])
     assert metrics["recipe"] == "leaner-ori" and metrics["checkpoints"] == ["step-000002", "step-000004"]
+    curve = json.loads(files["leaner-ori/tune_metrics.json"])["curve"]
     assert files["live/plots/metrics/val_loss.tsv"].decode().splitlines()[1:] == [
-        f"{r['step']}\t{r['val_loss']}" for r in json.loads(files["leaner-ori/tune_metrics.json"])["curve"]]
+        f"{r['step']}\t{r['val_loss']}" for r in curve]
+    from tinyhelen import runfiles
+
+    rf = runfiles.read(tmp_path / "run1" / "leaner-ori.tsv", "instruct")  # the run file: the curve with tokens
+    assert [(r["step"], r["tokens"], r["val_loss"]) for r in rf.rows] == [
+        (r["step"], r["tokens"], r["val_loss"]) for r in curve] and rf.rows[-1]["tokens"] == metrics["tokens"]

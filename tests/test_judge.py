@@ -15,7 +15,7 @@ from tinyhelen.config import ParamsError, validate_section
 from tinyhelen.exp2 import judge
 from tinyhelen.exp2.judge import (BACKENDS, BigramLM, JudgeConfig, bootstrap_ci, judge_llm, judge_proxy,
                                   parse_judgement, proxy_scores, select_checkpoints)
-from tinyhelen.exp2.result import markdown, plot_png
+from tinyhelen.exp2.result import Exp2Result, plot_png
 from tinyhelen.exp2.result import summarise as report
 from tinyhelen.io import InputError
 from tinyhelen.llm import LLMFailure
@@ -24,6 +24,19 @@ from tinyhelen.llm.fake_server import END, FakeModel, FakeServer
 from tinyhelen.exp2.llm_judge import EMPTY_ANSWER, judge_groups, judge_llm_config, orders_for
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def markdown(rep, backend, provenance=None):
+    """EXP2's document from ``summarise``'s result, as the exp2_report stage renders it (typed result first)."""
+    from tinyhelen.exp2.tables import document
+
+    return document(typed(rep, backend), provenance=provenance)
+
+
+def typed(rep, backend):
+    b = BACKENDS[backend]
+    return Exp2Result.build(rep, judge_is_llm=b.is_llm, main_metric=b.main_metric, instruct_source="code_pairs",
+                            template=None, questions=None, tune_reports={}, non_embedding_params=None)
 
 RECIPES = ["leaner-leaner", "leaner-ori", "ori-leaner", "ori-ori"]
 GOOD = {"A": {"grammar": 4, "coherence": 3, "specificity": 2}, "B": {"grammar": 0, "coherence": 5, "specificity": 1}}
@@ -154,8 +167,7 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     assert rep["metrics"] == ["grammar", "coherence", "specificity", "total"]
     assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
     assert rep["recipes"]["ori-ori"]["selected_step"] == 20 and rep["checkpoint_curve"] == sel["checkpoint_curve"]
-    md = markdown(rep, {"instruct_source": "code_pairs", "judge_model": "fake", "agreement": ag,
-                        "position_means": summ["position_means"]})
+    md = markdown(rep, "llm", {"judge_model": "fake", "agreement": ag, "position_means": summ["position_means"]})
     assert "sum (LLM, 0-15)" in md and "Position bias" in md and "Proxy" not in md
 
 
@@ -173,8 +185,12 @@ def test_llm_judge_reports_format_failures_without_dropping(server, tmp_path):
     assert bad[0]["recipe"] == "leaner-ori" and bad[0]["set"] == "inner_comparison" and len(scores) == len(gens)
     with pytest.raises(LLMFailure, match="max_quarantine_share"):  # above the accepted share the stage fails
         judge_llm(gens, JudgeConfig(backend="llm", max_reasks=1), llm.model_copy(update={"max_quarantine_share": 0.1, "pipeline_check_below_params": 0}), 0)
-    rep = report(scores, "llm", RECIPES, 100, 0, select_checkpoints(scores, "llm", RECIPES, 100, 0))
+    sel = select_checkpoints(scores, "llm", RECIPES, 100, 0)
+    assert sel["selected"]["leaner-ori"] is None and sel["no_signal"]["leaner-ori"].startswith("no signal")
+    answered = [s for s in scores if s["set"] != "all" or sel["selected"][s["recipe"]] is not None]  # as generate
+    rep = report(answered, "llm", RECIPES, 100, 0, sel)
     assert rep["checkpoint_curve"]["leaner-ori"][0]["n"] == 0 and rep["recipes"]["ori-ori"]["total"]["n"] == 1
+    assert rep["recipes"]["leaner-ori"]["answers"] == 0
 
 
 def test_study_protocol_groups_shuffled_schema_and_empty_note(server, tmp_path):
@@ -268,8 +284,31 @@ def test_checkpoint_selection_skips_mostly_empty_checkpoints():
     assert curve[10]["unscored_share"] == 0.75 and curve[10]["n"] == 1 and curve[20]["mean"] == 350.0
     assert sel["selected"]["ori-ori"] == 20
     assert select_checkpoints(scores, "proxy", ["ori-ori"], 100, 0, max_unscored_share=1.0)["selected"]["ori-ori"] == 10
-    only_empty = [rec(10, None), rec(20, None), rec(20, 5.0)]
-    assert select_checkpoints(only_empty, "proxy", ["ori-ori"], 100, 0, max_unscored_share=0.2)["selected"]["ori-ori"] == 20
+
+
+
+def test_checkpoint_selection_without_a_signal_selects_nothing_and_the_claims_are_not_measured():
+    """Every checkpoint's answers (nearly) unscored: no step is selected (not the one with the fewest unscored
+    answers), the recipe says why, generation skips it and both EXP2 claims are not measured with that reason."""
+    from tinyhelen.report.claims import NOT_MEASURED, ReportConfig, claims_exp2
+
+    def rec(step, ppl, recipe):
+        return {"set": "inner_comparison", "qid": f"q{step}-{ppl}", "bin": None, "recipe": recipe, "step": step,
+                "proxy_ref_ppl": ppl, "proxy_empty": float(ppl is None)}
+    scores = [rec(10, None, "ori-ori"), rec(20, None, "ori-ori"), rec(20, 5.0, "ori-ori")]
+    scores += [rec(s, 9.0, r) for r in RECIPES[:3] for s in (10, 20)]
+    sel = select_checkpoints(scores, "proxy", RECIPES, 100, 0, max_unscored_share=0.2)
+    assert sel["selected"] == {"leaner-leaner": 10, "leaner-ori": 10, "ori-leaner": 10, "ori-ori": None}
+    assert sel["no_signal"]["ori-ori"].startswith("no signal: none of its 2 checkpoints has proxy_ref_ppl on at "
+                                                  "least 80% of its inner-comparison answers (at best 50%)")
+    answers = [{**rec(10, 7.0, r), "set": "all", "bin": "0-7"} for r in RECIPES[:3]]
+    e2 = typed(report(answers, "proxy", RECIPES, 100, 0, sel), "proxy")
+    assert e2.recipe("ori-ori").selected_step is None and e2.recipe("ori-ori").no_signal == sel["no_signal"]["ori-ori"]
+    assert e2.metrics()["recipes"]["ori-ori"]["selected_step"] is None
+    llm = e2.model_copy(update={"judge_is_llm": True})  # even an LLM judge measures nothing here
+    claims = claims_exp2(llm, ReportConfig())
+    assert [c.verdict for c in claims] == [NOT_MEASURED] * 2
+    assert all("checkpoint selection of ori-ori: no signal" in c.why for c in claims), [c.why for c in claims]
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -292,13 +331,13 @@ def test_proxy_judge_and_report(prepared, tmp_path):
     rep = report(scores, "proxy", RECIPES, 200, 0, at_step(sel, 20))
     assert rep["selection_metric"] == "proxy_ref_ppl" and rep["recipes"]["leaner-leaner"]["answers"] == 3
     assert set(rep["by_bin"]["ori-ori"]) == {"0-7", "9-10"}
-    md = markdown(rep, {"instruct_source": "code_pairs"})
+    md = markdown(rep, "proxy")
     assert "Proxy metrics, not LLM-judge scores" in md and "grammar" not in md.split("## Per recipe")[1]
     with pytest.raises(Exception, match="selection_metric"):
         select_checkpoints(scores, "proxy", RECIPES, 100, 0, selection_metric="total")
     with pytest.raises(InputError, match="step 10 was selected: rerun generate"):  # answers of another checkpoint
         report(scores, "proxy", RECIPES, 100, 0, at_step(sel, 10))
-    plot_png(rep, tmp_path / "exp2.png")
+    plot_png(typed(rep, "proxy"), tmp_path / "exp2.png")
     assert (tmp_path / "exp2.png").stat().st_size > 1000
 
 
@@ -309,7 +348,7 @@ def test_toy_backend_registered_here_runs_through_judging_selection_report_and_c
     from tinyhelen.exp2.judge import HIGHER_IS_BETTER, METRIC_LABELS, JudgeBackend
     from tinyhelen.exp2.proxy_judge import base_record
     from tinyhelen.report.claims import NOT_MEASURED, ReportConfig, claims_exp2
-    from tinyhelen.report.render import md_exp2
+    from tinyhelen.exp2.tables import card as card_exp2
     from tinyhelen.exp2.result import Exp2Result
 
     def score_toy(gens, cfg, llm, seed):  # longer answers score higher; a later checkpoint breaks ties
@@ -333,12 +372,12 @@ def test_toy_backend_registered_here_runs_through_judging_selection_report_and_c
     rep = report(scores, "toy", RECIPES, 100, 0, sel)
     assert rep["metrics"] == ["toy_words"] and rep["higher_is_better"] == {"toy_words": True}
     assert rep["recipes"]["ori-ori"]["toy_words"]["mean"] > rep["recipes"]["leaner-leaner"]["toy_words"]["mean"]
-    md = markdown(rep, {"instruct_source": "code_pairs"})
+    md = markdown(rep, "toy")
     assert "Proxy metrics, not LLM-judge scores" in md and "toy: answer length (words)" in md
     backend = judge.BACKENDS["toy"]  # as stages/exp2_report.py builds the typed result
     e2 = Exp2Result.build(rep, judge_is_llm=backend.is_llm, main_metric=backend.main_metric,
                           instruct_source="code_pairs", template=None, questions=None, tune_reports={},
                           non_embedding_params=None)
-    assert "toy_words (main)" in "\n".join(md_exp2(e2))
+    assert "toy_words (main)" in "\n".join(card_exp2(e2))
     claims = claims_exp2(e2, ReportConfig())
     assert claims and all(c.verdict == NOT_MEASURED and "judge backend `toy`" in c.why for c in claims)

@@ -3,6 +3,7 @@ architecture registry (a toy fifth architecture registered here runs through pre
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -183,10 +184,13 @@ def toy_arch(monkeypatch):
 
 
 def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, tokenizers, tmp_path):
-    """Registering a spec is all it takes: pretraining, GLUE fine-tuning and the EXP1 table work for it."""
-    from tinyhelen.exp1 import glue, result
+    """Registering a spec is all it takes: pretraining, GLUE fine-tuning, their run files and the EXP1 result and
+    tables work for it."""
+    from tinyhelen import runfiles
+    from tinyhelen.exp1 import glue, result, tables
     from tinyhelen.exp1.config import Exp1Config
-    from tinyhelen.exp1.pretrain import pretrain
+    from tinyhelen.exp1.pretrain import pretrain, unique_tokens
+    from tinyhelen.exp1.run_files import write_glue, write_pretrain
 
     assert Exp1Config(archs=["gpt2", "llama"]).archs == ["gpt2", "llama"]
     cfg = PretrainConfig(seq_len=32, batch_size=8, token_budget=8 * 32 * 4, eval_tokens=256, eval_every=2,
@@ -204,6 +208,15 @@ def test_toy_architecture_through_pretraining_glue_and_exp1(toy_arch, prepared, 
                                                         gcfg, seed=0)}
     for rep in reports.values():
         assert set(rep["tasks"]) == {"wnli", "stsb"} and math.isfinite(rep["mean_test_score"])
-    table = result.exp1_table(reports, {"gpt2-leaner": pre["final"]}, ["gpt2"], ["leaner"], cfg.tokens_per_run)
-    assert set(table["table"]["gpt2"]) == {"leaner", "scratch"}
-    assert "| gpt2 | clm | leaner |" in result.exp1_markdown(table, "tiny")
+    runs = tmp_path / "runs"  # as the stages write their run files, and exp1_report builds the result from them
+    write_pretrain(runfiles.path(runs, "pretrain", arch="gpt2", side="leaner"), pre["runs"],
+                   lambda step: unique_tokens(step, cfg.batch_size, pre["final"]["train_blocks"], cfg.seq_len),
+                   preset="tiny", non_embedding_params=pre["final"]["non_embedding_params"])
+    for name, rep in reports.items():
+        write_glue(runfiles.path(runs, "glue", arch="gpt2", init=name.split("-")[1]), {None: rep["tasks"]})
+    (tmp_path / "params.yaml").write_text(f"exp1:\n  archs: [gpt2]\n  sides: [leaner]\n  inits: [leaner, scratch]\n"
+                                          f"pretrain:\n  seq_len: 32\n  batch_size: 8\n  token_budget: {8 * 32 * 4}\n")
+    e1 = result.from_runs(runs, tmp_path / "params.yaml")
+    assert {(c.init, c.task) for c in e1.cells} == {(i, t) for i in ("leaner", "scratch") for t in ("wnli", "stsb")}
+    assert e1.pretrain[0].tokens_seen == cfg.tokens_per_run and e1.pretrain[0].best_step == pre["final"]["best_step"]
+    assert re.search(r"\| gpt2 +\| leaner ", tables.document(e1))

@@ -1,6 +1,7 @@
 """The report card: each experiment's claims decided on constructed typed results (the rules themselves:
 tests/test_verdicts.py), the scale qualifier, the "Protocol vs study" table, unverified input, the pipeline-check
-mark, the stage on a fixture of real typed results (tests/fixtures/report: cut from a CPU-default run),
+mark, the stage on a fixture (tests/fixtures/report: typed results cut from a CPU-default run, rebuilt from the run
+files under reports/runs/ that make_runs.py wrote for them),
 graceful degradation, and the metrics files (no wall-clock keys; a `curriculum` change touches few)."""
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from tinyhelen.exp2.result import Estimate, Exp2Recipe, Exp2Result
 from tinyhelen.exp3.result import Exp3Result, Exp3Run
 from tinyhelen.report import protocol
 from tinyhelen.cli import stage_name
+from tinyhelen.io import InputError
 from tinyhelen.report.claims import reduction_claim
 from tinyhelen.report.provenance import resolved_params
-from tinyhelen.report.render import md_entropy
+from tinyhelen.entropy.tables import card as card_entropy
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "report"
@@ -141,18 +143,40 @@ def test_verdict_is_qualified_with_the_scale_run():
     assert c.numbers["scale_tokens"] == pytest.approx(1 / 2000)
 
 
-def test_exp1_result_built_from_stage_reports():
-    glue = {f"llama-{i}": {"tasks": {"mrpc": {"test_score": 0.7, "test_std": 0.1, "best_lr": 0.001}}}
-            for i in ("leaner", "ori", "scratch")}
-    runs = {k: {"mrpc": [{"lr": 0.001, "seed": 1, "test": {"score": 0.6}}, {"lr": 0.01, "seed": 1, "test": {"score": 0.1}},
-                         {"lr": 0.001, "seed": 0, "test": {"score": 0.8}}]} for k in glue}
-    pre = {f"llama-{s}": {"preset": "tiny", "tokens_seen": 100, "steps": 2, "non_embedding_params": 10,
-                          "train_loss": 1.0, "val_loss": 2.0} for s in ("leaner", "ori")}
-    res = Exp1Result.build(glue, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
-    assert res.cells[0].seeds == {0: 0.8, 1: 0.6}  # the runs at the best lr, by seed
+def test_exp1_result_built_from_run_files(tmp_path):
+    """The GLUE run file keeps every epoch of every lr x seed: the cell is the test score of the epoch with the
+    best validation score, at the lr with the best mean validation score (a decoy epoch and a decoy lr carry
+    other test scores); the pretraining run is the swept rate with the lowest validation loss."""
+    from tinyhelen import runfiles
+    from tinyhelen.exp1.result import from_runs
+    from tinyhelen.exp1.run_files import GLUE_COLUMNS
+
+    def glue_row(lr, seed, epoch, val, test):
+        return {"task": "mrpc", "lr": lr, "seed": seed, "epoch": epoch, "train_loss": 0.5, "val_score": val,
+                "test_score": test}
+    rows = [glue_row(1e-3, 0, 1, 0.7, 0.8), glue_row(1e-3, 0, 2, 0.6, 0.1),   # best epoch 1 of 2
+            glue_row(1e-3, 1, 1, 0.5, 0.2), glue_row(1e-3, 1, 2, 0.65, 0.6),  # best epoch 2 of 2
+            glue_row(1e-2, 0, 1, 0.3, 0.9), glue_row(1e-2, 1, 1, 0.3, 0.9)]   # a worse lr with better test scores
+    for init in ("leaner", "ori", "scratch"):
+        runfiles.write(runfiles.path(tmp_path, "glue", arch="llama", init=init), "glue", {}, rows, GLUE_COLUMNS)
+    for side in ("leaner", "ori"):
+        curve = [{"peak_lr": lr, "step": s, "tokens": s * 4, "lr": lr, "train_loss": 3.0, "val_loss": v}
+                 for lr, vals in ((1e-3, (5.0, 4.0, 4.5)), (1e-2, (5.0, 4.2, 3.9))) for s, v in zip((0, 1, 2), vals)]
+        runfiles.write(runfiles.path(tmp_path, "pretrain", arch="llama", side=side), "pretrain",
+                       {"preset": "tiny", "non_embedding_params": 10}, curve, ["peak_lr", *runfiles.CURVE])
+    (tmp_path / "params.yaml").write_text("exp1:\n  archs: [llama]\npretrain:\n  token_budget: 8\n  batch_size: 1\n"
+                                          "  seq_len: 8\n  lr: [0.001, 0.01]\n")
+    res = from_runs(tmp_path, tmp_path / "params.yaml")
+    cell = res.cells[0]
+    assert (cell.best_lr, cell.seeds, cell.test) == (1e-3, {0: 0.8, 1: 0.6}, pytest.approx(0.7))
+    run = res.pretrain[0]
+    assert (run.lr, run.best_step, run.best_val_loss, run.val_loss, run.tokens_seen) == (0.01, 2, 3.9, 3.9, 8)
+    assert run.lr_sweep == {"0.001": 4.0, "0.01": 3.9}
     assert res.metrics()["glue_mean"]["llama-ori"] == 0.7
-    with pytest.raises(Exception, match="glue"):
-        Exp1Result.build({}, runs, pre, ["llama"], ["leaner", "ori"], 100, "tiny")
+    (tmp_path / "params.yaml").write_text("exp1:\n  archs: [llama]\npretrain:\n  token_budget: 16\n"
+                                          "  batch_size: 1\n  seq_len: 8\n")
+    with pytest.raises(InputError, match="llama-leaner.tsv: saw 8 tokens, expected 16"):
+        from_runs(tmp_path, tmp_path / "params.yaml")
 
 
 # ------------------------------------------------------------------------------------ EXP2
@@ -282,15 +306,16 @@ def test_entropy_decided_at_equal_budget_with_bias_corrected_entropies():
 
 
 def test_entropy_table_shows_conditional_next_to_plain():
-    md = "\n".join(md_entropy(_entropy({"word_H1": 8.0, "word_H2": 12.0, "word_h2": 4.0},
+    md = "\n".join(card_entropy(_entropy({"word_H1": 8.0, "word_H2": 12.0, "word_h2": 4.0},
                                                 {"word_H1": 9.0, "word_H2": 13.0, "word_h2": 4.0})))
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| word")]
     assert rows.index("word h2 (bits/token)") == rows.index("word H2 (bits)") + 1
 
 
 # ------------------------------------------------------------------------------------ results from stage outputs
-def test_entropy_result_from_the_entropy_stage_output():
+def test_entropy_result_from_its_run_file(tmp_path):
     from tinyhelen.entropy import measure as entropy
+    from tinyhelen.entropy.result import from_runs, write_run
 
     cfg = entropy.EntropyConfig(max_n=2, genres=["web"], pooled_genres=["web"])
     docs = {"leaner": [{"genre": "web", "doc_id": "a", "text": "the cat sat. the cat ran."}],
@@ -298,10 +323,12 @@ def test_entropy_result_from_the_entropy_stage_output():
     samples = {s: entropy.scope_samples(d, cfg) for s, d in docs.items()}
     coverage = entropy.pool(samples, cfg)
     res = entropy.compare(samples, cfg)
-    e = EntropyResult.from_stage(res, cfg.max_n, cfg.top_k, coverage["pooled_genres"], coverage["dropped"])
+    write_run(tmp_path / "entropy.tsv", res, cfg.max_n, cfg.top_k, coverage["pooled_genres"], coverage["dropped"])
+    e = from_runs(tmp_path)
     eq = e.settings["equal_budget"]
     assert eq.leaner.tokens == eq.ori.tokens == 6 and eq.leaner.H("word", 2, conditional=True) is not None
     assert e.metrics()["paired"]["ori"]["vocab"] == 9 and "word_h2" not in e.metrics()["paired"]["ori"]
+    assert e.by_genre["web"]["paired"].ori.vocab == 9  # every scope is in the run file and the result
 
 
 def test_exp2_result_from_the_judge_report():
@@ -375,7 +402,7 @@ def test_report_on_fixture(tree):
     assert _row(md, "word h3 (bits/token)")[1:3] == ["2.336", "3.169"]
     llama = next(line for line in md.splitlines() if re.match(r"\| llama\s+\| leaner", line))
     assert "0.757 ± 0.009" in llama and "**0.335**" in llama  # mean over the 4 study tasks, WNLI shown only
-    assert _row(md, "leaner-leaner")[2] == "105 [86.8, 138]"
+    assert _row(md, "leaner-leaner")[2] == "104 [89.4, 119]"
     assert _row(md, "full-random")[1:4] == ["2", "2/2", "117 ± 4.24"]
     assert _row(md, "lmloss")[-2:] == ["target not reached", "target not reached"]
     # protocol table: differences listed, knobs that follow the study are not

@@ -318,9 +318,17 @@ def test_pretrain_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizer
                                log_every=1, warmup_steps=1, max_train_docs=40, threads=1)}
     files = run_stage_twice("pretrain.py", ["bert", "leaner", "--corpus", str(prepared / "corpus" / "leaner"),
                                             "--tokenizer", str(tokenizers["leaner"]), "--out", "run",
-                                            "--metrics", "run.json", "--live", "live"],
-                            params, tmp_path, ["run.json", "live", "run/final/train_info.json"])
+                                            "--metrics", "run.json", "--live", "live", "--run-file", "bert-leaner.tsv"],
+                            params, tmp_path, ["run.json", "live", "run/final/train_info.json", "bert-leaner.tsv"])
     metrics = json.loads(files["run.json"])
     assert metrics["tokens_seen"] == 8 * 32 * 4 and not {"seconds", "tokens_per_s", "mfu"} & set(metrics)
     assert "live/plots/metrics/val_loss.tsv" in files
+    from tinyhelen import runfiles
+    from tinyhelen.exp1.result import pretrain_run
+
+    rf = runfiles.read(tmp_path / "run1" / "bert-leaner.tsv", "pretrain")  # every evaluation, unique tokens
+    assert [r["step"] for r in rf.rows] == [0, 2, 4] and [r["unique_tokens"] for r in rf.rows] == [0, 512, 1024]
+    run = pretrain_run(rf, "bert", "leaner")  # the run the stage selected, rebuilt from the run file
+    assert (run.tokens_seen, run.val_loss, run.best_step, run.non_embedding_params) == (
+        metrics["tokens_seen"], metrics["val_loss"], metrics["best_step"], metrics["non_embedding_params"])
 

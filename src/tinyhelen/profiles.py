@@ -18,8 +18,10 @@ that does not exist needs ``+key=value`` and is then rejected by the params chec
     python -m tinyhelen.profiles run cpu-study       # dvc exp run -S profile=cpu-study, then save its results
 
 A profile's results stay in git under ``results/<profile>/`` (``save``): its report card, summary metrics,
-the experiments' metrics and figures, the params it ran with, and ``run.json`` (the exact command, wall
-time, hardware, commit). The main report card lists them. A run that fails or is interrupted resumes when
+the experiments' metrics and figures, the params it ran with, ``runs/`` (the run files: every training run's
+curve and every GLUE run's scores per epoch, from which ``python -m tinyhelen.report verify results/<profile>``
+recomputes every verdict), the inputs the verdicts are qualified by (data checksums, the LLM stages'
+provenance), and ``run.json`` (the exact command, wall time, hardware, commit). The main report card lists them. A run that fails or is interrupted resumes when
 the same command is run again (DVC skips the stages that finished); ``run`` keeps each invocation's wall
 time in ``data/profile_runs/<profile>.json`` until the run succeeds, and ``run.json`` reports their sum.
 """
@@ -35,10 +37,13 @@ CONF_DIR = Path("conf")
 RESULTS_DIR = Path("results")
 PENDING_DIR = Path("data/profile_runs")  # wall time of the invocations of a run not yet saved (not in git)
 # what a saved profile run keeps (copied from the workspace after the run): report card, summary metrics,
-# each experiment's metrics and tables, the figures, the params it ran with
+# each experiment's metrics and tables, the typed results and the run files they are built from, the figures,
+# the inputs the verdicts are qualified by (data checksums, LLM provenance), the params it ran with
 SAVED = ["reports/README.md", "reports/summary.json", "reports/entropy.json", "reports/entropy.md",
          "reports/exp1.json", "reports/exp1.md", "reports/exp2.json", "reports/exp2.md", "reports/exp3.json",
-         "reports/exp3.md", "reports/results", "reports/figures", "params.yaml"]
+         "reports/exp3.md", "reports/results", "reports/runs", "reports/figures", "reports/prepare.json",
+         "reports/simplify", "reports/leaner_glue.json", "reports/leaner_eval.json", "reports/judge.json",
+         "params.yaml"]
 BASE_NAME = "config"
 DEFAULT_PROFILE = "default"
 
@@ -202,13 +207,29 @@ def save(profile: str, command: str, seconds: float | list[float], root: Path | 
                 continue
             target = tmp / Path(f).relative_to("reports") if f.startswith("reports/") else tmp / f
             if src.is_dir():
-                shutil.copytree(src, target)
+                shutil.copytree(src, target, ignore=_not_in_lock(root) if f == "reports/runs" else None)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
         write_json(tmp / "run.json", {"profile": profile, "command": command, **timing,
                                       "hardware": hardware(), "git": git_info(root), "missing": missing})
     return dest
+
+
+def _not_in_lock(root: Path):
+    """A ``copytree`` filter that leaves out the run files no stage of ``dvc.lock`` wrote (left in the workspace
+    by an earlier run with other params); without a lock, nothing is left out."""
+    from tinyhelen.report.provenance import read_lock
+
+    outs = {Path(o["path"]) for st in read_lock(root / "dvc.lock").values() for o in st.get("outs", [])}
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        if not outs:
+            return []
+        rel = Path(directory).resolve().relative_to(root.resolve())
+        return [n for n in names if (Path(directory) / n).is_file()
+                and not any(p == rel / n or p in (rel / n).parents for p in outs)]
+    return ignore
 
 
 def _pending(root: Path, profile: str) -> Path:

@@ -31,9 +31,12 @@ class Schema(BaseModel):
 
 
 class Result(Schema):
-    """Base of the typed experiment results (``name``: the experiment, the file name the card reads)."""
+    """Base of the typed experiment results (``name``: the experiment, the file name the card reads).
+    ``run_files``: the sha256 of every run file the result was built from (path relative to the runs
+    directory; ``tinyhelen.runfiles.recording``)."""
 
     name: ClassVar[str]
+    run_files: dict[str, str] = {}
 
     @classmethod
     def file(cls, reports: Path | str) -> Path:
@@ -60,6 +63,16 @@ def write(result: Result, path: Path | str, metrics_path: Path | str) -> None:
     atomically."""
     write_json(path, result.model_dump(mode="json"))
     write_json(metrics_path, result.metrics())
+
+
+def write_report(result: Result, path: Path | str, metrics_path: Path | str, md_path: Path | str,
+                 document: str) -> None:
+    """``write`` plus the experiment's tables (``document``, rendered from ``result``) to ``md_path``."""
+    from tinyhelen.io import atomic_open
+
+    write(result, path, metrics_path)
+    with atomic_open(md_path) as fh:
+        fh.write(document)
 
 
 def read(model: type[R], path: Path | str, name: str | None = None) -> tuple[R | None, str | None]:

@@ -39,6 +39,9 @@ STUDY_EXP3_STRATEGIES: tuple[str, ...] = ("random", "sentlen", "selfloss", "lmlo
 # the study's proxy (llama-2K-1M) as LLaMA config values: d=128, 4 layers, 4 heads, FFN 512
 STUDY_PROXY_SHAPE: dict[str, int] = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                                          num_key_value_heads=4, intermediate_size=512)
+# the study's Mamba block (mamba-ssm's Mamba2 mixer, then RMSNorm + GatedMLP), as our classes name it: transformers'
+# Mamba2Mixer is mamba-ssm's Mamba2 mixer, tinyhelen.exp1.models.mamba.GatedMLP is mamba-ssm's GatedMLP
+STUDY_MAMBA_BLOCK = {"mixer": "Mamba2Mixer", "mlp": "GatedMLP", "d_model": 768, "layers": 2, "mlp_hidden": 1536}
 STUDY_EXP3_CLAIM = ("lmloss", 0.20)  # the lmloss curriculum reaches the baseline's loss with ~20% fewer steps, data
 # the released prompts/templates/instruction_template.txt up to the response; {input}: the instruction (+ "\n" + input)
 STUDY_TEMPLATE = "### TASK INPUT:\n{input}\n\n### RESPONSE:\n"

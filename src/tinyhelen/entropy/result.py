@@ -1,5 +1,7 @@
-"""What the ``entropy`` stage reports: the compact metrics, the leaner-vs-ori check, the Markdown tables
-and the plot of the pooled n-gram entropies."""
+"""What the ``entropy`` stage reports: its run file (``runs/entropy.tsv``: every figure of every setting, scope
+and side, one row each), the typed result built from it alone (``from_runs``: the pooled figures the claims are
+decided on, and every genre's), its DVC metrics, the plot data and figure. The tables are rendered from the
+typed result (``tinyhelen.report.tables``)."""
 from __future__ import annotations
 
 import re
@@ -8,14 +10,17 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
+from tinyhelen import runfiles
+from tinyhelen.io import InputError
 from tinyhelen.results import Result, Schema
 
-
 ENTROPY_KEY = re.compile(r"^(word|bpe)_[Hh]\d+(_mm)?$")
+POOLED = "pooled"  # the scope of the pooled genres
+COLUMNS = ["setting", "scope", "side", "figure", "value"]
 
 
 class EntropySide(Schema):
-    """Pooled figures of one corpus side in one setting. ``entropy`` holds ``word_H<n>``, ``bpe_H<n>``
+    """Figures of one corpus side in one setting and scope. ``entropy`` holds ``word_H<n>``, ``bpe_H<n>``
     (plug-in entropy of n-grams, bits), ``word_h<n>``/``bpe_h<n>`` (conditional, bits per token) and the
     bias-corrected ``..._mm`` variants when the entropy stage computes them."""
 
@@ -52,6 +57,7 @@ class EntropyResult(Result):
     pooled_genres: list[str]
     dropped_genres: dict[str, str] = {}  # genre -> why it is not in the pooled figures
     settings: dict[Literal["paired", "equal_budget"], EntropySetting]
+    by_genre: dict[str, dict[Literal["paired", "equal_budget"], EntropySetting]] = {}  # genre -> its own figures
 
     def orders(self) -> list[int]:
         return list(range(1, self.max_n + 1))
@@ -73,95 +79,62 @@ class EntropyResult(Result):
                                       **{k: v for k, v in st.entropy.items() if "_H" in k}}
         return out
 
-    @classmethod
-    def from_stage(cls, res: dict[str, Any], max_n: int, top_k: int, pooled_genres: list[str],
-                   dropped_genres: dict[str, str] | None = None) -> EntropyResult:
-        """From ``tinyhelen.entropy.run``'s result: ``{setting: {"pooled": {side: figures}}}``."""
-        settings = {}
-        for setting, scopes in res.items():
-            pooled = scopes.get("pooled")
-            if pooled is None:
-                continue
-            settings[setting] = {side: {
-                "tokens": st["tokens"], "vocab": st["vocab"], "ttr": st["ttr"],
-                "top_k_coverage": st[f"top{top_k}_coverage"], "mean_sentence_len": st["mean_sentence_len"],
-                "bpe_tokens": st.get("bpe_tokens"),
-                "entropy": {k: v for k, v in st.items() if ENTROPY_KEY.match(k)}} for side, st in pooled.items()}
-        return cls(max_n=max_n, top_k=top_k, pooled_genres=list(pooled_genres),
-                   dropped_genres=dict(dropped_genres or {}), settings=settings)
+
+# ------------------------------------------------------------------------------------ the run file
+def run_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (setting, scope, side, figure) of ``tinyhelen.entropy.measure.run``'s result."""
+    return [{"setting": setting, "scope": scope, "side": side, "figure": fig, "value": value}
+            for setting, scopes in res.items() for scope, sides in scopes.items()
+            for side, figures in sides.items() for fig, value in figures.items() if value is not None]
 
 
+def write_run(target: Path | str, res: dict[str, Any], max_n: int, top_k: int, pooled_genres: list[str],
+              dropped_genres: dict[str, str] | None = None) -> Path:
+    meta = {"max_n": max_n, "top_k": top_k, "pooled_genres": list(pooled_genres),
+            "dropped_genres": dict(dropped_genres or {})}
+    return runfiles.write(target, "entropy", meta, run_rows(res), COLUMNS)
 
 
-def summary(res: dict[str, Any], max_n: int, top_k: int) -> dict[str, Any]:
-    """The compact DVC metrics: pooled figures per setting and side."""
-    keys = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
-    keys += [f"word_H{n}" for n in range(1, max_n + 1)] + [f"bpe_H{n}" for n in range(1, max_n + 1)]
-    keys += [f"{kind}_{fig}{n}{mm}" for kind in ("word", "bpe") for fig, mm in (("H", "_mm"), ("h", ""), ("h", "_mm"))
-             for n in range(1, max_n + 1)]
-    out: dict[str, Any] = {}
-    for setting, scopes in res.items():
-        if "pooled" not in scopes:
-            continue
-        out[setting] = {side: {k: st[k] for k in keys if k in st} for side, st in scopes["pooled"].items()}
-    return out
+def _side(figures: dict[str, float], top_k: int) -> dict[str, Any]:
+    return {"tokens": figures["tokens"], "vocab": figures["vocab"], "ttr": figures["ttr"],
+            "top_k_coverage": figures[f"top{top_k}_coverage"], "mean_sentence_len": figures["mean_sentence_len"],
+            "bpe_tokens": figures.get("bpe_tokens"),
+            "entropy": {k: v for k, v in figures.items() if ENTROPY_KEY.match(k)}}
 
 
-def leaner_vs_ori(res: dict[str, Any], max_n: int) -> dict[str, Any]:
-    """Pooled n-gram entropies H_1..H_max_n (word and BPE): is leaner below ori on each?
-
-    Returns per setting the figures where leaner is NOT below ori (empty list = below on every figure)."""
-    out: dict[str, Any] = {}
-    figs = [f"{k}_H{n}" for k in ("word", "bpe") for n in range(1, max_n + 1)]
-    for setting, scopes in res.items():
-        sides = scopes.get("pooled", {})
-        if {"leaner", "ori"} <= set(sides):
-            lo, ori = sides["leaner"], sides["ori"]
-            present = [f for f in figs if f in lo and f in ori]
-            out[setting] = {"figures": len(present),
-                            "leaner_not_below": [f for f in present if not lo[f] < ori[f]]}
-    return out
-
-
-def markdown(res: dict[str, Any], max_n: int, top_k: int, coverage: dict[str, Any] | None = None) -> str:
-    lines = ["# Entropy and vocabulary: leaner vs original", ""]
-    if coverage is not None:
-        lines.append(f"Pooled genres: {', '.join(coverage['pooled_genres']) or 'none'}.")
-        for g, why in coverage["dropped"].items():
-            lines.append(f"**Genre `{g}` is not in these figures: {why}.**")
-        lines.append("")
-    lines += ["H_n: plug-in n-gram entropy (bits per n-gram); MM: Miller-Madow estimate H_n + (K-1)/(2N ln 2); "
-              "h_n = H_n - H_(n-1): conditional entropy (bits per token).", ""]
-    cols = ["tokens", "vocab", "ttr", f"top{top_k}_coverage", "mean_sentence_len", "bpe_tokens"]
-    ns = range(1, max_n + 1)
-    ent = [f"H{n}" for n in ns] + [f"H{n} MM" for n in ns] + [f"h{n}" for n in ns]
-    for setting, scopes in res.items():
-        lines += [f"## {setting}", "", "| scope | side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-        for scope, sides in scopes.items():
-            for side, st in sides.items():
-                lines.append(f"| {scope} | {side} | " + " | ".join(str(st.get(c, "")) for c in cols) + " |")
-        lines += ["", "| scope | side | token kind | " + " | ".join(ent) + " |", "|---|---|---|" + "---|" * len(ent)]
-        for scope, sides in scopes.items():
-            for side, st in sides.items():
-                for kind in ("word", "bpe"):
-                    if f"{kind}_H1" not in st:
-                        continue
-                    vals = [st.get(f"{kind}_H{n}") for n in ns] + [st.get(f"{kind}_H{n}_mm") for n in ns] \
-                        + [st.get(f"{kind}_h{n}") for n in ns]
-                    lines.append(f"| {scope} | {side} | {kind} | " + " | ".join(str(v) for v in vals) + " |")
-        lines.append("")
-    return "\n".join(lines)
+@runfiles.built_from
+def from_runs(runs: Path | str, params: Path | str | None = None) -> EntropyResult:
+    """The typed result from ``runs/entropy.tsv`` alone (``params`` is not read: the run file's header says
+    the orders, the top-k and the genres pooled)."""
+    rf = runfiles.read_kind(runs, "entropy")
+    rf.need("max_n", "top_k", "pooled_genres")
+    tree: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for r in rf.rows:
+        tree.setdefault(r["scope"], {}).setdefault(r["setting"], {}).setdefault(r["side"], {})[r["figure"]] = r["value"]
+    top_k = rf.meta["top_k"]
+    try:
+        scopes = {scope: {setting: {side: _side(f, top_k) for side, f in sides.items()}
+                          for setting, sides in settings.items() if {"leaner", "ori"} <= set(sides)}
+                  for scope, settings in tree.items()}
+    except KeyError as exc:
+        raise InputError(rf.path, f"figure {exc.args[0]!r} missing") from None
+    pooled = scopes.pop(POOLED, {})
+    return EntropyResult(max_n=rf.meta["max_n"], top_k=top_k, pooled_genres=rf.meta["pooled_genres"],
+                         dropped_genres=rf.meta.get("dropped_genres", {}), settings=pooled,
+                         by_genre={g: s for g, s in scopes.items() if s})
 
 
-def plot_rows(res: dict[str, Any], max_n: int) -> list[dict[str, Any]]:
+# ------------------------------------------------------------------------------------ plots
+def plot_rows(ent: EntropyResult) -> list[dict[str, Any]]:
     """Rows for the DVC plot: n-gram order vs pooled entropy per side and token kind (paired setting)."""
-    pooled = res.get("paired", {}).get("pooled", {})
+    setting = ent.settings.get("paired")
     rows = []
-    for n in range(1, max_n + 1):
+    for n in ent.orders():
         row: dict[str, Any] = {"n": n}
-        for side, st in pooled.items():
-            row[f"{side}_word_H"] = st.get(f"word_H{n}")
-            row[f"{side}_bpe_H"] = st.get(f"bpe_H{n}")
+        for side in ("ori", "leaner"):
+            st = getattr(setting, side) if setting is not None else None
+            row[f"{side}_word_H"] = st.H("word", n) if st else None
+            row[f"{side}_bpe_H"] = st.H("bpe", n) if st else None
         rows.append(row)
     return rows
 
@@ -191,3 +164,12 @@ def plot_png(rows: list[dict[str, Any]], path: Path | str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def write_plots(ent: EntropyResult, tsv: Path | str, png: Path | str) -> None:
+    """The DVC plot data (``plot_rows``) and the figure."""
+    from tinyhelen.io import write_tsv
+
+    rows = plot_rows(ent)
+    write_tsv(tsv, rows, list(rows[0]))
+    plot_png(rows, png)

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field, field_validator
 
 from tinyhelen import timing
-from tinyhelen.exp1.glue_metrics import task_metrics
+from tinyhelen.exp1.glue_metrics import aggregate, mean_score, select_epoch, task_metrics  # noqa: F401
 from tinyhelen.io import InputError, read_jsonl
 from tinyhelen.study import STUDY_GLUE_TASKS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
@@ -180,28 +180,37 @@ def _predict(model, data: list[dict[str, Any]], spec: ArchSpec, pad_id: int, bat
 
 
 class BestEpoch(Callback):
-    """Scores the validation split after every epoch and keeps a CPU copy of the weights of the best one
-    (ties: the earlier epoch), the weights the test split is scored with."""
+    """Scores the validation split after every epoch and keeps a CPU copy of the weights of the epoch
+    ``select_epoch`` picks (the best validation score, ties the earlier), the weights the test split is scored
+    with. With ``test`` data it also scores the test split after every epoch, for the record only (the run
+    files keep both curves, so the selection can be recomputed; the reported test score is the selected
+    epoch's)."""
 
     def __init__(self, task: str, data: tuple[list[dict], list[float]], spec: ArchSpec, pad_id: int, batch_size: int,
-                 compute: ComputeConfig):
+                 compute: ComputeConfig, test: tuple[list[dict], list[float]] | None = None):
         self.task, self.data, self.spec, self.pad_id = task, data, spec, pad_id
-        self.batch_size, self.compute = batch_size, compute
+        self.batch_size, self.compute, self.test = batch_size, compute, test
         self.best: dict[str, Any] | None = None
         self.step: int | None = None
         self.weights: dict[str, torch.Tensor] | None = None
         self.scores: list[float] = []
+        self.test_scores: list[float] = []
 
-    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model: torch.nn.Module) -> None:
+    def _score(self, model: torch.nn.Module, data: tuple[list[dict], list[float]]) -> dict[str, float]:
         from tinyhelen.train.compute import uses_bf16
 
         device = next(model.parameters()).device
-        x, y = self.data
+        x, y = data
         preds = _predict(model, x, self.spec, self.pad_id, self.batch_size, self.task in REGRESSION, device,
                          uses_bf16(self.compute, device))
-        metrics = task_metrics(self.task, y, preds)
+        return task_metrics(self.task, y, preds)
+
+    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model: torch.nn.Module) -> None:
+        metrics = self._score(model, self.data)
         self.scores.append(metrics["score"])
-        if self.best is None or metrics["score"] > self.best["score"]:
+        if self.test is not None:
+            self.test_scores.append(self._score(model, self.test)["score"])
+        if select_epoch(self.scores) == len(self.scores) - 1:
             self.best, self.step = metrics, step
             self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -226,13 +235,15 @@ def finetune_task(init: Path | str | None, spec: ArchSpec, preset: str, tok: Any
         mix_seed("glue-order", task, lr, seed)), pad_id=tok.pad_token_id, side=spec.padding_side,
         with_types=spec.token_type_ids, regression=regression)
     total = batches.per_epoch * cfg.epochs
-    best = BestEpoch(task, data["validation"], spec, tok.pad_token_id, cfg.batch_size * 2, cfg)
+    best = BestEpoch(task, data["validation"], spec, tok.pad_token_id, cfg.batch_size * 2, cfg, data.get("test"))
     loop = LoopConfig.of(cfg, lr=lr, steps=total, desc=f"glue {spec.name} {task}", progress=False,
                          cadence=Cadence(batches.per_epoch, batches.per_epoch, total, eval_at_start=False))
     res = train_loop(model, batches, loop, callbacks=[best])
     res.model.load_state_dict(best.weights)
     out: dict[str, Any] = {"lr": lr, "seed": seed, "best_epoch": best.step // batches.per_epoch,
-                           "validation_by_epoch": [round(v, 6) for v in best.scores],
+                           "validation_by_epoch": list(best.scores),
+                           "test_by_epoch": list(best.test_scores),
+                           "train_loss_by_epoch": [r["train_loss"] for r in res.history],
                            "train_loss_last": float(np.mean(res.step_losses[-batches.per_epoch:])),
                            "validation": best.best}
     device = res.accelerator.device
@@ -244,31 +255,6 @@ def finetune_task(init: Path | str | None, spec: ArchSpec, preset: str, tok: Any
                          uses_bf16(cfg, device))
         out[split] = task_metrics(task, y, preds)
     return out
-
-
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best lr by mean validation score over seeds; test mean/std over seeds at that lr."""
-    by_lr: dict[float, list[dict[str, Any]]] = {}
-    for r in runs:
-        by_lr.setdefault(r["lr"], []).append(r)
-    val_mean = {lr: float(np.mean([r["validation"]["score"] for r in rs])) for lr, rs in by_lr.items()}
-    best = max(sorted(val_mean), key=lambda lr: val_mean[lr])  # ties -> smallest lr (sorted, stable max)
-    rs = by_lr[best]
-    test = np.array([r["test"]["score"] for r in rs])
-    metrics = {k: float(np.mean([r["test"][k] for r in rs])) for k in rs[0]["test"]}
-    out = {"best_lr": best, "val_score": val_mean[best], "test_score": float(test.mean()),
-           "test_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0, "n_seeds": len(rs),
-           "test_metrics": metrics, "val_score_by_lr": {str(k): v for k, v in val_mean.items()}}
-    if "test_mismatched" in rs[0]:
-        out["test_mismatched_score"] = float(np.mean([r["test_mismatched"]["score"] for r in rs]))
-    return out
-
-
-def mean_score(tasks: dict[str, dict[str, Any]]) -> tuple[float, list[str]]:
-    """Mean test score over the tasks the study ran (WNLI is shown but not averaged; if only tasks outside
-    the study's were run, over those) and the tasks averaged."""
-    scored = [t for t in tasks if t in STUDY_GLUE_TASKS] or list(tasks)
-    return float(np.mean([tasks[t]["test_score"] for t in scored])), scored
 
 
 def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec, preset: str,
@@ -326,5 +312,5 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec,
     secs = time.perf_counter() - t0
     timing.record(**{str(checkpoint_dir or "scratch"): {"seconds": round(secs, 2),
                                                        "sequences_per_s": round(n_seqs / max(secs, 1e-9), 1)}})
-    mean, scored = mean_score(results)
+    mean, scored = mean_score({t: r["test_score"] for t, r in results.items()})
     return {"tasks": results, "mean_test_score": mean, "mean_tasks": scored}

@@ -159,6 +159,19 @@ def stream_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tenso
     return torch.cat(out)
 
 
+def unique_tokens(step: int, batch_size: int, n_blocks: int, seq_len: int) -> int:
+    """Distinct training tokens seen after ``step`` steps: every epoch is a permutation of the ``n_blocks``
+    blocks (``stream_indices``), so the first ``min(step * batch_size, n_blocks)`` positions are distinct blocks."""
+    return min(step * batch_size, n_blocks) * seq_len
+
+
+def select_lr(best_val: dict[float, float | None]) -> float:
+    """The learning rate of a sweep whose run reached the lowest validation loss (ties: the smaller rate); none
+    evaluated: the last rate swept. ``best_val``: rate -> its run's lowest validation loss, in sweep order."""
+    scored = [lr for lr, v in best_val.items() if v is not None]
+    return min(scored, key=lambda lr: (best_val[lr], lr)) if scored else list(best_val)[-1]
+
+
 class BlockSource:
     """Batch source of packed blocks: step ``s`` takes ``stream_indices(s)`` through the objective, with a
     generator seeded from ``(seed, s)``. The blocks are moved to ``device`` first, so the objective builds its
@@ -300,8 +313,8 @@ def pretrain(arch: str | ArchSpec, preset: str, corpus_dir: Path | str, tokenize
     loss is lowest is selected, and its best weights are written to ``out_dir/final/`` (``save_pretrained``
     model + tokenizer files + ``train_info.json``), the checkpoint GLUE fine-tunes. Per-rate checkpoints and
     DVCLive logs: ``out_dir/lr-<lr>/``; the selected rate's log is copied to ``live_dir``. Returns ``{"final":
-    metrics of the selected run incl. the sweep, "history": its rows}`` (deterministic); wall-clock figures
-    go to ``tinyhelen.timing``."""
+    metrics of the selected run incl. the sweep, "history": its rows, "runs": every rate's rows}``
+    (deterministic); wall-clock figures go to ``tinyhelen.timing``."""
     import shutil
 
     from tinyhelen.exp1 import models
@@ -324,9 +337,8 @@ def pretrain(arch: str | ArchSpec, preset: str, corpus_dir: Path | str, tokenize
              for lr, r in runs.items()}
     finished = all(r["finished"] for r in runs.values())
     if not finished:
-        return {"final": {"finished": False, "lr_sweep": sweep}, "history": []}
-    scored = [lr for lr, r in runs.items() if r["final"]["best_val_loss"] is not None]
-    best_lr = min(scored, key=lambda lr: (runs[lr]["final"]["best_val_loss"], lr)) if scored else cfg.lr[-1]
+        return {"final": {"finished": False, "lr_sweep": sweep}, "history": [], "runs": {}}
+    best_lr = select_lr({lr: r["final"]["best_val_loss"] for lr, r in runs.items()})
     best = runs[best_lr]
     final = {**best["final"], "lr": best_lr, "lr_sweep": sweep, "genres": cfg.genres}
     acc = best["accelerator"]
@@ -342,7 +354,7 @@ def pretrain(arch: str | ArchSpec, preset: str, corpus_dir: Path | str, tokenize
     acc.wait_for_everyone()
     log.info("pretrain %s: selected lr %g (best validation loss %s at step %s)", name, best_lr,
              final["best_val_loss"], final["best_step"])
-    return {"final": final, "history": best["history"]}
+    return {"final": final, "history": best["history"], "runs": {lr: r["history"] for lr, r in runs.items()}}
 
 
 def run_one(spec: ArchSpec, preset: str, tok: Any, train_blocks: torch.Tensor, val_blocks: torch.Tensor | None,

@@ -1,14 +1,26 @@
-"""EXP1's report: the table arch x initialisation x task from the GLUE stage reports (``exp1_table``), its
-Markdown, plot rows and figure."""
+"""EXP1's typed result (``Exp1Result``), built from its run files alone (``from_runs``):
+
+* ``runs/pretrain/<arch>-<side>.tsv`` (written by ``pretrain_<side>@<arch>``): the curve of every learning rate
+  of the sweep (column ``peak_lr``), per evaluation: step, tokens, unique tokens, learning rate, train and
+  validation loss; the header has the model's preset and non-embedding parameters;
+* ``runs/glue/<arch>-<init>.tsv`` (written by ``glue@<arch>-<init>``): a row per task x lr x seed x epoch with the
+  train loss, validation score and test score of that epoch (the test split is scored after every epoch for the
+  record; the reported score is the selected epoch's).
+
+The selection rules are EXP1's own (``tinyhelen.exp1.glue_metrics``: best epoch, best learning rate, the tasks
+a mean covers; ``tinyhelen.exp1.pretrain.select_lr``), so the result recomputed from the files is the one the
+stages reported. The tables and the figure are rendered from the typed result (``tinyhelen.report.tables``).
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from tinyhelen.io import InputError
-from tinyhelen.results import Result, Schema, mean_or_none, rounded
-from tinyhelen.study import STUDY_GLUE_TASKS
-
+from tinyhelen import runfiles
+from tinyhelen.exp1.glue_metrics import aggregate, mean_score, mean_tasks, select_epoch
+from tinyhelen.io import InputError, atomic_path
+from tinyhelen.results import Result, Schema, rounded
 
 
 class GlueCell(Schema):
@@ -35,6 +47,7 @@ class PretrainRun(Schema):
     lr: float | None = None  # the learning rate selected by validation loss
     lr_sweep: dict[str, float | None] | None = None  # learning rate -> its run's lowest validation loss
     best_step: int | None = None  # the step whose weights fine-tuning starts from (lowest validation loss)
+    best_val_loss: float | None = None
 
 
 class Exp1Result(Result):
@@ -49,12 +62,11 @@ class Exp1Result(Result):
     pretrain: list[PretrainRun]
 
     def study_tasks(self) -> list[str]:
-        """The tasks the study ran (WNLI is shown but not in the means or the claims)."""
-        return [t for t in self.tasks if t in STUDY_GLUE_TASKS]
+        """The tasks the means and claims cover (``glue_metrics.mean_tasks``: WNLI is shown, never averaged)."""
+        return mean_tasks(self.tasks)
 
     def mean_score(self, arch: str, init: str) -> float | None:
-        tasks = self.study_tasks()
-        return mean_or_none([c.test for c in self.cells if c.arch == arch and c.init == init and c.task in tasks])
+        return mean_score({c.task: c.test for c in self.cells if c.arch == arch and c.init == init})[0]
 
     def metrics(self) -> dict[str, Any]:
         return {"glue_mean": {f"{a}-{i}": rounded(self.mean_score(a, i)) for a in self.archs for i in self.inits},
@@ -62,160 +74,129 @@ class Exp1Result(Result):
                 "pretrain_val_loss": {f"{r.arch}-{r.side}": rounded(r.val_loss) for r in self.pretrain},
                 "tokens_per_run": self.tokens_per_run}
 
-    @classmethod
-    def build(cls, glue_reports: dict[str, dict], glue_runs: dict[str, dict], pretrain_reports: dict[str, dict],
-              archs: list[str], sides: list[str], tokens_per_run: int, preset: str,
-              inits: list[str] | None = None) -> Exp1Result:
-        """From ``reports/glue/<arch>-<init>.json`` (best lr, mean/std per task), ``reports/glue_runs/``
-        (every lr x seed run) and ``reports/pretrain/<arch>-<side>.json``, all keyed by ``<arch>-<init>``."""
-        inits = inits if inits is not None else [*sides, "scratch"]
-        cells, tasks = [], []
-        for arch in archs:
-            for init in inits:
-                name = f"{arch}-{init}"
-                rep, runs = glue_reports.get(name), glue_runs.get(name)
-                if rep is None or runs is None:
-                    raise InputError(f"reports/glue/{name}.json", "GLUE report missing (run the glue stages)")
-                for task, r in rep["tasks"].items():
-                    tasks += [task] if task not in tasks else []
-                    seeds = {int(x["seed"]): float(x["test"]["score"]) for x in runs.get(task, [])
-                             if x["lr"] == r["best_lr"]}
-                    cells.append(GlueCell(arch=arch, init=init, task=task, test=r["test_score"], std=r["test_std"],
-                                          best_lr=r["best_lr"], seeds=dict(sorted(seeds.items()))))
-        pre = []
-        for arch in archs:
-            for side in sides:
-                p = pretrain_reports.get(f"{arch}-{side}")
-                if p is None:
-                    raise InputError(f"reports/pretrain/{arch}-{side}.json", "pretraining report missing")
-                pre.append(PretrainRun(arch=arch, side=side, preset=p["preset"], tokens_seen=p["tokens_seen"],
-                                       steps=p["steps"], non_embedding_params=p["non_embedding_params"],
-                                       train_loss=p.get("train_loss"), val_loss=p.get("val_loss"), lr=p.get("lr"),
-                                       lr_sweep={k: v["best_val_loss"] for k, v in p["lr_sweep"].items()}
-                                       if "lr_sweep" in p else None, best_step=p.get("best_step")))
-        return cls(preset=preset, archs=archs, inits=inits, tasks=tasks, tokens_per_run=tokens_per_run,
-                   cells=cells, pretrain=pre)
+
+# ------------------------------------------------------------------------------------ reading the run files
+def task_results(rows: Sequence[dict[str, Any]], where: Path | str) -> dict[str, dict[str, Any]]:
+    """Per task (in order of appearance): ``aggregate`` of its lr x seed runs, each run scored on test at the
+    epoch ``select_epoch`` picks, plus ``seeds`` (seed -> test score at the best lr)."""
+    runs: dict[str, dict[tuple[float, int], list[dict[str, Any]]]] = {}
+    for r in rows:
+        runs.setdefault(r["task"], {}).setdefault((r["lr"], r["seed"]), []).append(r)
+    out = {}
+    for task, by_run in runs.items():
+        picked = []
+        for (lr, seed), epochs in by_run.items():
+            epochs = sorted(epochs, key=lambda r: r["epoch"])
+            if [r["epoch"] for r in epochs] != list(range(1, len(epochs) + 1)):
+                raise InputError(where, f"{task} lr {lr:g} seed {seed}: epochs {[r['epoch'] for r in epochs]}, "
+                                        "expected 1..n")
+            e = select_epoch([r["val_score"] for r in epochs])
+            picked.append({"lr": lr, "seed": seed, "validation": {"score": epochs[e]["val_score"]},
+                           "test": {"score": epochs[e]["test_score"]}})
+        agg = aggregate(picked)
+        agg["seeds"] = dict(sorted((r["seed"], r["test"]["score"]) for r in picked if r["lr"] == agg["best_lr"]))
+        out[task] = agg
+    return out
 
 
+def _lowest(vals: list[float | None]) -> int | None:
+    """Index of the lowest validation loss, ties the earlier (``pretrain.KeepBest``'s rule)."""
+    idx = [i for i, v in enumerate(vals) if v is not None]
+    return min(idx, key=lambda i: (vals[i], i)) if idx else None
 
 
-def exp1_table(glue_reports: dict[str, dict[str, Any]], pretrain_reports: dict[str, dict[str, Any]],
-               archs: list[str], sides: list[str], expected_tokens: int,
-               inits: list[str] | None = None) -> dict[str, Any]:
-    """EXP1 table: arch x init (leaner / ori / scratch) x task test score (mean, std over seeds).
+def pretrain_run(rf: runfiles.RunFile, arch: str, side: str) -> PretrainRun:
+    """The selected run of a pretraining run file: the rate whose lowest validation loss is lowest
+    (``pretrain.select_lr``), its last row (tokens, steps, losses) and the step of its lowest loss."""
+    from tinyhelen.exp1.pretrain import select_lr
 
-    ``glue_reports``: ``reports/glue/<arch>-<init>.json`` by ``<arch>-<init>`` (``inits``: default the
-    sides and scratch); ``pretrain_reports``:
-    ``reports/pretrain/<arch>-<side>.json``. Fails (InputError) if a run is missing or if the pretraining
-    runs did not all see ``expected_tokens`` tokens (the equal-budget rule)."""
-    inits = inits if inits is not None else [*sides, "scratch"]
-    for arch in archs:
-        for side in sides:
-            name = f"{arch}-{side}"
-            rep = pretrain_reports.get(name)
-            if rep is None:
-                raise InputError(f"reports/pretrain/{name}.json", "pretraining report missing")
-            if rep.get("tokens_seen") != expected_tokens:
-                raise InputError(f"reports/pretrain/{name}.json",
-                                 f"saw {rep.get('tokens_seen')} tokens, expected {expected_tokens} "
-                                 "(every run must have the same token budget)")
-    table: dict[str, Any] = {}
-    tasks: list[str] = []
-    for arch in archs:
-        table[arch] = {}
-        for init in inits:
-            name = f"{arch}-{init}"
-            rep = glue_reports.get(name)
-            if rep is None:
-                raise InputError(f"reports/glue/{name}.json", "GLUE report missing")
-            row = {t: {"test": r["test_score"], "std": r["test_std"], "best_lr": r["best_lr"]}
-                   for t, r in rep["tasks"].items()}
-            tasks = tasks or list(row)
-            row["mean"] = {"test": rep["mean_test_score"]}
-            table[arch][init] = row
-    # study claims, checked on this table
-    claims: dict[str, Any] = {}
-    if "leaner" in sides and "ori" in sides:
-        wins = {a: table[a]["leaner"]["mean"]["test"] > table[a]["ori"]["mean"]["test"] for a in archs}
-        claims["leaner_beats_ori"] = wins
-        claims["leaner_beats_ori_count"] = sum(wins.values())
-    best_init = sides[0] if sides else "scratch"
-    ranking = sorted(archs, key=lambda a: -table[a][best_init]["mean"]["test"])
-    claims[f"best_arch_{best_init}"] = ranking[0]
-    claims["pretraining_helps"] = {a: max(table[a][s]["mean"]["test"] for s in sides)
-                                   > table[a]["scratch"]["mean"]["test"] for a in archs} if sides and "scratch" in inits else {}
-    runs = {f"{a}-{s}" for a in archs for s in sides}  # the directory may hold runs of other archs
-    pre = {n: {k: r.get(k) for k in ("tokens_seen", "train_loss", "val_loss", "non_embedding_params", "lr",
-                                     "best_step", "best_val_loss", "lr_sweep")}
-           for n, r in sorted(pretrain_reports.items()) if n in runs}
-    return {"tasks": tasks, "inits": inits, "table": table, "claims": claims, "pretrain": pre,
-            "tokens_per_run": expected_tokens}
+    rf.need("preset", "non_embedding_params")
+    curves: dict[float, list[dict[str, Any]]] = {}
+    for r in rf.rows:
+        curves.setdefault(r["peak_lr"], []).append(r)
+    if not curves:
+        raise InputError(rf.path, "no rows")
+    best = {}
+    for lr, rows in curves.items():
+        i = _lowest([r["val_loss"] for r in rows])
+        best[lr] = (None, None) if i is None else (rows[i]["val_loss"], rows[i]["step"])
+    lr = select_lr({k: v[0] for k, v in best.items()})
+    rows = curves[lr]
+    vals = [r["val_loss"] for r in rows if r["val_loss"] is not None]
+    return PretrainRun(arch=arch, side=side, preset=rf.meta["preset"], tokens_seen=rows[-1]["tokens"],
+                       steps=rows[-1]["step"], non_embedding_params=rf.meta["non_embedding_params"],
+                       train_loss=rows[-1]["train_loss"], val_loss=vals[-1] if vals else None, lr=lr,
+                       lr_sweep={f"{k:g}": v[0] for k, v in best.items()}, best_step=best[lr][1],
+                       best_val_loss=best[lr][0])
 
 
-def exp1_markdown(res: dict[str, Any], preset: str) -> str:
-    """The EXP1 tables in Markdown (each architecture with its pretraining objective from the registry)."""
-    from tinyhelen.exp1.models import get
+# ------------------------------------------------------------------------------------ the typed result
+@runfiles.built_from
+def from_runs(runs: Path | str, params: Path | str) -> Exp1Result:
+    """EXP1's typed result from the run files under ``runs`` and the params in ``params`` (which archs, sides
+    and initialisations; the preset; the token budget every pretraining run must have seen)."""
+    from tinyhelen.config import load_section
+    from tinyhelen.exp1.config import Exp1Config, ModelsConfig
+    from tinyhelen.exp1.pretrain import PretrainConfig
 
-    tasks, inits = res["tasks"], res["inits"]
-    lines = [f"# EXP1: pretraining corpus x architecture on Leaner-GLUE (preset `{preset}`)", "",
-             f"Every pretraining run saw {res['tokens_per_run']:,} tokens. Test scores x100 (mean +- std "
-             "over seeds at the learning rate best on validation; each fine-tuning run is scored on test with the "
-             "weights of its best validation epoch). CoLA: MCC; MRPC: mean(F1, acc); STS-B: mean(Pearson, "
-             "Spearman); others: accuracy. The mean covers the tasks the study ran (WNLI is shown, not averaged).",
-             "",
-             "| arch | objective | pretrained on | " + " | ".join(tasks) + " | mean |",
-             "|---|---|---|" + "---|" * (len(tasks) + 1)]
-    for arch, by_init in res["table"].items():
-        for init in inits:
-            row = by_init[init]
-            cells = [f"{100 * row[t]['test']:.1f} +- {100 * row[t]['std']:.1f}" for t in tasks]
-            lines.append(f"| {arch} | {get(arch).objective} | {init} | " + " | ".join(cells)
-                         + f" | **{100 * row['mean']['test']:.1f}** |")
-    lines += ["", "## Study claims on this table", ""]
-    for k, v in res["claims"].items():
-        lines.append(f"- `{k}`: {v}")
-    lines += ["", "## Pretraining runs", "",
-              "Each run swept the learning rates of `pretrain.lr` and kept the one with the lowest validation loss; "
-              "fine-tuning starts from that run's weights at its lowest validation loss (step shown).", "",
-              "| run | tokens | selected lr | best val loss (step) | last train loss | lowest val loss per lr "
-              "| non-embedding params |", "|---|---|---|---|---|---|---|"]
-    for name, r in res["pretrain"].items():
-        params = r["non_embedding_params"]
-        sweep = ", ".join(f"{lr}: {v['best_val_loss']}" for lr, v in (r.get("lr_sweep") or {}).items())
-        lines.append(f"| {name} | {r['tokens_seen']:,} | {r.get('lr')} | {r.get('best_val_loss')} "
-                     f"({r.get('best_step')}) | {r['train_loss']} | {sweep or 'n/a'} | "
-                     f"{'n/a' if params is None else f'{params:,}'} |")
-    lines.append("")
-    return "\n".join(lines)
+    exp1 = load_section("exp1", Exp1Config, params)
+    preset = load_section("models", ModelsConfig, params).preset
+    tokens = load_section("pretrain", PretrainConfig, params).tokens_per_run
+    pre = []
+    for arch in exp1.archs:
+        for side in exp1.sides:
+            rf = runfiles.read_kind(runs, "pretrain", arch=arch, side=side)
+            run = pretrain_run(rf, arch, side)
+            if run.tokens_seen != tokens:
+                raise InputError(rf.path, f"saw {run.tokens_seen} tokens, expected {tokens} (every run must have "
+                                          "the same token budget)")
+            pre.append(run)
+    cells, tasks = [], []
+    for arch in exp1.archs:
+        for init in exp1.inits:
+            rf = runfiles.read_kind(runs, "glue", arch=arch, init=init)
+            for task, r in task_results(rf.rows, rf.path).items():
+                tasks += [task] if task not in tasks else []
+                cells.append(GlueCell(arch=arch, init=init, task=task, test=r["test_score"], std=r["test_std"],
+                                      best_lr=r["best_lr"], seeds=r["seeds"]))
+    return Exp1Result(preset=preset, archs=exp1.archs, inits=exp1.inits, tasks=tasks, tokens_per_run=tokens,
+                      cells=cells, pretrain=pre)
 
 
-def exp1_plot_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per arch x init: the mean test score (DVC bar plot data)."""
-    return [{"model": f"{arch}-{init}", "arch": arch, "init": init,
-             "test_score": round(100 * row["mean"]["test"], 3)}
-            for arch, by_init in res["table"].items() for init, row in by_init.items()]
+# ------------------------------------------------------------------------------------ plots
+def plot_rows(e1: Exp1Result) -> list[dict[str, Any]]:
+    """One row per arch x init: the mean test score over the study's tasks (DVC bar plot data)."""
+    return [{"model": f"{a}-{i}", "arch": a, "init": i,
+             "test_score": None if (m := e1.mean_score(a, i)) is None else round(100 * m, 3)}
+            for a in e1.archs for i in e1.inits]
 
 
-def exp1_png(res: dict[str, Any], path: Path | str) -> None:
-    """Grouped bar chart: mean Leaner-GLUE test score per arch, one bar per pretraining corpus."""
+def plot_png(e1: Exp1Result, path: Path | str) -> None:
+    """Grouped bar chart: mean Leaner-GLUE test score per arch, one bar per initialisation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tinyhelen.io import atomic_path
-
-    archs, inits = list(res["table"]), res["inits"]
-    width = 0.8 / len(inits)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(archs), 3.6))
-    for i, init in enumerate(inits):
-        vals = [100 * res["table"][a][init]["mean"]["test"] for a in archs]
-        ax.bar([x + (i - (len(inits) - 1) / 2) * width for x in range(len(archs))], vals, width, label=init)
-    ax.set_xticks(range(len(archs)), archs)
-    ax.set_ylabel("mean test score (x100)")
+    width = 0.8 / len(e1.inits)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(e1.archs), 3.6))
+    for i, init in enumerate(e1.inits):
+        vals = [100 * (e1.mean_score(a, init) or 0.0) for a in e1.archs]
+        ax.bar([x + (i - (len(e1.inits) - 1) / 2) * width for x in range(len(e1.archs))], vals, width, label=init)
+    ax.set_xticks(range(len(e1.archs)), e1.archs)
+    ax.set_ylabel(f"mean test score (x100, {len(e1.study_tasks())} tasks)")
     ax.set_title("EXP1: Leaner-GLUE after pretraining on leaner / ori / nothing")
     ax.legend(title="pretrained on", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def write_plots(e1: Exp1Result, tsv: Path | str, png: Path | str) -> None:
+    """The DVC plot data (``plot_rows``) and the figure."""
+    from tinyhelen.io import write_tsv
+
+    rows = plot_rows(e1)
+    write_tsv(tsv, rows, list(rows[0]))
+    plot_png(e1, png)

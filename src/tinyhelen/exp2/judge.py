@@ -175,7 +175,8 @@ def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequ
 
     The selected checkpoint has the best mean among those whose share of answers WITHOUT a value
     (proxy_ref_ppl: empty answers; LLM: unjudged) is at most ``max_unscored_share`` (an all-empty checkpoint
-    must not win on the few answers it gave); if none qualifies, the one with the fewest unscored answers."""
+    must not win on the few answers it gave). If no checkpoint qualifies there is no signal to select on: the
+    recipe's selected step is None and ``no_signal`` says why (the EXP2 claims are then not measured)."""
     metrics = metrics_of(backend)
     sel = selection_metric or BACKENDS[backend].main_metric
     if sel not in metrics:
@@ -183,7 +184,8 @@ def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequ
                           f"({', '.join(metrics)})")
     inner = [s for s in scores if s["set"] == "inner_comparison"]
     out: dict[str, Any] = {"backend": backend, "selection_metric": sel, "higher_is_better": HIGHER_IS_BETTER[sel],
-                           "max_unscored_share": max_unscored_share, "selected": {}, "checkpoint_curve": {}}
+                           "max_unscored_share": max_unscored_share, "selected": {}, "no_signal": {},
+                           "checkpoint_curve": {}}
     for rec in recipes:
         curve = []
         for st in sorted({s["step"] for s in inner if s["recipe"] == rec}):
@@ -196,10 +198,13 @@ def select_checkpoints(scores: list[dict[str, Any]], backend: str, recipes: Sequ
         out["checkpoint_curve"][rec] = curve
         valid = [c for c in curve if c["mean"] is not None and c["unscored_share"] <= max_unscored_share]
         if valid:
-            best = (max if HIGHER_IS_BETTER[sel] else min)(valid, key=lambda c: c["mean"])
+            out["selected"][rec] = (max if HIGHER_IS_BETTER[sel] else min)(valid, key=lambda c: c["mean"])["step"]
         else:
-            best = min(curve, key=lambda c: (c["unscored_share"], c["step"]))
-        out["selected"][rec] = best["step"]
+            out["selected"][rec] = None
+            least = min(c["unscored_share"] for c in curve)
+            out["no_signal"][rec] = (f"no signal: none of its {len(curve)} checkpoints has {sel} on at least "
+                                     f"{1 - max_unscored_share:.0%} of its inner-comparison answers (at best "
+                                     f"{1 - least:.0%})")
     return out
 
 

@@ -1,6 +1,14 @@
-"""EXP2's report: the per-recipe and per-bin tables of the judged Leaner-Eval answers (``summarise``), the typed
-result (``Exp2Result``: per recipe every metric with its interval, the tuning steps and tokens), the Markdown,
-the plot rows and the figure."""
+"""EXP2's typed result (``Exp2Result``), built from its run files alone (``from_runs``):
+
+* ``runs/exp2/inner.tsv`` (written by ``judge_inner``): every checkpoint's judged answers to the 31
+  inner-comparison questions; the checkpoint selection is recomputed from it (``judge.select_checkpoints``);
+* ``runs/exp2/answers.tsv`` (written by ``judge``): the selected checkpoints' judged Leaner-Eval answers; per
+  recipe the mean of every metric with its bootstrap interval (``summarise``), per similarity bin;
+* ``runs/instruct/<recipe>.tsv`` (written by ``instruct_tune``): each recipe's tuning curve (steps, tokens);
+* ``runs/pretrain/llama-leaner.tsv``: the size of the pretrained LLaMA the recipes start from.
+
+The tables and the figure are rendered from the typed result (``tinyhelen.report.tables``).
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,9 +17,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, metrics_of
-from tinyhelen.exp2.llm_judge import CRITERIA
-from tinyhelen.io import InputError
+from tinyhelen import runfiles
+from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, metrics_of, select_checkpoints
+from tinyhelen.io import InputError, atomic_path
 from tinyhelen.results import Result, Schema
 
 
@@ -24,15 +32,25 @@ class Estimate(Schema):
     n: int | None = None
 
 
+class CurvePoint(Estimate):
+    """One checkpoint of the selection curve: the selection metric's estimate and the unscored share."""
+
+    step: int
+    unscored_share: float
+
+
 class Exp2Recipe(Schema):
     recipe: str
     pretrain: str
     tune: str
     selected_step: int | None
+    no_signal: str | None = None  # why no checkpoint was selected (every checkpoint's answers unscored)
     answers: int | None
     tune_steps: int | None
     tune_tokens: int | None
     scores: dict[str, Estimate]
+    by_bin: dict[str, Estimate] = {}  # similarity bin -> the main metric
+    curve: list[CurvePoint] = []  # the checkpoint-selection curve (selection metric)
 
 
 class Exp2Result(Result):
@@ -41,6 +59,7 @@ class Exp2Result(Result):
     judge_backend: str
     judge_is_llm: bool = Field(description="the scores are LLM judgements (else proxy metrics)")
     main_metric: str
+    selection_metric: str | None = None
     higher_is_better: dict[str, bool]
     instruct_source: str
     template: str | None
@@ -67,26 +86,31 @@ class Exp2Result(Result):
     def build(cls, rep: dict[str, Any], *, judge_is_llm: bool, main_metric: str, instruct_source: str,
               template: str | None, questions: int | None, tune_reports: dict[str, dict],
               non_embedding_params: int | None) -> Exp2Result:
-        """From ``summarise``'s result (per recipe ``{metric: {mean, ci95, n}}``) and the
-        instruction-tuning stages' reports ``reports/instruct/<recipe>.json`` (steps, tokens)."""
+        """From ``summarise``'s result (per recipe ``{metric: {mean, ci95, n}}``, by bin, the selection curve)
+        and each recipe's tuning figures (``{"steps", "tokens"}``)."""
+        est = lambda v: Estimate(mean=v["mean"], lo=v["ci95"][0], hi=v["ci95"][1], n=v["n"])  # noqa: E731
         recipes = []
         for name, v in rep["recipes"].items():
             pre, tune = name.split("-", 1)
             t = tune_reports.get(name, {})
-            scores = {m: Estimate(mean=v[m]["mean"], lo=v[m]["ci95"][0], hi=v[m]["ci95"][1], n=v[m]["n"])
-                      for m in rep["metrics"] if m in v}
-            recipes.append(Exp2Recipe(recipe=name, pretrain=pre, tune=tune, selected_step=v.get("selected_step"),
-                                      answers=v.get("answers"), tune_steps=t.get("steps"),
-                                      tune_tokens=t.get("tokens"), scores=scores))
+            recipes.append(Exp2Recipe(
+                recipe=name, pretrain=pre, tune=tune, selected_step=v.get("selected_step"),
+                no_signal=rep.get("no_signal", {}).get(name), answers=v.get("answers"), tune_steps=t.get("steps"),
+                tune_tokens=t.get("tokens"), scores={m: est(v[m]) for m in rep["metrics"] if m in v},
+                by_bin={b: est(x[main_metric]) for b, x in rep.get("by_bin", {}).get(name, {}).items()},
+                curve=[CurvePoint(step=c["step"], unscored_share=c["unscored_share"], **est(c).model_dump())
+                       for c in rep.get("checkpoint_curve", {}).get(name, [])]))
         return cls(judge_backend=rep["backend"], judge_is_llm=judge_is_llm, main_metric=main_metric,
-                   higher_is_better=rep["higher_is_better"], instruct_source=instruct_source, template=template,
-                   questions=questions, non_embedding_params=non_embedding_params, recipes=recipes)
+                   selection_metric=rep.get("selection_metric"), higher_is_better=rep["higher_is_better"],
+                   instruct_source=instruct_source, template=template, questions=questions,
+                   non_embedding_params=non_embedding_params, recipes=recipes)
 
 
 def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
-           selection: dict[str, Any]) -> dict[str, Any]:
-    """Per recipe / per bin tables (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
-    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint."""
+              selection: dict[str, Any]) -> dict[str, Any]:
+    """Per recipe / per bin estimates (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
+    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint; a
+    recipe without a selected step (no signal) has no answers."""
     metrics = metrics_of(backend)
     if selection.get("backend") != backend:
         raise InputError("checkpoint selection", f"judged by backend {selection.get('backend')!r}, the Leaner-Eval "
@@ -95,6 +119,7 @@ def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str]
     out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
                            "checkpoint_curve": selection["checkpoint_curve"],
                            "selection_metric": selection["selection_metric"],
+                           "no_signal": selection.get("no_signal", {}),
                            "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in metrics}}
     bins = sorted({s["bin"] for s in main if s.get("bin")})
     for rec in recipes:
@@ -113,122 +138,101 @@ def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str]
     return out
 
 
-def _fmt(s: dict[str, Any]) -> str:
-    if s["mean"] is None:
-        return "n/a"
-    return f"{s['mean']:.3g} [{s['ci95'][0]:.3g}, {s['ci95'][1]:.3g}]"
+# ------------------------------------------------------------------------------------ run files
+def read_scores(runs: Path | str, kind: str) -> tuple[list[dict[str, Any]], str]:
+    rf = runfiles.read_kind(runs, kind)
+    rf.need("backend")
+    if rf.meta["backend"] not in BACKENDS:
+        raise InputError(rf.path, f"judge backend {rf.meta['backend']!r} is not registered")
+    return rf.rows, rf.meta["backend"]
 
 
-def markdown(rep: dict[str, Any], provenance: dict[str, Any]) -> str:
-    backend = rep["backend"]
-    metrics = rep["metrics"]
-    lines = ["# EXP2: instruction tuning with four data recipes", ""]
-    if not BACKENDS[backend].is_llm:
-        lines += ["> **Proxy metrics, not LLM-judge scores.** Judged offline (`judge.backend: proxy`): the "
-                  "columns are automatic proxies (see docs/exp2.md), not the study's grammar/coherence/"
-                  "specificity scores. Run with `judge.backend=llm` for the LLM-judged table.", ""]
-    else:
-        lines += [f"Judge: LLM `{provenance.get('judge_model')}` (temperature 0), grammar/coherence/"
-                  "specificity 0-5 each, sum 0-15 (mean over the presentation orders).", ""]
-    lines += [f"- Instruction data source: `{provenance.get('instruct_source')}`",
-              f"- Recipe = `<pretraining corpus>-<instruction-tuning corpus>`; 95% bootstrap intervals "
-              f"({provenance.get('n_boot')} resamples of the questions)",
-              f"- Questions answered: {provenance.get('questions')}; decoding: {provenance.get('decoding')}", ""]
-    lines += ["## Per recipe (Leaner-Eval)", "", "| recipe | " + " | ".join(METRIC_LABELS[m] for m in metrics)
-              + " | selected step |", "|---" * (len(metrics) + 2) + "|"]
-    for rec, v in rep["recipes"].items():
-        lines.append(f"| {rec} | " + " | ".join(_fmt(v[m]) for m in metrics) + f" | {v.get('selected_step')} |")
-    main = BACKENDS[backend].main_metric
-    lines += ["", f"## Per similarity bin: {METRIC_LABELS[main]}", ""]
-    bins = sorted({b for v in rep["by_bin"].values() for b in v})
-    lines += ["| recipe | " + " | ".join(f"split-{b}" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]
-    for rec, v in rep["by_bin"].items():
-        lines.append(f"| {rec} | " + " | ".join(_fmt(v[b][main]) for b in bins) + " |")
-    sel = rep["selection_metric"]
-    lines += ["", f"## Checkpoint selection (31 inner-comparison questions): {METRIC_LABELS[sel]}", ""]
-    steps = sorted({c["step"] for cs in rep["checkpoint_curve"].values() for c in cs})
-    lines += ["| recipe | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
-    for rec, cs in rep["checkpoint_curve"].items():
-        by = {c["step"]: c for c in cs}
-        lines.append(f"| {rec} | " + " | ".join(
-            (_fmt(by[s]) + (f" ({by[s]['unscored_share']:.0%} unscored)" if by[s].get("unscored_share") else ""))
-            if s in by else "" for s in steps) + " |")
-    if provenance.get("agreement"):
-        ag = provenance["agreement"]
-        lines += ["", "## Position bias (same answers, two presentation orders)", "",
-                  f"Answers judged in both orders: {ag['answers']}. Position means (sum 0-15): "
-                  f"{provenance.get('position_means')}", "",
-                  "| criterion | exact agreement | within 1 | mean abs diff | Pearson r |", "|---|---|---|---|---|"]
-        for c in (*CRITERIA, "total"):
-            a = ag.get(c)
-            if a:
-                lines.append(f"| {c} | {a['exact']} | {a['within_1']} | {a['mean_abs_diff']} | {a['pearson']} |")
-    return "\n".join(lines) + "\n"
+@runfiles.built_from
+def from_runs(runs: Path | str, params: Path | str) -> Exp2Result:
+    """EXP2's typed result from the run files under ``runs`` and the params in ``params`` (recipes, bootstrap
+    resamples and seed, selection rule, instruction source and template, questions answered)."""
+    from tinyhelen.config import load_section, load_seed
+    from tinyhelen.exp2.config import Exp2Config, InstructConfig
+    from tinyhelen.exp2.generate import GenerateConfig
+    from tinyhelen.exp2.instruct_data import TEMPLATES
+
+    cfg = load_section("exp2", Exp2Config, params)
+    icfg = load_section("instruct", InstructConfig, params)
+    questions = load_section("generate", GenerateConfig, params).max_questions
+    seed = load_seed(params)
+    inner, backend = read_scores(runs, "exp2_inner")
+    answers, answered_by = read_scores(runs, "exp2_answers")
+    if answered_by != backend:
+        raise InputError(runfiles.path(runs, "exp2_answers"), f"judged by {answered_by!r}, the inner comparison by "
+                                                              f"{backend!r}: rerun judge_inner and judge")
+    selection = select_checkpoints(inner, backend, cfg.recipes, cfg.n_boot, seed, cfg.selection_metric,
+                                   cfg.max_unscored_share)
+    rep = summarise(answers, backend, cfg.recipes, cfg.n_boot, seed, selection)
+    tune = {}
+    for r in cfg.recipes:
+        rows = runfiles.read_kind(runs, "instruct", recipe=r).rows
+        tune[r] = {"steps": rows[-1]["step"], "tokens": rows[-1]["tokens"]} if rows else {}
+    llama = runfiles.path(runs, "pretrain", arch="llama", side="leaner")
+    size = runfiles.read(llama, "pretrain").meta.get("non_embedding_params") if llama.exists() else None
+    b = BACKENDS[backend]
+    return Exp2Result.build(rep, judge_is_llm=b.is_llm, main_metric=b.main_metric, instruct_source=icfg.source,
+                            template=TEMPLATES[icfg.template], questions=questions, tune_reports=tune,
+                            non_embedding_params=size)
 
 
-def curve_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
-    """DVC plot rows: step x recipe (selection metric)."""
-    steps = sorted({c["step"] for cs in rep["checkpoint_curve"].values() for c in cs})
-    rows = []
-    for s in steps:
-        row: dict[str, Any] = {"step": s}
-        for rec, cs in rep["checkpoint_curve"].items():
-            row[rec] = next((c["mean"] for c in cs if c["step"] == s), None)
-        rows.append(row)
-    return rows
+# ------------------------------------------------------------------------------------ plots
+def curve_rows(e2: Exp2Result) -> list[dict[str, Any]]:
+    """DVC plot rows: step x recipe (the selection metric)."""
+    steps = sorted({c.step for r in e2.recipes for c in r.curve})
+    return [{"step": s, **{r.recipe: next((c.mean for c in r.curve if c.step == s), None) for r in e2.recipes}}
+            for s in steps]
 
 
-def recipe_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+def recipe_rows(e2: Exp2Result) -> list[dict[str, Any]]:
     """DVC plot rows: one per (recipe, bin) with the main metric (bin 'all' = every question)."""
-    main = BACKENDS[rep["backend"]].main_metric
     rows = []
-    for rec, v in rep["recipes"].items():
-        rows.append({"recipe": rec, "bin": "all", "metric": main, "mean": v[main]["mean"],
-                     "lo": v[main]["ci95"][0], "hi": v[main]["ci95"][1]})
-        for b, bv in rep["by_bin"][rec].items():
-            rows.append({"recipe": rec, "bin": b, "metric": main, "mean": bv[main]["mean"],
-                         "lo": bv[main]["ci95"][0], "hi": bv[main]["ci95"][1]})
+    for r in e2.recipes:
+        for b, e in (("all", r.scores.get(e2.main_metric)), *r.by_bin.items()):
+            if e is not None:
+                rows.append({"recipe": r.recipe, "bin": b, "metric": e2.main_metric, "mean": e.mean, "lo": e.lo,
+                             "hi": e.hi})
     return rows
 
 
-def plot_png(rep: dict[str, Any], path: Path | str) -> None:
+def plot_png(e2: Exp2Result, path: Path | str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tinyhelen.io import atomic_path
-
-    main = BACKENDS[rep["backend"]].main_metric
-    recipes = list(rep["recipes"])
+    main = e2.main_metric
+    names = [r.recipe for r in e2.recipes]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    means = [rep["recipes"][r][main]["mean"] or 0 for r in recipes]
-    err = [[m - (rep["recipes"][r][main]["ci95"][0] or m) for r, m in zip(recipes, means)],
-           [(rep["recipes"][r][main]["ci95"][1] or m) - m for r, m in zip(recipes, means)]]
-    ax.bar(recipes, means, yerr=err, capsize=4, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][:len(recipes)])
-    ax.set_title(METRIC_LABELS[main], fontsize=9)
+    ests = [r.scores.get(main) or Estimate(mean=None) for r in e2.recipes]
+    means = [e.mean or 0 for e in ests]
+    err = [[m - (e.lo if e.lo is not None else m) for e, m in zip(ests, means)],
+           [(e.hi if e.hi is not None else m) - m for e, m in zip(ests, means)]]
+    ax.bar(names, means, yerr=err, capsize=4, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][:len(names)])
+    ax.set_title(METRIC_LABELS.get(main, main), fontsize=9)
     ax.set_xlabel("recipe (pretrain-tune)")
     ax = axes[1]
-    bins = sorted({b for v in rep["by_bin"].values() for b in v})
-    w = 0.8 / max(1, len(recipes))
-    for i, r in enumerate(recipes):
-        ax.bar([j + i * w for j in range(len(bins))],
-               [rep["by_bin"][r][b][main]["mean"] or 0 for b in bins], width=w, label=r)
-    ax.set_xticks([j + w * (len(recipes) - 1) / 2 for j in range(len(bins))], [f"split-{b}" for b in bins])
+    bins = sorted({b for r in e2.recipes for b in r.by_bin})
+    w = 0.8 / max(1, len(names))
+    for i, r in enumerate(e2.recipes):
+        ax.bar([j + i * w for j in range(len(bins))], [(r.by_bin[b].mean if b in r.by_bin else 0) or 0 for b in bins],
+               width=w, label=r.recipe)
+    ax.set_xticks([j + w * (len(names) - 1) / 2 for j in range(len(bins))], [f"split-{b}" for b in bins])
     ax.set_title(f"by similarity bin: {main}", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[2]
-    sel = rep["selection_metric"]
-    for r, cs in rep["checkpoint_curve"].items():
-        ax.plot([c["step"] for c in cs], [c["mean"] for c in cs], marker="o", label=r)
-    ax.set_title(f"checkpoint selection (inner comparison): {sel}", fontsize=9)
+    for r in e2.recipes:
+        ax.plot([c.step for c in r.curve], [c.mean for c in r.curve], marker="o", label=r.recipe)
+    ax.set_title(f"checkpoint selection (inner comparison): {e2.selection_metric}", fontsize=9)
     ax.set_xlabel("instruction-tuning step")
     ax.legend(fontsize=7)
-    if not BACKENDS[rep["backend"]].is_llm:
-        fig.suptitle("EXP2 - PROXY METRICS (offline, not LLM-judge scores)", fontsize=10)
-    else:
-        fig.suptitle("EXP2 - LLM judge", fontsize=10)
+    fig.suptitle("EXP2 - LLM judge" if e2.judge_is_llm else "EXP2 - PROXY METRICS (offline, not LLM-judge scores)",
+                 fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -171,7 +171,7 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
         res = train_loop(model, source, loop, evaluate=token_loss(val, cfg.batch_size, tok.pad_token_id),
                          callbacks=[SaveCheckpoints(), *([TrainLog(live_dir)] if live_dir is not None else [])])
         shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
-        curve = [{k: r[k] for k in ("step", "train_loss", "val_loss", "lr")} for r in res.history]
+        curve = [{k: r[k] for k in ("step", "tokens", "train_loss", "val_loss", "lr")} for r in res.history]
         metrics = {
             "recipe": recipe, "base": str(base_dir), "train_examples": len(train_examples),
             "packing": cfg.packing, "train_sequences": len(train), "val_sequences": len(val),

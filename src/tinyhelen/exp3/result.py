@@ -19,13 +19,12 @@ Definitions (also in ``docs/exp3.md``):
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from tinyhelen.io import InputError, atomic_path
+from tinyhelen.io import atomic_path
 from tinyhelen.results import Result, Schema, mean_or_none, rounded
 
 
@@ -112,36 +111,10 @@ class Exp3Result(Result):
 
 
 
-def read_curve(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise InputError(path, "file not found (run the exp3_train stages)")
-    lines = path.read_text().splitlines()
-    head = lines[0].split("\t")
-    rows = []
-    for ln, line in enumerate(lines[1:], 2):
-        cells = line.split("\t")
-        if len(cells) != len(head):
-            raise InputError(path, f"{len(cells)} cells for {len(head)} columns", ln)
-        rows.append({k: (float(v) if v != "" else None) for k, v in zip(head, cells)})
-    return rows
-
-
 def run_name(strategy: str, seed: int) -> str:
     """A run's name (``dvc.yaml`` spells it ``${strategy}-s${seed}``): its directory under
     ``data/curriculum/runs``, its DVCLive log, its ``exp3_glue`` scores file."""
     return f"{strategy}-s{seed}"
-
-
-def load_runs(runs_dir: Path | str, strategies: list[str], seeds: list[int]) -> dict[tuple[str, int], dict]:
-    out = {}
-    for s in strategies:
-        for seed in seeds:
-            d = Path(runs_dir) / run_name(s, seed)
-            summary = d / "summary.json"
-            if not summary.exists():
-                raise InputError(summary, "file not found (run the exp3_train stages)")
-            out[(s, seed)] = {"summary": json.loads(summary.read_text()), "curve": read_curve(d / "curve.tsv")}
-    return out
 
 
 def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
@@ -152,24 +125,6 @@ def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | 
             return {"step": int(r["step"]), "tokens": int(r["tokens"]), "data": int(r["seen_tokens"]),
                     "pool_tokens": int(r["pool_tokens"])}
     return None
-
-
-def load_glue(glue_dir: Path | str, names: list[str], seeds: list[int]) -> tuple[list[Exp3Glue], list[str]]:
-    """The ``exp3_glue`` scores of ``names`` (strategies and ``untrained``) x ``seeds`` from ``glue_dir``
-    (``<name>-s<seed>.json``; a skipped stage contributes nothing) and the tasks they cover."""
-    rows, tasks = [], []
-    for name in names:
-        for seed in seeds:
-            path = Path(glue_dir) / f"{run_name(name, seed)}.json"
-            if not path.exists():
-                raise InputError(path, "file not found (run the exp3_glue stage)")
-            rep = json.loads(path.read_text())
-            if not rep.get("enabled"):
-                continue
-            tasks = tasks or list(rep["tasks"])
-            rows += [Exp3Glue(strategy=name, seed=seed, step=r["step"], mean_test_score=r["mean_test_score"],
-                              tasks=r["tasks"]) for r in rep["scores"]]
-    return rows, tasks
 
 
 def _stats(xs: list[float]) -> dict[str, float | None]:
@@ -223,51 +178,6 @@ def aggregate(res: Exp3Result) -> dict[str, dict[str, Any]]:
     return agg
 
 
-def _fmt(st: dict[str, Any], nd: int = 3) -> str:
-    if st["mean"] is None:
-        return "n/a"
-    return f"{st['mean']:.{nd}f} ± {st['std']:.{nd}f}"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f}%"
-
-
-def markdown(res: Exp3Result, correlations: dict[str, dict[str, float]] | None = None) -> str:
-    agg = aggregate(res)
-    lines = ["# EXP3: curriculum learning with a ~1M-parameter proxy", "",
-             f"Target validation loss: **{res.target_loss}** (from `{res.target_from}` unless fixed). "
-             f"Selected strategy (`curriculum`): **{res.selected}**. Seeds: {res.seeds}.", "",
-             f"Budget: {res.tokens_per_run} training tokens per run ({res.max_steps} steps); pool "
-             f"{res.pool_units} units / {res.pool_tokens} tokens.", "",
-             "## Mean ± std over seeds", "",
-             "| strategy | final val loss | best val loss | steps to target | reached | step reduction | "
-             "data to target (unique pool tokens seen) | data reduction | pool used |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for s, a in agg.items():
-        lines.append(f"| {s} | {_fmt(a['final_val_loss'])} | {_fmt(a['best_val_loss'])} | "
-                     f"{_fmt(a['steps_to_target'], 1)} | {a['reached']} | {_pct(a['step_reduction'])} | "
-                     f"{_fmt(a['data_to_target'], 0)} | {_pct(a['data_reduction'])} | "
-                     f"{_fmt(a['pool_fraction'], 2)} |")
-    lines += ["", "## Every run", "", "| strategy | seed | final val loss | best val loss | steps to target | "
-              "data to target | pool used | expansions |", "|---|---|---|---|---|---|---|---|"]
-    for r in res.runs:
-        lines.append(f"| {r.strategy} | {r.seed} | {r.final_val_loss:.4f} | {r.best_val_loss:.4f} | "
-                     f"{r.steps_to_target if r.steps_to_target is not None else 'never'} | "
-                     f"{r.data_to_target if r.data_to_target is not None else 'n/a'} | "
-                     f"{r.pool_fraction:.2f} | {r.expansions} |")
-    lines += glue_markdown(res)
-    if correlations:
-        names = list(correlations)
-        lines += ["", "## Spearman correlation between difficulty scores (pool units)", "",
-                  "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for a in names:
-            lines.append(f"| {a} | " + " | ".join(f"{correlations[a][b]:.2f}" for b in names) + " |")
-    lines += ["", "Reduction = 1 - mean steps (or unique pool tokens seen) to reach the target / the same for "
-              f"`{res.target_from}`; positive = fewer. The study reports about 20% for `lmloss`.", ""]
-    return "\n".join(lines)
-
-
 def glue_table(res: Exp3Result) -> list[dict[str, Any]]:
     """Leaner-GLUE per strategy and checkpoint step (the untrained proxy at step 0): mean and std over
     seeds of the mean test score and the mean of each task's test score."""
@@ -281,18 +191,6 @@ def glue_table(res: Exp3Result) -> list[dict[str, Any]]:
                 row[t] = round(statistics.fmean(g.tasks[t] for g in rows), 4)
             out.append(row)
     return out
-
-
-def glue_markdown(res: Exp3Result) -> list[str]:
-    if not res.glue:
-        return []
-    lines = ["", "## Leaner-GLUE of the proxy checkpoints (test scores, mean over seeds)", "",
-             "| strategy | step | mean test score | " + " | ".join(res.glue_tasks) + " |",
-             "|---|---|---|" + "---|" * len(res.glue_tasks)]
-    for r in glue_table(res):
-        lines.append(f"| {r['strategy']} | {r['step']} | {_fmt(r['mean_test_score'])} | "
-                     + " | ".join(f"{r[t]:.3f}" for t in res.glue_tasks) + " |")
-    return lines
 
 
 def curve_rows(runs: dict[tuple[str, int], dict], strategies: list[str], column: str) -> list[dict[str, Any]]:

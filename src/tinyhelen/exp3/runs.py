@@ -30,7 +30,8 @@ def reference_train_config(cfg: Exp3Config) -> TrainConfig:
 
 def reference_lm(units_dir: Path | str, tokenizer_dir: Path | str, cfg: Exp3Config, out_dir: Path | str,
                  live_dir: Path | str | None = None) -> dict[str, Any]:
-    """Train the reference LM on the held-out ``reference`` units; save it with ``save_pretrained``."""
+    """Train the reference LM on the held-out ``reference`` units; save it with ``save_pretrained``. Returns its
+    figures and its curve (``curve``: the rows of its run file)."""
     from tinyhelen.exp3.curriculum import train_run
 
     tok = load_tokenizer(tokenizer_dir)
@@ -44,7 +45,7 @@ def reference_lm(units_dir: Path | str, tokenizer_dir: Path | str, cfg: Exp3Conf
         res["model"].save_pretrained(str(tmp))
     s = res["summary"]
     return {"val_loss": s["final_val_loss"], "initial_val_loss": res["curve"][0]["val_loss"],
-            "train_units": len(ref), "train_tokens": s["total_tokens"], "steps": s["steps"]}
+            "train_units": len(ref), "train_tokens": s["total_tokens"], "steps": s["steps"], "curve": res["curve"]}
 
 
 def difficulty(strategy: str, units_dir: Path | str, tokenizer_dir: Path | str, cfg: Exp3Config,

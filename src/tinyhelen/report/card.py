@@ -41,37 +41,40 @@ STAGE = {"entropy": "entropy", "exp1": "exp1_report", "exp2": "exp2_report", "ex
 
 
 def collect(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg: ReportConfig | None = None,
-            reports: Path | str = "reports", profiles: Path | str = "results") -> dict[str, Any]:
+            reports: Path | str = "reports", profiles: Path | str = "results",
+            results: dict[str, tuple[Any, str | None]] | None = None) -> dict[str, Any]:
     """Read everything the report needs: under ``root`` (a workspace), the stages' reports in ``reports``
     (typed results in ``results/<experiment>.json``), the saved profile runs in ``profiles``, ``dvc.lock`` and
-    git. Never raises for missing or invalid results."""
+    git. Never raises for missing or invalid results. ``results``: ``{name: (result, problem)}`` to use instead
+    of reading the files (``verify`` passes the results it rebuilt from the run files)."""
     root = Path(root)
     reports, profiles = root / reports, root / profiles
     params_path = Path(params_path) if Path(params_path).is_absolute() else root / params_path
     cfg = cfg or ReportConfig()
-    results: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for key, model in RESULTS.items():
-        res, problem = read(model, model.file(reports), f"{reports.name}/{model.file(Path())}")
+        res, problem = results[key] if results is not None else \
+            read(model, model.file(reports), f"{reports.name}/{model.file(Path())}")
         if problem:
             log.warning("%s", problem)
             problems[key] = problem + (f" (stage `{STAGE[key]}` not run)" if problem.endswith("absent") else "")
-        results[key] = res
+        found[key] = res
     prepare, prep_problem = read_prepare(reports)
     if prep_problem:
         problems["prepare"] = prep_problem
     llm, input_problems = read_llm_stages(reports)
-    claims = (claims_entropy(results["entropy"], problems.get("entropy"))
-              + claims_exp1(results["exp1"], cfg, problems.get("exp1"))
-              + claims_exp2(results["exp2"], cfg, problems.get("exp2"))
-              + claims_exp3(results["exp3"], cfg, problems.get("exp3")))
+    claims = (claims_entropy(found["entropy"], problems.get("entropy"))
+              + claims_exp1(found["exp1"], cfg, problems.get("exp1"))
+              + claims_exp2(found["exp2"], cfg, problems.get("exp2"))
+              + claims_exp3(found["exp3"], cfg, problems.get("exp3")))
     for c in claims:
         if c.verdict != NOT_RUN:
             c.marks += llm_marks(c.experiment, llm) + ([UNVERIFIED] if prepare and not prepare.verified else [])
     params = resolved_params(params_path)
-    return {"cfg": cfg, "root": root, "reports": reports, "params": params, "results": results, "problems": problems,
+    return {"cfg": cfg, "root": root, "reports": reports, "params": params, "results": found, "problems": problems,
             "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,
-            "protocol": compare(params, results), "params_diff": params_vs_defaults(params_path),
+            "protocol": compare(params, found), "params_diff": params_vs_defaults(params_path),
             "lock": read_lock(root / "dvc.lock"), "timings": read_timings(reports), "git": git_info(root),
             "hardware": hardware(), "profile_runs": read_profile_runs(profiles),
             "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}

@@ -250,6 +250,12 @@ def claims_exp2(e2: Exp2Result | None, cfg: ReportConfig, problem: str | None = 
     z_in = statistics.NormalDist().inv_cdf(0.5 + e2.interval_level / 2)
     out = []
     for cid, text, pos, neg in EXP2:
+        silent = [r for r in pos + neg if e2.recipe(r) is not None and e2.recipe(r).selected_step is None]
+        if silent:  # no checkpoint had a signal to select on: nothing was answered, nothing measured
+            verdict, why = decide(None, measurable=False, reason="; ".join(
+                f"checkpoint selection of {r}: {e2.recipe(r).no_signal or 'no step selected'}" for r in silent))
+            out.append(Claim(cid, "EXP2", text, verdict, "-", why))
+            continue
         ests = {r: (e2.recipe(r).scores.get(metric) if e2.recipe(r) else None) for r in pos + neg}
         if any(e is None or e.mean is None for e in ests.values()):
             # the stage ran, but no answer could be scored (e.g. every answer empty): nothing was measured

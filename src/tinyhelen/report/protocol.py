@@ -12,13 +12,15 @@ editing this table reruns only the report card.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tinyhelen.report import in_effect
 from tinyhelen.study import (
-    STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS, STUDY_GLUE_TASKS,
+    STUDY_EXP3_STRATEGIES, STUDY_GENRES, STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS, STUDY_GLUE_TASKS, STUDY_MAMBA_BLOCK,
     STUDY_NON_EMBEDDING, STUDY_OBJECTIVES, STUDY_PRETRAIN_LRS, STUDY_PROXY_NON_EMBEDDING, STUDY_SCALE,
     STUDY_TEMPLATE,
 )
@@ -133,10 +135,6 @@ def _listed(key: str) -> Callable[[Inputs], list]:
     return get
 
 
-def _tokenizer(x: Inputs) -> str:
-    return "one shared by both corpora" if x.get("tokenizer.shared", False) else "one per corpus side"
-
-
 def _exp1_sizes(x: Inputs) -> Any:
     res = x.result("exp1")
     if res is not None and res.pretrain:
@@ -159,27 +157,18 @@ def _exp1_steps(x: Inputs) -> int:
     return x.get("pretrain.token_budget") // (x.get("pretrain.batch_size") * x.get("pretrain.seq_len"))
 
 
-def _schedule(x: Inputs) -> str:
-    return f"{x.get('pretrain.lr_schedule')} to {fmt(x.get('pretrain.min_lr_ratio'))} x lr"
-
-
-def _glue_selection(x: Inputs) -> str:
-    return "best epoch by the task metric (validation after every epoch)"
-
-
-def _arch_detail(arch: str, what: str) -> Callable[[Inputs], str]:
-    """A registered architecture's shape as the protocol table compares it (read from the registry)."""
+def _schedule(section: str, model: str) -> Callable[[Inputs], str]:
+    """The shape of the learning rate the training loop computes for a params section (``in_effect.schedule``)."""
 
     def get(x: Inputs) -> str:
-        from tinyhelen.exp1 import models
-
-        spec = models.get(arch)
-        kw = {**spec.config_kwargs, **spec.presets.get("paper", {})}
-        if what == "embeddings":
-            theta = kw.get("rope_theta")
-            return ("tied" if kw.get("tie_word_embeddings") else "untied") + (f", RoPE theta {theta:g}" if theta else "")
-        return spec.description
+        module, name = model.split(":")
+        return in_effect.schedule(getattr(importlib.import_module(module), name).model_validate(x.get(section)))
     return get
+
+
+def _mamba(block: dict[str, Any]) -> str:
+    return (f"{block['mixer']} mixer + {block['mlp']} (d={block['d_model']}, {block['layers']} layers, MLP "
+            f"{fmt(block['mlp_hidden'])})")
 
 
 def _finetune_from(x: Inputs) -> str:
@@ -191,10 +180,6 @@ def _finetune_from(x: Inputs) -> str:
 def _exp2_template(x: Inputs) -> str | None:
     res = x.result("exp2")
     return None if res is None else res.template
-
-
-def _tune_schedule(x: Inputs) -> str:
-    return f"{x.get('instruct.tune.lr_schedule')} to {fmt(x.get('instruct.tune.min_lr_ratio'))} x lr"
 
 
 def _tune_checkpoints(x: Inputs) -> int:
@@ -277,7 +262,7 @@ KNOBS: tuple[Knob, ...] = (
          show_study="100M setting (10M + 100M train)"),
     Knob("data", "training split", ["train"], "data.splits.train", DATA_ABSENT,
          "the release has no web train file: train = released train + validation"),
-    Knob("tokenizer", "tokenizer", "one shared by both corpora", _tokenizer, CHOICE,
+    Knob("tokenizer", "tokenizer shared by both corpora", True, "tokenizer.shared", CHOICE,
          "one BPE per side: BPE entropies and token budgets are in different units per side"),
     Knob("tokenizer", "vocabulary", 2000, "tokenizer.vocab_size", CHOICE, "a different vocabulary size"),
     # EXP1 pretraining
@@ -292,16 +277,17 @@ KNOBS: tuple[Knob, ...] = (
          show_study="1,024 (XLNet 512)"),
     Knob("EXP1", "learning rates swept", list(STUDY_PRETRAIN_LRS), _listed("pretrain.lr"), COMPUTE,
          "CPU time: every rate is one more pretraining run per architecture and corpus"),
-    Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule, CHOICE, "a different decay"),
+    Knob("EXP1", "LR schedule", "linear to 0 x lr", _schedule("pretrain", "tinyhelen.exp1.pretrain:PretrainConfig"),
+         CHOICE, "a different decay"),
     Knob("EXP1", "pretraining genres", sorted(STUDY_GENRES), lambda x: sorted(x.get("pretrain.genres") or ["all"]),
          CHOICE, "all genres (incl. code and math) are pretrained on", same_set),
     Knob("EXP1", "architectures", sorted(STUDY_OBJECTIVES), lambda x: sorted(x.get("exp1.archs")), CHOICE,
          "a different set of architectures", same_set),
-    Knob("EXP1", "LLaMA embeddings", "untied, RoPE theta 500000", _arch_detail("llama", "embeddings"), CHOICE,
+    Knob("EXP1", "LLaMA embeddings (paper preset)", "untied, RoPE theta 500000", in_effect.llama_embeddings, CHOICE,
          "a different LLaMA configuration"),
-    Knob("EXP1", "Mamba", "Mamba2 mixer + gated MLP", _arch_detail("mamba", "description"), CHOICE,
-         "a different Mamba block", lambda ours, study: ours.startswith(study),
-         show_study="mamba-ssm Mamba2 mixer + GatedMLP (d=768, 2 layers, MLP 1,536)"),
+    Knob("EXP1", "Mamba block (paper preset)", STUDY_MAMBA_BLOCK, in_effect.mamba_block, CHOICE,
+         "a different Mamba block", show_study="mamba-ssm Mamba2 mixer + GatedMLP (d=768, 2 layers, MLP 1,536)",
+         show_ours=_mamba),
     Knob("EXP1", "checkpoint fine-tuned", "LLaMA, Mamba: step 1,000 of 10,000; BERT, XLNet: the last", _finetune_from,
          CHOICE, "the study's choice is not explained; we take each run's lowest validation loss",
          lambda ours, study: False),
@@ -318,16 +304,16 @@ KNOBS: tuple[Knob, ...] = (
          show_study="5 (1, 53, 65, 256, 9264)"),
     Knob("EXP1 GLUE", "training examples per task", None, "glue.max_train_examples", COMPUTE,
          "a seeded subsample", show_study="all"),
-    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", _glue_selection, COMPUTE,
-         "validation is scored after every epoch, not every N steps (the study: every 10-1,250 steps)",
-         lambda ours, study: ours.startswith("best")),
+    Knob("EXP1 GLUE", "checkpoint scored on test", "best evaluation by the task metric", in_effect.glue_selection,
+         COMPUTE, "validation is scored after every epoch, not every N steps (the study: every 10-1,250 steps)",
+         lambda ours, study: ours.startswith(study)),
     # EXP2
     Knob("EXP2", "instruction data", "released", "instruct.source", DATA_ABSENT,
          "Leaner-Instruct is not in the local release copy: code prompt/response twins stand in",
          show_study="released Leaner-Instruct + alpaca-cleaned"),
-    Knob("EXP2", "loss on prompt tokens", True, "instruct.tune.loss_on_prompt", CHOICE,
+    Knob("EXP2", "loss on prompt tokens", True, in_effect.loss_on_prompt, CHOICE,
          "the prompt is masked from the loss", show_study="true (all tokens of packed blocks)"),
-    Knob("EXP2", "packed blocks", True, "instruct.tune.packing", CHOICE, "one padded example per row",
+    Knob("EXP2", "packed blocks", True, in_effect.packed, CHOICE, "one padded example per row",
          show_study="true (examples joined with <|endoftext|>, cut into blocks)"),
     Knob("EXP2", "prompt template", STUDY_TEMPLATE, _exp2_template, CHOICE, "a different template",
          lambda ours, study: ours == study, show_ours=lambda v: "not run (no EXP2 result)" if v is None else repr(v),
@@ -343,7 +329,8 @@ KNOBS: tuple[Knob, ...] = (
          show_study="10 (every 100 steps)"),
     Knob("EXP2", "learning rate", 5e-3, "instruct.tune.lr", CHOICE, "a rate for the smaller batch",
          show_study="5e-3 (released comparison; swept 5e-6 ... 5e-2)"),
-    Knob("EXP2", "LR schedule", "linear to 0 x lr", _tune_schedule, CHOICE, "a different decay"),
+    Knob("EXP2", "LR schedule", "linear to 0 x lr", _schedule("instruct.tune", "tinyhelen.exp2.config:TuneConfig"),
+         CHOICE, "a different decay"),
     Knob("EXP2", "tuning batch", "512 x 1024 tokens", _seq("instruct.tune.batch_size", "instruct.tune.max_len"),
          COMPUTE, "CPU time"),
     Knob("EXP2", "judge", "LLM judge", _judge, COMPUTE,

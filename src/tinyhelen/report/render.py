@@ -1,9 +1,10 @@
 """Rendering of the report card (``reports/README.md``): every table is a pandas DataFrame written with
-``to_markdown`` (tabulate); links are relative to ``reports/``."""
+``to_markdown`` (``tinyhelen.tables``); each experiment's section is its ``tinyhelen.<experiment>.tables.card``,
+rendered from its typed result with the same DataFrames as its ``reports/<experiment>.md``); links are relative
+to ``reports/``."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -11,37 +12,14 @@ import pandas as pd
 
 from tinyhelen.report.claims import Claim
 from tinyhelen.report.provenance import LLM_INPUTS, PIPELINE_CHECK, UNVERIFIED, llm_marks, provenance_line
-from tinyhelen.entropy.result import EntropyResult
-from tinyhelen.exp1.result import Exp1Result
-from tinyhelen.exp2.result import Exp2Result
-from tinyhelen.exp3.result import Exp3Result
+from tinyhelen.entropy import tables as entropy_tables
+from tinyhelen.exp1 import tables as exp1_tables
+from tinyhelen.exp2 import tables as exp2_tables
+from tinyhelen.exp3 import tables as exp3_tables
+from tinyhelen.tables import f, table
 from tinyhelen.report.verdicts import VERDICTS
 
 FIGURES_DIR = "figures"  # inside the reports directory
-
-
-def f(v: Any, fmt: str = ".4g") -> str:
-    """A figure as the card writes it: thousands separators for counts, ``n/a`` for missing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, int) or abs(v) >= 1000 or (float(v).is_integer() and abs(v) >= 100):
-        return f"{v:,.0f}"
-    return format(v, fmt)
-
-
-def table(df: pd.DataFrame, index: bool = False) -> list[str]:
-    """A DataFrame as Markdown lines; cells are written as given (no number re-parsing)."""
-    df = df.map(lambda c: str(c).replace("|", "\\|").replace("\n", " "))
-    return [df.to_markdown(index=index, disable_numparse=True), ""]
-
-
-def _mean_sd(xs: pd.Series, fmt: str = ".4g") -> str:
-    xs = xs.dropna()
-    if xs.empty:
-        return "not reached"
-    return f(float(xs.mean()), fmt) + (f" ± {f(float(xs.std()), '.3g')}" if len(xs) > 1 else "")
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -67,95 +45,6 @@ def md_protocol(rows: list[Any]) -> list[str]:
     if same:
         out += [f"Following the study ({len(same)}): " + ", ".join(same) + ".", ""]
     return out
-
-
-def md_entropy(ent: EntropyResult) -> list[str]:
-    settings = list(ent.settings)
-    rows: list[tuple[str, Any]] = [("word tokens", lambda s: s.tokens), ("vocabulary (word types)", lambda s: s.vocab),
-                                   ("type/token ratio", lambda s: s.ttr),
-                                   (f"top-{ent.top_k} coverage", lambda s: f"{s.top_k_coverage:.1%}"),
-                                   ("mean sentence length", lambda s: s.mean_sentence_len),
-                                   ("BPE tokens", lambda s: s.bpe_tokens)]
-    for unit in ("word", "bpe"):
-        for n in ent.orders():
-            rows.append((f"{unit} H{n} (bits)", lambda s, u=unit, k=n: s.H(u, k)))
-            rows.append((f"{unit} h{n} (bits/token)", lambda s, u=unit, k=n: s.H(u, k, conditional=True)))
-            if any(ent.corrected(st) for st in settings):
-                rows.append((f"{unit} H{n} Miller-Madow", lambda s, u=unit, k=n: s.H(u, k, corrected=True)))
-    data = [{"figure": name, **{f"{side} ({st})": f(get(getattr(ent.settings[st], side)))
-                                for st in settings for side in ("ori", "leaner")}} for name, get in rows]
-    dropped = "".join(f" Not pooled: {g} ({why})." for g, why in ent.dropped_genres.items())
-    return ([f"Pooled over {', '.join(ent.pooled_genres)}.{dropped} `equal_budget` cuts each twin pair to equal "
-             "length (the claim is decided there); h_n = H_n - H_(n-1) is the conditional entropy.", ""]
-            + table(pd.DataFrame(data)))
-
-
-def md_exp1(e1: Exp1Result) -> list[str]:
-    cells = pd.DataFrame([c.model_dump() for c in e1.cells])
-    cells["cell"] = [f"{t:.3f} ± {s:.3f}" for t, s in zip(cells.test, cells["std"])]
-    wide = cells.pivot(index=["arch", "init"], columns="task", values="cell")[e1.tasks]
-    study = e1.study_tasks()
-    means = cells[cells.task.isin(study)].groupby(["arch", "init"]).test.mean()
-    wide[f"mean ({len(study)} study tasks)"] = means.map(lambda v: f"**{v:.3f}**")
-    order = pd.MultiIndex.from_product([e1.archs, e1.inits], names=["arch", "init"])
-    wide = wide.reindex(order).reset_index().rename(columns={"init": "pretrained on"})
-    pre = pd.DataFrame([{"run": f"{r.arch}-{r.side}", "tokens": f(r.tokens_seen), "steps": f(r.steps),
-                         "non-embedding params": f(r.non_embedding_params), "train loss": f(r.train_loss),
-                         "val loss": f(r.val_loss)} for r in e1.pretrain])
-    excluded = [t for t in e1.tasks if t not in study]
-    note = f" {', '.join(excluded)}: shown, not in the mean (the study did not run it)." if excluded else ""
-    return ([f"Leaner-GLUE test score (task metric; mean ± std over seeds at the best learning rate), preset "
-             f"`{e1.preset}`.{note}", ""] + table(wide) + ["Pretraining runs:", ""] + table(pre))
-
-
-def md_exp2(e2: Exp2Result) -> list[str]:
-    out = []
-    if not e2.judge_is_llm:
-        out += [f"> **Proxy metrics, not LLM-judge scores** (judge backend `{e2.judge_backend}`). The EXP2 "
-                "claims are *not measured* by them.", ""]
-    metrics = list(dict.fromkeys(m for r in e2.recipes for m in r.scores))
-    data = []
-    for r in e2.recipes:
-        row = {"recipe (pretrain-tune)": r.recipe, "selected step": f(r.selected_step)}
-        for m in metrics:
-            e = r.scores.get(m)
-            row[m + (" (main)" if m == e2.main_metric else "")] = "n/a" if e is None or e.mean is None else (
-                f"{e.mean:.3g}" + (f" [{e.lo:.3g}, {e.hi:.3g}]" if e.lo is not None and e.hi is not None else ""))
-        data.append(row)
-    return out + [f"Instruction data: `{e2.instruct_source}`; mean [{e2.interval_level:.0%} bootstrap interval] "
-                  f"over {f(e2.questions) if e2.questions else 'all'} questions.", ""] + table(pd.DataFrame(data))
-
-
-def md_exp3(e3: Exp3Result) -> list[str]:
-    runs = pd.DataFrame([r.model_dump() for r in e3.runs])
-    g = runs.groupby("strategy", sort=False)
-    df = pd.DataFrame({
-        "seeds": g.size(),
-        "reached": g.steps_to_target.count().astype(str) + "/" + g.size().astype(str),
-        "steps to target": g.steps_to_target.agg(_mean_sd),
-        "data to target (unique pool tokens seen)": g.data_to_target.agg(_mean_sd),
-        "final val loss": g.final_val_loss.agg(_mean_sd),
-        "pool used": g.pool_fraction.agg(lambda x: f"{x.mean():.2f}"),
-    }).reindex(e3.strategies)
-    for fld, col in (("steps_to_target", "step reduction"), ("data_to_target", "data reduction")):
-        df[col] = [("" if s == e3.target_from else
-                    (lambda x: "target not reached" if x is None else f"{x:+.1%}")(e3.reduction(s, fld)))
-                   for s in df.index]
-    head = [f"Target validation loss {e3.target_loss:.4g} (from `{e3.target_from}`); budget {e3.max_steps} steps x "
-            f"{e3.batch_size} x {e3.seq_len} tokens; pool {f(e3.pool_units)} units / {f(e3.pool_tokens)} tokens; "
-            f"selected strategy (`curriculum`): `{e3.selected}`. Mean ± std over seeds.", ""]
-    return head + table(df.reset_index()) + md_exp3_glue(e3)
-
-
-def md_exp3_glue(e3: Exp3Result) -> list[str]:
-    """Leaner-GLUE of the proxy per strategy and checkpoint step (the untrained proxy at step 0)."""
-    if not e3.glue:
-        return []
-    g = pd.DataFrame([{"strategy": r.strategy, "step": r.step, "mean test score": r.mean_test_score, **r.tasks}
-                      for r in e3.glue]).groupby(["strategy", "step"], sort=False)
-    df = g.agg(lambda x: _mean_sd(x, ".3f")).reset_index()
-    head = f"Leaner-GLUE of the proxy ({', '.join(e3.glue_tasks)}; test scores, mean ± std over seeds):"
-    return [head, ""] + table(df)
 
 
 def llm_inputs(experiment: str, llm: dict[str, Any]) -> list[str]:
@@ -213,10 +102,11 @@ def figures(reports: Path, prefix: str, used: set[str]) -> list[str]:
     return out
 
 
-SECTIONS = (("entropy", "entropy", "Entropy and vocabulary (leaner vs original)", "entropy.md", md_entropy),
-            ("exp1", "EXP1", "EXP1: pretraining on leaner vs original, fine-tuning on Leaner-GLUE", "exp1.md", md_exp1),
-            ("exp2", "EXP2", "EXP2: instruction tuning, four recipes", "exp2.md", md_exp2),
-            ("exp3", "EXP3", "EXP3: curriculum learning with a tiny proxy", "exp3.md", md_exp3))
+SECTIONS = (("entropy", "entropy", "Entropy and vocabulary (leaner vs original)", "entropy.md", entropy_tables.card),
+            ("exp1", "EXP1", "EXP1: pretraining on leaner vs original, fine-tuning on Leaner-GLUE", "exp1.md",
+             exp1_tables.card),
+            ("exp2", "EXP2", "EXP2: instruction tuning, four recipes", "exp2.md", exp2_tables.card),
+            ("exp3", "EXP3", "EXP3: curriculum learning with a tiny proxy", "exp3.md", exp3_tables.card))
 
 
 def md_profile_runs(runs: list[dict[str, Any]]) -> list[str]:
@@ -264,7 +154,7 @@ def render(ctx: dict[str, Any]) -> str:
     L += ["## Claims of the study and our verdicts", ""] + md_claims(ctx["claims"])
     L += md_profile_runs(ctx.get("profile_runs") or [])
     L += ["## Protocol vs study", ""] + md_protocol(ctx["protocol"])
-    for key, exp, title, md, fn in SECTIONS:
+    for key, exp, title, md, card in SECTIONS:
         L += [f"## {title}", ""]
         res = ctx["results"].get(key)
         if res is None:
@@ -275,7 +165,7 @@ def render(ctx: dict[str, Any]) -> str:
         L += llm_inputs(exp, ctx["llm"])
         if (reports / md).exists():
             L += [f"Full tables: [{md}]({md}).", ""]
-        L += fn(res) + figures(reports, key, used)
+        L += card(res) + figures(reports, key, used)
     L += ["## Inputs: data and LLM stages", ""] + md_inputs(ctx)
     L += [f"- {p}" for p in ctx["input_problems"]] + ([""] if ctx["input_problems"] else [])
     L += ["## Params that differ from the defaults", ""]
