@@ -26,7 +26,6 @@ from pydantic import Field, field_validator
 from tinyhelen import timing
 from tinyhelen.exp1.glue_metrics import aggregate, mean_score, select_epoch, task_metrics  # noqa: F401
 from tinyhelen.io import InputError, read_jsonl
-from tinyhelen.study import STUDY_GLUE_TASKS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.loop import Callback
 
