@@ -1,5 +1,6 @@
-"""Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std), steps/data to reach the target loss and
-reductions vs full-random (steps, and data = unique pool tokens seen), loss curves of every strategy,
+"""Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std, per-genre losses), steps/data to reach each
+baseline's performance (full-random, iterative random) under every target definition and the reductions
+(steps, and data = unique training tokens consumed), loss curves of every strategy,
 Leaner-GLUE of every strategy's checkpoints and of the untrained proxy. `curriculum` selects the headline
 strategy.
 
@@ -37,10 +38,11 @@ def main(args):
     data = result.load_runs(args.runs, cfg.strategies, cfg.seeds)
     units, _ = load_units(args.units)
     pool = units.subset("pool")
-    res = result.build(data, cfg.strategies, cfg.seeds, selected, cfg.report.target_loss, cfg.report.target_from,
-                       cfg.train, pool_units=len(pool), pool_tokens=int(pool.lengths().sum()),
+    res = result.build(data, cfg.strategies, cfg.seeds, selected, cfg.report.baselines, cfg.train,
+                       pool_units=len(pool), pool_tokens=int(pool.lengths().sum()),
                        non_embedding_params=proxy_params(cfg.train.model, args.tokenizer),
-                       glue=result.load_glue(args.glue, [*cfg.strategies, runs.UNTRAINED], cfg.seeds))
+                       glue=result.load_glue(args.glue, [*cfg.strategies, runs.UNTRAINED], cfg.seeds),
+                       pool_genres=pool.tokens_by_genre())
     results.write(res, args.result, args.metrics)
     corr = result.correlations(runs.pool_scores_matrix(args.difficulty, pool.unit_ids))
     info_path = Path(args.units) / "info.json"
@@ -50,7 +52,7 @@ def main(args):
         fh.write(result.markdown(res, corr))
     for path, col in ((args.loss_plot, "val_loss"), (args.pool_plot, "pool_fraction")):
         write_tsv(path, result.curve_rows(data, cfg.strategies, col), ["step", *cfg.strategies])
-    result.plot_png(data, cfg.strategies, res.target_loss, args.png)
+    result.plot_png(data, cfg.strategies, res.target_mean(res.baselines[0], res.definitions[0]), args.png)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def setup(units_dir, tokenizers):
     pool = units.subset("pool")
     texts = [tok.decode(pool.ids(i).tolist()) for i in range(len(pool))]
     scores = score_sentlen(ScoringInputs(pool.unit_ids, texts, []))
-    return pool, val[:256], tok, scores
+    return pool, val, tok, scores
 
 
 def _files(root):
@@ -123,3 +123,6 @@ def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_
                             params, tmp_path, ["run/summary.json", "run/curve.tsv", "run/expansions.json", "live"])
     summary = json.loads(files["run/summary.json"])
     assert summary["steps"] == 8 and not {"seconds", "cpu_seconds_this_process", "tokens_per_s"} & set(summary)
+    head = files["run/curve.tsv"].decode().splitlines()[0].split("\t")
+    assert [c for c in head if c.startswith("val_loss_")] == [f"val_loss_{g}" for g in sorted(summary["val_weights"])]
+    assert len(summary["val_weights"]) == 5
