@@ -4,8 +4,9 @@ The verdicts and their pre-registered rules are ``tinyhelen.report.verdicts`` (`
 "Verdicts and decision rules"). Intervals: EXP1 a paired bootstrap over GLUE fine-tuning seeds (the mean
 difference over the (architecture, task) cells of the resampled seeds), with the exact sign-flip p-value
 of the per-seed mean differences shown beside it; EXP3 a paired bootstrap over training seeds of the
-reduction ``1 - mean(strategy)/mean(baseline)``; both need ``MIN_SEEDS`` distinct seeds for a verdict other
-than ``inconclusive``. EXP2 from the recipes' bootstrap intervals over answers (no minimum of seeds). The
+reduction ``1 - mean(strategy)/mean(baseline)`` against ``full-random`` and the iterative ``random`` control,
+under every target definition of ``tinyhelen.exp3.targets`` (they must agree); both need ``MIN_SEEDS``
+distinct seeds for a verdict other than ``inconclusive``. EXP2 from the recipes' bootstrap intervals over answers (no minimum of seeds). The
 entropy figures are whole-corpus measurements: their direction decides.
 
 Model claims are qualified with the scale actually run as a fraction of the study's (tokens per run, steps,

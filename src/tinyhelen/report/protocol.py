@@ -266,14 +266,9 @@ def _pool(x: Inputs) -> Any:
     return "all training documents" if n is None else f"{n:,} BPE tokens"
 
 
-def _betas(x: Inputs) -> str:
-    return f"({fmt(x.get('exp3.train.adam_beta1'))}, {fmt(x.get('exp3.train.adam_beta2'))})"
-
-
 def _exp3_validation(x: Inputs) -> str:
-    u = "exp3.units."
-    return (f"{x.get(u + 'val_tokens'):,} held-out tokens of the validation split, stratified over "
-            f"{', '.join(sorted(x.get(u + 'genres') or ['all genres']))}; per-genre losses logged")
+    genres = ", ".join(sorted(x.get("exp3.units.genres") or ["all genres"]))
+    return f"{x.get('exp3.units.val_tokens'):,} held-out tokens, stratified over {genres}; per-genre losses logged"
 
 
 def _genre_mix(x: Inputs) -> str:
@@ -385,7 +380,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP3", "warm-up steps", 100, "exp3.train.warmup_steps", COMPUTE, "scaled with the steps (4%)"),
     Knob("EXP3", "LR schedule", "linear to 0 x lr", _schedule_of("exp3.train"), CHOICE, "a different decay",
          show_study="linear to 0 x lr (the Trainer's default: the script sets no schedule)"),
-    Knob("EXP3", "AdamW betas", "(0.9, 0.999)", _betas, CHOICE, "different betas",
+    Knob("EXP3", "AdamW betas", [0.9, 0.999], lambda x: [x.get(f"exp3.train.adam_beta{i}") for i in (1, 2)], CHOICE,
+         "different betas",
          show_study="(0.9, 0.999) (the Trainer's default)"),
     Knob("EXP3", "weight decay", 0.0, "exp3.train.weight_decay", CHOICE, "weight decay on",
          show_study="0 (the Trainer's default)"),
