@@ -104,6 +104,19 @@ def test_per_genre_validation_losses_and_the_overall_one(pool_setup, units_dir):
         assert n == w[g] and last[f"val_loss_{g}"] == pytest.approx(total / n, abs=2e-5)
 
 
+def test_the_saved_study_profile_runs_the_compared_strategies_over_five_seeds():
+    """`cpu-study-exp3`: EXP3 alone (only exp3 keys differ from the default), at the study's steps and warm-up,
+    with every compared run (lmloss, the random control, full-random) over at least MIN_SEEDS seeds."""
+    from tinyhelen import profiles
+    from tinyhelen.report.verdicts import MIN_SEEDS
+
+    base, prof = profiles.compose("default"), profiles.compose("cpu-study-exp3")
+    assert {k for k in base if base[k] != prof.get(k)} == {"exp3", "profile"}
+    c = Exp3Config.model_validate(prof["exp3"])
+    assert {"lmloss", "random", "full-random"} <= set(c.strategies) and set(c.report.baselines) <= set(c.strategies)
+    assert len(c.seeds) >= MIN_SEEDS and (c.train.max_steps, c.train.warmup_steps) == (2500, 100)
+
+
 def test_proxy_has_the_studys_shape(tokenizers):
     from tinyhelen.exp1.models import non_embedding_params
     from tinyhelen.tokenizer import load

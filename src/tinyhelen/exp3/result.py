@@ -323,8 +323,9 @@ def markdown(res: Exp3Result, correlations: dict[str, dict[str, float]] | None =
                          **{f"final {g}": _fmt(a["final_val_loss_by_genre"][g]) for g in res.val_genres},
                          "pool used": _fmt(a["pool_fraction"], 2)} for s, a in agg.items()])
     lines += ["", "## Steps and data to reach the baseline's performance", "",
-              "Target definitions: " + "; ".join(f"`{d}`: {T.DEFINITION_TEXT[d]}"
-                                                 for d in [*res.definitions, T.GLUE_DEFINITION]) + ". "
+              "Target definitions: " + "; ".join(f"`{d}`: {T.DEFINITION_TEXT[d]}" for d in
+                                                 [*res.definitions, *([T.GLUE_DEFINITION] if res.glue_reach else [])])
+              + ". "
               "Data to target = unique training tokens consumed by then (baselines too). Reduction = 1 - mean "
               "(strategy) / mean (baseline to its own target); positive = fewer. The study reports about 20% "
               "for `lmloss` vs `full-random`.", ""]
