@@ -310,6 +310,27 @@ def test_targets_steps_and_data_under_every_definition():
         _build(baselines=("full-repeated",))
 
 
+def test_glue_steps_to_the_baselines_last_checkpoint_score():
+    """Where exp3_glue ran: per seed, the baseline's score at its last checkpoint is the target; a strategy
+    reaches it at its first checkpoint at or above it; data = unique tokens consumed by that step."""
+    scores = {("full-random", 0): {20: 0.50, 40: 0.60}, ("full-random", 1): {20: 0.55, 40: 0.58},
+              ("lmloss", 0): {20: 0.61, 40: 0.62}, ("lmloss", 1): {20: 0.50, 40: 0.57},
+              ("random", 0): {20: 0.40, 40: 0.60}, ("random", 1): {20: 0.58, 40: 0.50}}
+    glue = [result.Exp3Glue(strategy=k[0], seed=k[1], step=st, mean_test_score=v, tasks={"mrpc": v})
+            for k, by in scores.items() for st, v in by.items()]
+    res = result.build(RUNS, ["full-random", "random", "lmloss"], [0, 1], "lmloss", ["full-random", "random"], TRAIN,
+                       pool_units=10, pool_tokens=POOL, non_embedding_params=None, glue=(glue, ["mrpc"]))
+    steps = lambda s, b: res.per_seed(s, b, "glue_last", "steps_to_target")  # noqa: E731
+    assert {k: r.target for k, r in res.reach_of("lmloss", "full-random", "glue_last").items()} == {0: 0.6, 1: 0.58}
+    assert steps("full-random", "full-random") == {0: 40, 1: 40} and steps("lmloss", "full-random") == {0: 20, 1: None}
+    assert res.per_seed("lmloss", "full-random", "glue_last", "data_to_target") == {0: 1600, 1: None}
+    assert steps("full-random", "random") == {0: 40, 1: 20}  # random's last scores: 0.60, 0.50
+    rows = [r for r in result.reach_table(res) if r["definition"] == "glue_last" and r["strategy"] == "lmloss"]
+    assert [(r["baseline"], r["reached"], r["step reduction"]) for r in rows] == \
+        [("full-random", "1/2", "not all reached"), ("random", "2/2", "+33.3%")]
+    assert res.metrics()["targets"]["full-random"] == {"final": 3.05, "mean_final": 3.05, "best": 3.0}
+
+
 def test_the_result_keeps_each_genres_final_loss():
     genres = {"val_loss_book": 3.0, "val_loss_web": 2.0}
     runs = {k: _run([r["val_loss"] for r in v["curve"]], 800, genres) for k, v in RUNS.items()}
