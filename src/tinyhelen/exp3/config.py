@@ -109,6 +109,7 @@ class ReferenceLMConfig(ProxyOptimConfig):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     steps: int = Field(100, ge=1)
+    warmup_steps: int = Field(4, ge=0, description="4% of its steps, as the proxy's")
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(2e-3, gt=0)
