@@ -24,7 +24,7 @@ import tinyhelen  # noqa: E402,F401  (pins the CPU math kernels before torch loa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tinyhelen.exp3.config import ModelConfig, TrainConfig  # noqa: E402
+from tinyhelen.exp3.config import ModelConfig, TrainConfig, UnitsConfig  # noqa: E402
 from tinyhelen.exp3.scorers import unit_losses  # noqa: E402
 from tinyhelen.exp3.curriculum import build_model  # noqa: E402
 from tinyhelen.train.config import ComputeConfig  # noqa: E402
@@ -102,7 +102,7 @@ def run_cpu_s(strategy: str, batch: int, seq_len: int, steps: int, pool_tokens: 
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     units = Units(rng.integers(4, 2000, offsets[-1]).astype(np.uint16), offsets,
                   [{"unit_id": f"d{i}:0"} for i in range(len(lens))])
-    val = rng.integers(4, 2000, 4096)
+    val = rng.integers(4, 2000, UnitsConfig().val_tokens)  # the default validation size
     cfg = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq_len, checkpoints=0)
     scores = None if strategy in ("full-random", "selfloss") else rng.random(len(lens))
     t0 = time.process_time()
@@ -138,7 +138,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     if args.run_steps:
         b, n = map(int, args.shapes.split(",")[0].split("x"))
-        for strategy in ("full-random", "lmloss", "selfloss"):
+        for strategy in ("full-random", "random", "lmloss", "selfloss"):
             rows.append(run_cpu_s(strategy, b, n, args.run_steps, args.pool_tokens))
             print(json.dumps(rows[-1]), flush=True)
     if args.out:

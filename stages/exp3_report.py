@@ -1,5 +1,6 @@
-"""Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std), steps/data to reach the target loss and
-reductions vs full-random (steps, and data = unique pool tokens seen), loss curves of every strategy,
+"""Stage `exp3_report`: EXP3 table (strategy x seed, mean ± std, per-genre losses), steps/data to reach each
+baseline's performance (full-random, iterative random) under every target definition and the reductions
+(steps, and data = unique training tokens consumed), loss curves of every strategy,
 Leaner-GLUE of every strategy's checkpoints and of the untrained proxy. `curriculum` selects the headline
 strategy. The typed result is built from the run files alone (`tinyhelen.exp3.rebuild.from_runs`).
 
@@ -34,7 +35,7 @@ def main(args):
     results.write_report(res, args.result, args.metrics, args.md, tables.document(res, correlations=corr))
     for path, col in ((args.loss_plot, "val_loss"), (args.pool_plot, "pool_fraction")):
         write_tsv(path, result.curve_rows(data, cfg.strategies, col), ["step", *cfg.strategies])
-    result.plot_png(data, cfg.strategies, res.target_loss, args.png)
+    result.plot_png(data, cfg.strategies, res.target_mean(res.baselines[0], res.definitions[0]), args.png)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ evaluation under --resume and continued when the stage is restarted with the sam
 
 Every path comes from the command line (dvc.yaml). params: exp3.train, exp3 compute keys (threads, ...).
 Writes <out>/ (curve.tsv, summary.json, expansions.json, checkpoint-<step>/ models), the run file (the curve per
-evaluation with the pool's and the proxy's size: the EXP3 typed result is built from it) and the run's DVCLive
+evaluation with the pool's size per genre and the proxy's size: the EXP3 typed result is built from it) and the run's DVCLive
 log (<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
 """
 from pathlib import Path
@@ -14,6 +14,7 @@ from tinyhelen.config import load_section
 from tinyhelen.exp3 import run_files, runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.scorers import check_strategy
+from tinyhelen.exp3.units import load_units
 from tinyhelen.train.compute import set_threads
 
 
@@ -33,8 +34,9 @@ def main(args):
     summary = runs.train(args.strategy, args.seed, args.units, args.difficulty, args.tokenizer, cfg, args.out,
                          resume_dir=args.resume, live_dir=args.live)
     curve = run_files.read_curve(Path(args.out) / "curve.tsv")
+    pool_genres = load_units(args.units)[0].subset("pool").tokens_by_genre()
     run_files.write_run(args.run_file, curve, summary, proxy_params(cfg.train.model, args.tokenizer),
-                        strategy=args.strategy, seed=args.seed)
+                        strategy=args.strategy, seed=args.seed, pool_genres=pool_genres)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Stage `exp3_units`: tokenise the leaner corpus into curriculum units (pool / reference roles) and the
-fixed validation stream of EXP3.
+"""Stage `exp3_units`: tokenise the leaner corpus into curriculum units (pool / reference roles, each
+stratified by genre) and the fixed validation set of EXP3 (stratified by genre).
 
 Every path comes from the command line (dvc.yaml). params: exp3.units.
-Writes <out>/ (tokens.npy, offsets.npy, units.jsonl, validation.npy, info.json).
+Writes <out>/ (tokens.npy, offsets.npy, units.jsonl, validation.npy, validation.json, info.json).
 """
 from pathlib import Path
 

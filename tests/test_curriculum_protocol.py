@@ -32,7 +32,89 @@ def test_defaults_are_the_studys_exp3_protocol():
     assert t.model.arch == "llama" and t.model.shape == dict(
         hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, intermediate_size=512)
     assert "unigram" in scorers.SCORERS  # ours, beyond the study: registered, not in the default runs
+    assert c.report.baselines == ["full-random", "random"]  # the study's baseline and the iterative control
     assert load_section("exp3", Exp3Config) == c  # params.yaml holds the same values
+
+
+def test_optimiser_and_schedule_in_effect_are_the_studys():
+    """The study's curriculum script passes no optimiser or schedule flag to the Hugging Face Trainer, so its
+    defaults ran: AdamW (0.9, 0.999), eps 1e-8, no weight decay, clipping at 1.0, linear warm-up and linear
+    decay to 0. Read from what the training loop builds and sets, compared with transformers' own scheduler."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from tinyhelen.train.optim import build_optimizer, lr_at
+
+    cfg = TrainConfig()
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 4))
+    opt = build_optimizer(model, cfg, cfg.lr)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    for g in opt.param_groups:
+        assert (g["betas"], g["eps"], g["weight_decay"], g["lr"]) == ((0.9, 0.999), 1e-8, 0.0, 1e-2)
+    assert cfg.max_grad_norm == 1.0
+    # the study's run: 100 warm-up steps of 2,500; lr of the update at optimiser step k (0-based)
+    study = cfg.model_copy(update={"warmup_steps": 100})
+    hf_opt = torch.optim.AdamW(torch.nn.Linear(1, 1).parameters(), lr=1e-2)
+    sched = get_linear_schedule_with_warmup(hf_opt, 100, 2500)
+    hf = []
+    for _ in range(2500):
+        hf.append(hf_opt.param_groups[0]["lr"])
+        hf_opt.step()
+        sched.step()
+    ours = [lr_at(k, 1e-2, 2500, study) for k in range(2500)]
+    assert ours[100:] == pytest.approx(hf[100:], rel=1e-9, abs=1e-15)  # linear decay to 0, identical
+    assert ours[-1] == pytest.approx(1e-2 / 2400) and ours[1250] == pytest.approx(1e-2 * 1250 / 2400)
+    # warm-up: the Trainer's first update has lr 0; ours starts at lr / warmup (one step ahead)
+    assert ours[:99] == pytest.approx(hf[1:100]) and hf[0] == 0.0 < ours[0]
+    assert TrainConfig().warmup_steps / TrainConfig().max_steps == 100 / 2500  # the study's share
+
+
+def test_per_genre_validation_losses_and_the_overall_one(pool_setup, units_dir):  # noqa: F811
+    """Every evaluation logs each genre's loss; the overall one is their mean weighted by predicted tokens
+    (recomputed here from the curve), and each genre's loss is the final model's loss on its stream."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from tinyhelen.train.optim import lr_at
+
+    pool, tok, _ = pool_setup
+    _, val = load_units(units_dir)
+    cfg = TrainConfig(max_steps=4, batch_size=2, seq_len=32, eval_every=2, warmup_steps=1, checkpoints=0)
+    res = train_run(pool, val, "full-random", cfg, 0, tok)
+    w = res["summary"]["val_weights"]
+    # a stream of n tokens in blocks of 32 (the last one shorter) predicts all but the first token of each block
+    assert w == {g: (b - a) - math.ceil((b - a) / 32) for g, (a, b) in val.spans.items()}
+    assert len(set(w.values())) > 1  # unequal genres: a plain mean of the genres would differ
+    for row in res["curve"]:
+        per = {g: row[f"val_loss_{g}"] for g in val.genres}
+        assert row["val_loss"] == pytest.approx(sum(w[g] * per[g] for g in per) / sum(w.values()), abs=2e-5)
+        assert row["step"] == 0 or row["lr"] == lr_at(row["step"] - 1, cfg.lr, cfg.max_steps, cfg)
+    model, last = res["model"].eval(), res["curve"][-1]
+    for g, stream in val.strata().items():
+        total, n = 0.0, 0
+        for k in range(0, len(stream), 32):
+            x = torch.as_tensor(stream[k:k + 32].astype(np.int64))[None]
+            if x.shape[1] > 1:
+                with torch.no_grad():
+                    logits = model(input_ids=x).logits[0, :-1]
+                total += float(F.cross_entropy(logits.float(), x[0, 1:], reduction="sum"))
+                n += x.shape[1] - 1
+        assert n == w[g] and last[f"val_loss_{g}"] == pytest.approx(total / n, abs=2e-5)
+
+
+def test_the_saved_study_profile_runs_the_compared_strategies_over_five_seeds():
+    """`cpu-study-exp3`: EXP3 alone (only exp3 keys differ from the default), at the study's steps and warm-up,
+    with every compared run (lmloss, the random control, full-random) over at least MIN_SEEDS seeds."""
+    from tinyhelen import profiles
+    from tinyhelen.report.verdicts import MIN_SEEDS
+
+    base, prof = profiles.compose("default"), profiles.compose("cpu-study-exp3")
+    assert {k for k in base if base[k] != prof.get(k)} == {"exp3", "profile"}
+    c = Exp3Config.model_validate(prof["exp3"])
+    assert {"lmloss", "random", "full-random"} <= set(c.strategies) and set(c.report.baselines) <= set(c.strategies)
+    assert len(c.seeds) >= MIN_SEEDS and (c.train.max_steps, c.train.warmup_steps) == (2500, 100)
 
 
 def test_proxy_has_the_studys_shape(tokenizers):
@@ -137,25 +219,20 @@ def test_runs_report_unique_pool_tokens_as_data(pool_setup):
     curve = res["curve"]
     assert curve[0]["val_loss"] > curve[1]["val_loss"]
     assert [r["seen_tokens"] for r in curve] == [0, 40, 40, 40] and curve[-1]["tokens"] == 384
-    # the report's data-to-target is that figure at the step the target is reached
-    target = curve[1]["val_loss"]
-    runs = {("full-random", 0): {"summary": res["summary"], "curve": curve}}
-    built = result.build(runs, ["full-random"], [0], "full-random", target, "full-random",
-                         SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32,
-                                         model=SimpleNamespace(preset="tiny")), pool_units=6,
-                         pool_tokens=40, non_embedding_params=None)
-    run = built.runs[0]
-    hit = next(r for r in curve if r["val_loss"] <= target)
-    assert run.data_to_target == hit["seen_tokens"] == 40 and hit["tokens"] >= 128  # not steps x batch
-    assert run.pool_tokens_at_target == 40 and run.data_at_end == 40
-    target = min(r["val_loss"] for r in big_res["curve"])
-    built = result.build({("full-random", 0): {"summary": big_res["summary"], "curve": big_res["curve"]}},
-                         ["full-random"], [0], "full-random", target, "full-random",
-                         SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32,
-                                         model=SimpleNamespace(preset="tiny")), pool_units=len(pool),
-                         pool_tokens=big["pool_tokens"], non_embedding_params=None)
-    hit = next(r for r in big_res["curve"] if r["val_loss"] <= target)
-    assert hit["step"] > 0 and built.runs[0].data_to_target == hit["seen_tokens"] < hit["pool_tokens"]  # not the pool
+    # the report's data-to-target is that figure at the step the target is reached (here: the baseline's own
+    # best loss, definition `best`), for a full-data baseline too: not the pool's size, not steps x batch
+    train = SimpleNamespace(max_steps=6, eval_every=2, batch_size=2, seq_len=32, model=SimpleNamespace(preset="tiny"))
+    built = result.build({("full-random", 0): res}, ["full-random"], [0], "full-random", ["full-random"], train,
+                         pool_units=6, pool_tokens=40, non_embedding_params=None)
+    run, reach = built.runs[0], built.reach_of("full-random", "full-random", "best")[0]
+    hit = next(r for r in curve if r["val_loss"] <= min(r["val_loss"] for r in curve))
+    assert reach.data_to_target == hit["seen_tokens"] == 40 and hit["tokens"] >= 128  # not steps x batch
+    assert reach.pool_tokens_at_target == 40 and run.data_at_end == 40
+    built = result.build({("full-random", 0): big_res}, ["full-random"], [0], "full-random", ["full-random"], train,
+                         pool_units=len(pool), pool_tokens=big["pool_tokens"], non_embedding_params=None)
+    hit = next(r for r in big_res["curve"] if r["val_loss"] <= min(r["val_loss"] for r in big_res["curve"]))
+    reach = built.reach_of("full-random", "full-random", "best")[0]
+    assert hit["step"] > 0 and reach.data_to_target == hit["seen_tokens"] < hit["pool_tokens"]  # not the pool
 
 
 # ------------------------------------------------------------------ Leaner-GLUE of every run and the untrained proxy

@@ -29,7 +29,7 @@ def setup(units_dir, tokenizers):
     pool = units.subset("pool")
     texts = [tok.decode(pool.ids(i).tolist()) for i in range(len(pool))]
     scores = score_sentlen(ScoringInputs(pool.unit_ids, texts, []))
-    return pool, val[:256], tok, scores
+    return pool, val, tok, scores
 
 
 def _files(root):
@@ -132,3 +132,6 @@ def test_exp3_train_stage_metrics_are_byte_identical(units_dir, tokenizers, tmp_
     assert rf.meta["pool_units_total"] == summary["total_units"] and rf.meta["non_embedding_params"] > 0
     back = read_run_file(rf)["summary"]
     assert (back["final_val_loss"], back["pool_fraction"]) == (summary["final_val_loss"], summary["pool_fraction"])
+    head = files["run/curve.tsv"].decode().splitlines()[0].split("\t")
+    assert [c for c in head if c.startswith("val_loss_")] == [f"val_loss_{g}" for g in sorted(summary["val_weights"])]
+    assert len(summary["val_weights"]) == 5

@@ -20,7 +20,8 @@ from tinyhelen import study
 from tinyhelen.entropy.result import EntropyResult, EntropySetting, EntropySide
 from tinyhelen.exp1.result import Exp1Result, GlueCell, PretrainRun
 from tinyhelen.exp2.result import Estimate, Exp2Recipe, Exp2Result
-from tinyhelen.exp3.result import Exp3Result, Exp3Run
+from tinyhelen.exp3.result import Exp3Reach, Exp3Result, Exp3Run
+from tinyhelen.exp3.targets import DEFINITIONS
 from tinyhelen.report import protocol
 from tinyhelen.cli import stage_name
 from tinyhelen.io import InputError
@@ -219,48 +220,89 @@ def test_exp2_with_no_scored_answer_is_not_measured_not_not_run():
 
 
 # ------------------------------------------------------------------------------------ EXP3
-def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None) -> Exp3Result:
-    runs = []
-    for name, steps, data in (("lmloss", lm_steps, lm_data or [None if s is None else 1000 * s for s in lm_steps]),
-                              ("full-random", fr_steps, [150_000] * len(fr_steps))):
-        runs += [Exp3Run(strategy=name, seed=i, final_val_loss=5.0, best_val_loss=4.9,
-                           pool_fraction=0.5 if name == "lmloss" else 1.0, expansions=3, steps_to_target=s,
-                           data_to_target=d) for i, (s, d) in enumerate(zip(steps, data))]
-    return Exp3Result(strategies=["full-random", "lmloss"], seeds=list(range(len(fr_steps))), selected="lmloss",
-                        target_loss=5.0, target_from="full-random", max_steps=2500, eval_every=20, batch_size=512,
-                        seq_len=1024, pool_units=10, pool_tokens=150_000, preset="x", non_embedding_params=1_050_000,
-                        runs=runs)
+def _exp3(lm_steps: list, fr_steps: list, lm_data: list | None = None, by_def: dict | None = None,
+          rnd_steps: list | None = None) -> Exp3Result:
+    """lmloss, full-random (and the iterative random control) with per-seed steps to target; lmloss's steps are
+    the same under every definition unless ``by_def`` gives them per definition. Data: 1,000 tokens per step
+    for the curricula, the whole 150k-token pool for full-random."""
+    seeds = range(len(fr_steps))
+    steps = {"lmloss": lm_steps, "full-random": fr_steps, **({"random": rnd_steps} if rnd_steps else {})}
+    runs = [Exp3Run(strategy=name, seed=i, final_val_loss=5.0, best_val_loss=4.9, pool_fraction=1.0 if name ==
+                    "full-random" else 0.5, expansions=3) for name in steps for i in seeds]
+    baselines = ["full-random", *(["random"] if rnd_steps else [])]
+    reach = []
+    for b in baselines:
+        for d in DEFINITIONS:
+            for name, st in steps.items():
+                st = (by_def or {}).get(d, st) if name == "lmloss" else st
+                data = lm_data if name == "lmloss" and lm_data else \
+                    [None if x is None else (150_000 if name == "full-random" else 1000 * x) for x in st]
+                reach += [Exp3Reach(baseline=b, definition=d, strategy=name, seed=i, target=5.0, steps_to_target=x,
+                                    data_to_target=None if x is None else y) for i, (x, y) in enumerate(zip(st, data))]
+    return Exp3Result(strategies=list(steps), seeds=list(seeds), selected="lmloss", baselines=baselines,
+                      definitions=list(DEFINITIONS), max_steps=2500, eval_every=20, batch_size=512, seq_len=1024,
+                      pool_units=10, pool_tokens=150_000, preset="x", non_embedding_params=1_050_000, runs=runs,
+                      reach=reach)
 
 
 FR = [100, 101, 99, 100, 100]  # full-random's steps to the target over 5 seeds
 
 
 def test_exp3_judges_steps_and_data_against_the_stated_20_percent():
-    v = lambda e3: [c.verdict for c in R.claims_exp3(e3, CFG)]  # noqa: E731
+    v = lambda e3: [c.verdict for c in R.claims_exp3(e3, CFG)][:2]  # noqa: E731  (vs full-random)
     # ~20% fewer steps (the interval contains 20%); ~47% less data (it excludes 20%, above)
     ok = R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR), CFG)
-    assert [c.verdict for c in ok] == [R.REPRODUCED, R.SIZE_DIFFERS]
-    assert "contains the stated 20%" in ok[0].why
+    assert [c.verdict for c in ok[:2]] == [R.REPRODUCED, R.SIZE_DIFFERS]
+    assert "3 definitions agree" in ok[0].why and "contains the stated 20%" in ok[0].why
     assert "larger than the stated 20% by 27 points" in ok[1].why and ok[1].numbers["n"] == 5
     # 5% fewer steps: the direction holds, the size does not; data still far less
     five = R.claims_exp3(_exp3([95, 96, 94, 95, 95], FR), CFG)
-    assert [c.verdict for c in five] == [R.SIZE_DIFFERS, R.SIZE_DIFFERS]
+    assert [c.verdict for c in five[:2]] == [R.SIZE_DIFFERS, R.SIZE_DIFFERS]
     assert "smaller than the stated 20% by 15 points" in five[0].why
     assert v(_exp3([60, 140, 80, 120, 100], FR, lm_data=[160_000, 165_000, 158_000, 162_000, 161_000])) \
         == [R.INCONCLUSIVE, R.CONTRADICTED]
     # never reached: counted at the end of the budget, a bound in the claim's favour: never "reproduced"
     never = R.claims_exp3(_exp3([None] * 5, FR), CFG)
     assert never[0].verdict == R.CONTRADICTED and never[0].numbers["not_reached"] == 5
-    assert never[1].verdict == R.INCONCLUSIVE and "never reached" in never[1].measured
+    assert never[1].verdict == R.INCONCLUSIVE and "5 run(s) of lmloss never reached the target" in never[1].measured
     assert "5 of 5 runs never reached the target" in never[1].why
-    assert v(None) == [R.NOT_RUN] * 2
+    assert [c.verdict for c in R.claims_exp3(None, CFG)] == [R.NOT_RUN] * 4
+
+
+def test_exp3_target_definitions_must_agree():
+    """The same runs measured against the baseline's final loss, its mean curve's final loss and its best loss:
+    one verdict only when the three agree, else inconclusive with each definition's verdict and interval."""
+    agree = R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR), CFG)[0]
+    assert agree.verdict == R.REPRODUCED and agree.numbers["effect_best"] == agree.numbers["effect_final"] == 0.2
+    split = _exp3([78, 80, 82, 79, 81], FR, by_def={"best": [99, 101, 100, 98, 102]})
+    c = R.claims_exp3(split, CFG)[0]
+    assert c.verdict == R.INCONCLUSIVE and "the definitions disagree" in c.why
+    assert "final: reproduced, +20%" in c.why and "best: inconclusive" in c.why
+    assert "best: +0.0%" in c.measured and c.numbers["effect_final"] == 0.2 and c.numbers["effect_best"] == 0.0
+
+
+def test_exp3_claims_against_the_iterative_random_control():
+    """Against the random-order control (same pool growth) the claim is the direction only: the study states
+    no size there. Without that control the claim is not run."""
+    cids = lambda cs: {c.id: c for c in cs}  # noqa: E731
+    faster = cids(R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR, rnd_steps=[90, 91, 89, 92, 90]), CFG))
+    c = faster["exp3_lmloss_fewer_steps_vs_random"]
+    assert c.verdict == R.REPRODUCED and "excludes zero in the study's direction" in c.why
+    assert "reduction vs `random`" in c.measured and c.numbers["n"] == 5
+    assert faster["exp3_lmloss_fewer_steps"].verdict == R.REPRODUCED  # vs full-random, against the 20%
+    same = cids(R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR, rnd_steps=[77, 82, 80, 81, 79]), CFG))
+    assert same["exp3_lmloss_fewer_steps_vs_random"].verdict == R.INCONCLUSIVE  # order adds nothing
+    assert same["exp3_lmloss_less_data_vs_random"].verdict == R.INCONCLUSIVE
+    alone = cids(R.claims_exp3(_exp3([78, 80, 82, 79, 81], FR), CFG))
+    assert alone["exp3_lmloss_less_data_vs_random"].verdict == R.NOT_RUN
+    assert "baseline `random` needed" in alone["exp3_lmloss_less_data_vs_random"].why
 
 
 def test_exp3_needs_five_seeds_and_stays_within_100_percent():
     """The reduction's interval is a bootstrap over seeds: never above 100%; from 3 seeds, no verdict."""
     lm, fr = [800, 300, 1400, 900, 500], [2500, 2400, 2450, 2300, 2350]
     three = R.claims_exp3(_exp3(lm[:3], fr[:3]), CFG)
-    assert [c.verdict for c in three] == [R.INCONCLUSIVE] * 2
+    assert [c.verdict for c in three[:2]] == [R.INCONCLUSIVE] * 2
     assert "from 3 distinct seed(s): a verdict needs at least 5" in three[0].why
     assert three[0].numbers["hi"] <= 1.0
     c = R.claims_exp3(_exp3(lm, fr), CFG)[0]
@@ -272,13 +314,14 @@ def test_exp3_claim_from_per_seed_values_leaves_out_unpaired_seeds():
     baseline never reached cannot be paired and is named."""
     lm = {0: 80, 1: 79, 2: 81, 3: 80, 4: None, 5: 78}
     base = {0: 100, 1: 100, 2: 100, 3: 99, 4: 101, 5: None}
-    c = reduction_claim("x", "claim", lm, base, {s: 2500 for s in lm}, names=("lmloss", "full-random"), cfg=CFG,
-                          scale_fr={})
+    c = reduction_claim("x", "claim", {"final": (lm, base)}, {s: 2500 for s in lm}, names=("lmloss", "full-random"),
+                        cfg=CFG, scale_fr={}, stated_size=0.2)
     assert c.numbers["n"] == 5 and c.numbers["not_reached"] == 1  # seed 5 left out, seed 4 censored
-    assert "seed(s) 5 left out: `full-random` never reached the target" in c.measured
+    assert "seed(s) 5 left out: `full-random` never reached it" in c.measured
     assert c.verdict == R.INCONCLUSIVE and "contains zero" in c.why  # seed 4 counted at 2,500 steps
-    none = reduction_claim("x", "claim", {0: 80}, {0: None}, {0: 2500}, names=("a", "b"), cfg=CFG, scale_fr={})
-    assert none.verdict == R.NOT_RUN and "no seed where `b` reached the target" in none.why
+    none = reduction_claim("x", "claim", {"final": ({0: 80}, {0: None})}, {0: 2500}, names=("a", "b"), cfg=CFG,
+                           scale_fr={}, stated_size=0.2)
+    assert none.verdict == R.NOT_RUN and "no seed where `b` reached its target" in none.why
 
 
 # ------------------------------------------------------------------------------------ entropy
@@ -396,15 +439,20 @@ def test_report_on_fixture(tree):
     assert "Proxy metrics, not LLM-judge scores" in md
     assert c["exp3_lmloss_fewer_steps"].verdict == R.INCONCLUSIVE and "from 2 distinct seed(s)" in \
         c["exp3_lmloss_fewer_steps"].why
-    assert "never reached the target in 2 of 2 runs" in c["exp3_lmloss_less_data"].measured
+    assert "2 run(s) of lmloss never reached the target" in c["exp3_lmloss_less_data"].measured
+    assert c["exp3_lmloss_fewer_steps_vs_random"].verdict == R.INCONCLUSIVE  # vs the iterative random control
     # tables
     assert _row(md, "vocabulary (word types)")[1:] == ["56,801", "16,534", "50,291", "16,392"]
     assert _row(md, "word h3 (bits/token)")[1:3] == ["2.336", "3.169"]
     llama = next(line for line in md.splitlines() if re.match(r"\| llama\s+\| leaner", line))
     assert "0.757 ± 0.009" in llama and "**0.335**" in llama  # mean over the 4 study tasks, WNLI shown only
     assert _row(md, "leaner-leaner")[2] == "104 [89.4, 119]"
-    assert _row(md, "full-random")[1:4] == ["2", "2/2", "117 ± 4.24"]
-    assert _row(md, "lmloss")[-2:] == ["target not reached", "target not reached"]
+    assert _row(md, "full-random")[1:3] == ["2", "5.497 ± 0.0578"]  # seeds, final val loss
+    cells = [[c.strip() for c in r.split("|")[1:-1]] for r in md.splitlines() if r.startswith("| full-random ")]
+    reach = {c[3]: c[4:] for c in cells if c[1] == "final"}  # strategy -> reached, steps, reduction, data, ...
+    assert reach["full-random"][:2] == ["2/2", "120 ± 0"] and reach["full-repeated"][2] == "+0.0%"
+    assert reach["lmloss"] == ["0/2", "not reached", "not all reached", "not reached", "not all reached"]
+    assert {c[1] for c in cells if len(c) == 9} == {"final", "mean_final", "best"}
     # protocol table: differences listed, knobs that follow the study are not
     assert _row(md, "EXP1 GLUE")[1] == "tasks"
     assert "| EXP3 " in md and not any(r[1] == "learning rate" for r in
@@ -419,7 +467,7 @@ def test_report_on_fixture(tree):
     assert "![entropy](figures/entropy.png)" in md.split("## EXP1")[0] and "![zipf](figures/zipf.png)" in md
     # summary.json: counts, numbers, deterministic, no commit or timings
     s = json.loads((tree / "reports" / "summary.json").read_text())
-    assert s["verdicts"] == {"reproduced": 1, "direction_reproduced_size_differs": 0, "inconclusive": 5,
+    assert s["verdicts"] == {"reproduced": 1, "direction_reproduced_size_differs": 0, "inconclusive": 7,
                              "contradicted": 0, "not_measured": 2, "not_run": 0}
     assert s["claims"]["exp1_leaner_beats_ori"]["scale_tokens"] == 5e-05
     assert s["protocol_differences"] == sum(r.differs for r in ctx["protocol"]) > 10
@@ -456,7 +504,7 @@ def test_pipeline_check_marks_the_figures_that_depend_on_it(tree):
     s = tree / "reports" / "simplify" / "wiki.json"
     s.write_text(json.dumps({**json.loads(s.read_text()), "provenance": {"pipeline_check": True}}))
     ctx = R.run(tree, "params.yaml", CFG)
-    assert all(any("simplify" in m for m in x.marks) for x in ctx["claims"])
+    assert all(any("simplify" in m for m in x.marks) for x in ctx["claims"] if x.verdict != R.NOT_RUN)
 
 
 # ------------------------------------------------------------------------------------ degradation
@@ -467,19 +515,19 @@ def test_missing_results_degrade_to_not_run(tmp_path):
     md = (tmp_path / "reports" / "README.md").read_text()
     assert "_Not run_: reports/results/exp1.json absent (stage `exp1_report` not run)." in md
     assert md.count("_Not run_") == 4 and "No dvc.lock and no timings yet." in md
-    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["verdicts"]["not_run"] == 8
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["verdicts"]["not_run"] == 10
 
 
 def test_malformed_or_off_schema_result_is_reported_not_fatal(tree):
     (tree / "reports" / "results" / "exp1.json").write_text('{"cells": [\n  oops]\n')
     exp3 = json.loads((tree / "reports" / "results" / "exp3.json").read_text())
-    del exp3["target_loss"]
+    del exp3["baselines"]
     (tree / "reports" / "results" / "exp3.json").write_text(json.dumps(exp3))
     c = _claims(R.run(tree, "params.yaml"))
     assert c["exp1_leaner_beats_ori"].verdict == R.NOT_RUN
     assert "reports/results/exp1.json:2: malformed JSON" in c["exp1_leaner_beats_ori"].why
     assert c["exp3_lmloss_fewer_steps"].verdict == R.NOT_RUN
-    assert "not a valid Exp3Result: target_loss: Field required" in c["exp3_lmloss_fewer_steps"].why
+    assert "not a valid Exp3Result: baselines: Field required" in c["exp3_lmloss_fewer_steps"].why
     assert c["entropy_vocab"].verdict == R.REPRODUCED  # the rest still decided
 
 

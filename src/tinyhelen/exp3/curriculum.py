@@ -4,17 +4,17 @@ One run = one strategy x one seed with the same token budget (``max_steps * batc
 
 * curriculum strategies (every registered scorer of ``tinyhelen.exp3.scorers``): the pool starts
   with the easiest ``start_fraction`` of units and grows by ``pacing`` (``tinyhelen.exp3.pacing``)
-  at evaluation points. Static scorers fix the order up front; an online scorer (``selfloss``) scores a
-  random sample of ``selfloss_candidates`` units outside the pool with the current model at each expansion
-  and adds the lowest-scoring ones (scoring every remaining unit at every expansion would cost more than
-  training here).
+  at evaluation points. Static scorers fix the order up front; an online scorer (``selfloss``) scores the
+  units outside the pool (all of them, the study's, or a random sample of ``selfloss_candidates``) with the
+  current model at each expansion and adds the lowest-scoring ones.
 * ``full-random``: every unit from the start, reshuffled each pass.
 * ``full-repeated``: every unit, packed once in a fixed (seeded) order; the same blocks in the same
   order every epoch.
 
 Sampling inside the pool is uniform without replacement: a shuffled pass over the pool, restarted when
 the pool grows. Sampled units are packed into ``seq_len`` blocks with ``<|endoftext|>`` separators (a unit
-may continue into the next block). The validation loss is the mean token loss on fixed packed blocks.
+may continue into the next block). The validation loss (``ValidationLoss``) is the token-weighted mean loss
+over the fixed validation set, stratified by genre, with each genre's loss logged beside it.
 
 Training runs through ``tinyhelen.train.loop.train_loop``: ``Curriculum`` is its batch source and its callback
 (pool updates at each evaluation). Resume: with ``resume_dir`` a checkpoint of the whole run (model,
@@ -37,7 +37,7 @@ import torch
 from tinyhelen.exp3.config import TrainConfig
 from tinyhelen.exp3.pacing import PlateauTracker, n_units, target_size
 from tinyhelen.exp3.scorers import BASELINES, Scorer, get, inputs_for
-from tinyhelen.exp3.units import Units
+from tinyhelen.exp3.units import Units, Validation
 from tinyhelen.train.compute import uses_bf16
 from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
@@ -135,35 +135,56 @@ def fixed_packing(units: Units, order: np.ndarray, length: int, eos: int) -> tup
     return stream[:n * length].reshape(n, length), data, int(len(stream) - n * length)
 
 
-def val_blocks(val: np.ndarray, length: int) -> np.ndarray:
-    n = len(val) // length
-    if n == 0:
-        raise ValueError(f"{len(val)} validation tokens < seq_len {length}")
-    return val[:n * length].astype(np.int64).reshape(n, length)
+class ValidationLoss(Callback):
+    """The evaluation function of the loop and a callback: the validation loss of the fixed validation set.
+
+    Each genre's stream is cut into ``seq_len`` blocks (the last one shorter; a block of n tokens predicts
+    n - 1). The genre's loss is the mean token cross-entropy (nats) over its predicted tokens; the overall
+    loss (``val_loss``, what the pacing and the targets read) is the token-weighted mean over all of them,
+    i.e. ``sum_g w_g L_g / sum_g w_g`` with ``w_g`` = the genre's predicted tokens (``weights``), as the
+    study's Trainer averages its packed validation blocks. ``on_evaluation`` adds ``val_loss_<genre>``."""
+
+    def __init__(self, val: Validation, seq_len: int, batch_size: int):
+        self.batch_size = batch_size
+        self.blocks = {g: [x for x in (s[:len(s) - len(s) % seq_len].astype(np.int64).reshape(-1, seq_len),
+                                       s[len(s) - len(s) % seq_len:].astype(np.int64)[None])
+                           if x.shape[0] and x.shape[1] > 1]
+                       for g, s in val.strata().items()}
+        self.weights = {g: int(sum(x.shape[0] * (x.shape[1] - 1) for x in parts)) for g, parts in self.blocks.items()}
+        if not all(self.weights.values()):
+            raise ValueError(f"validation genres without a token to predict: {self.weights}")
+        self.last: dict[str, float] = {}
+
+    def __call__(self, model, ctx: LoopContext) -> float:
+        sums = {}
+        for g, parts in self.blocks.items():
+            sums[g] = 0.0
+            for x in parts:
+                for b in range(0, len(x), self.batch_size):
+                    xb = torch.as_tensor(x[b:b + self.batch_size]).to(ctx.device)
+                    sums[g] += float(model(input_ids=xb, labels=xb).loss) * xb.shape[0] * (xb.shape[1] - 1)
+        self.last = {f"val_loss_{g}": round(sums[g] / self.weights[g], 5) for g in sums if g is not None}
+        return sum(sums.values()) / sum(self.weights.values())
+
+    def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model) -> None:
+        row.update(self.last)
 
 
-def block_loss(blocks: np.ndarray, batch_size: int):
-    """Evaluation function: mean token cross-entropy (nats) over the fixed validation blocks."""
-
-    def evaluate(model, ctx: LoopContext) -> float:
-        total = 0.0
-        for b in range(0, len(blocks), batch_size):
-            x = torch.as_tensor(blocks[b:b + batch_size]).to(ctx.device)
-            total += float(model(input_ids=x, labels=x).loss) * len(x)
-        return total / len(blocks)
-
-    return evaluate
+def curve_columns(val: Validation) -> list[str]:
+    """The columns of ``curve.tsv``: ``CURVE_COLUMNS`` and ``val_loss_<genre>`` per validation genre."""
+    return CURVE_COLUMNS + [f"val_loss_{g}" for g in val.genres]
 
 
-def run_key(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: np.ndarray,
+def run_key(cfg: TrainConfig, strategy: str, seed: int, units: Units, val: Validation,
             scores: np.ndarray | None) -> str:
     """The identity of a run (config, strategy, seed and the data it sees): its checkpoints resume only a run
     with the same key."""
     h = hashlib.sha256()
-    h.update(json.dumps({"cfg": cfg.model_dump(), "strategy": strategy, "seed": seed}, sort_keys=True).encode())
+    h.update(json.dumps({"cfg": cfg.model_dump(), "strategy": strategy, "seed": seed, "val": val.spans},
+                        sort_keys=True).encode())
     h.update(units.offsets.tobytes())
     h.update(units.tokens.tobytes())
-    h.update(val.tobytes())
+    h.update(val.tokens.tobytes())
     if scores is not None:
         h.update(np.asarray(scores, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
@@ -297,14 +318,15 @@ class Curriculum(Callback):
         self.seen_at = dict(st["seen_at"])
 
 
-def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
+def train_run(units: Units, val: Validation | np.ndarray, strategy: str, cfg: TrainConfig, seed: int, tokenizer,
               scores: np.ndarray | None = None, *, compute: ComputeConfig | None = None,
               resume_dir: Path | str | None = None, checkpoint_dir: Path | str | None = None,
               stop_after: int | None = None, live_dir: Path | str | None = None,
               label: str | None = None) -> dict[str, Any] | None:
     """Train one run; returns ``{"curve", "summary", "expansions", "model", "pool"}`` (pool: unit indices).
 
-    ``units``: the pool units. ``scores``: static difficulty (low = easy), required for static scorers.
+    ``units``: the pool units. ``val``: the validation set (a plain token array: one unstratified stream).
+    ``scores``: static difficulty (low = easy), required for static scorers.
     ``resume_dir``: checkpoints for an exact resume; ``checkpoint_dir``: model saves at
     ``cfg.saved_steps``; ``live_dir``: DVCLive log of the curve. ``stop_after``: stop after that many
     steps of this call (a simulated interruption; returns None unless the run is complete). Wall-clock
@@ -314,23 +336,27 @@ def train_run(units: Units, val: np.ndarray, strategy: str, cfg: TrainConfig, se
     label = label or f"{strategy}-s{seed}"
     if len(units) == 0:
         raise ValueError("no pool units")
+    val = val if isinstance(val, Validation) else Validation.of(val)
     curriculum = Curriculum(units, strategy, cfg, seed, tokenizer, scores, checkpoint_dir, compute)
+    evaluate = ValidationLoss(val, cfg.seq_len, cfg.batch_size)
     model = build_model(cfg.model, tokenizer, seed)
     loop = LoopConfig(optim=cfg, compute=compute or ComputeConfig(), lr=cfg.lr, steps=cfg.max_steps,
                       cadence=Cadence(cfg.eval_every, cfg.eval_every, cfg.eval_every), ckpt_dir=resume_dir,
                       run_key=run_key(cfg, strategy, seed, units, val, scores), stop_after=stop_after, desc=label)
-    res = train_loop(model, curriculum, loop, evaluate=block_loss(val_blocks(val, cfg.seq_len), cfg.batch_size),
-                     callbacks=[curriculum, *([TrainLog(live_dir)] if live_dir is not None else [])])
+    res = train_loop(model, curriculum, loop, evaluate=evaluate,
+                     callbacks=[curriculum, evaluate, *([TrainLog(live_dir)] if live_dir is not None else [])])
     timing.record(**res.timing)
     if not res.finished:
         return None
-    curve = [{k: r.get(k) for k in CURVE_COLUMNS} for r in res.history]
+    curve = [{k: r.get(k) for k in curve_columns(val)} for r in res.history]
     final = curve[-1]
     summary = {"strategy": strategy, "seed": seed, "steps": final["step"], "tokens": final["tokens"],
                "final_val_loss": final["val_loss"], "best_val_loss": min(r["val_loss"] for r in curve),
                "pool_fraction": final["pool_fraction"], "pool_tokens": final["pool_tokens"],
                "seen_tokens": final["seen_tokens"],
                "total_units": curriculum.total, "total_tokens": int(curriculum.lengths.sum()),
-               "expansions": len(curriculum.expansions), **curriculum.extra}
+               "expansions": len(curriculum.expansions), **curriculum.extra,
+               # predicted validation tokens per genre: val_loss = sum_g w_g val_loss_<g> / sum_g w_g
+               **({"val_weights": evaluate.weights} if val.genres else {})}
     return {"curve": curve, "summary": summary, "expansions": curriculum.expansions, "model": res.model,
             "pool": list(curriculum.pool)}

@@ -47,33 +47,36 @@ def read_glue(runs: Path | str, names: list[str], seeds: list[int]) -> tuple[lis
 
 
 def read_runs(runs: Path | str, strategies: list[str], seeds: list[int]
-              ) -> tuple[dict[tuple[str, int], dict[str, Any]], tuple[int, int, int | None]]:
-    """Every (strategy, seed) run as ``{"summary", "curve"}``, and the pool's units, tokens and the proxy's
-    non-embedding parameters (the same for every run, or the runs came from different inputs)."""
+              ) -> tuple[dict[tuple[str, int], dict[str, Any]], tuple[int, int, int | None, dict[str, int]]]:
+    """Every (strategy, seed) run as ``{"summary", "curve"}``, and the pool's units, tokens, the proxy's
+    non-embedding parameters and the pool's tokens per genre (``{}`` where the run files do not say; the same for
+    every run, or the runs came from different inputs)."""
     data, sizes = {}, set()
     for s in strategies:
         for seed in seeds:
             rf = runfiles.read_kind(runs, "exp3", strategy=s, seed=seed)
             rf.need("pool_units_total", "pool_tokens_total", "non_embedding_params")
             data[(s, seed)] = read_run_file(rf)
-            sizes.add((rf.meta["pool_units_total"], rf.meta["pool_tokens_total"], rf.meta["non_embedding_params"]))
+            sizes.add((rf.meta["pool_units_total"], rf.meta["pool_tokens_total"], rf.meta["non_embedding_params"],
+                       tuple(sorted((rf.meta.get("pool_genres") or {}).items()))))
     if len(sizes) != 1:
         raise InputError(runfiles.path(runs, "exp3", strategy="*", seed="*"),
                          f"the runs disagree on the pool or the proxy's size: {sorted(sizes, key=str)}")
-    return data, sizes.pop()
+    units, tokens, size, genres = sizes.pop()
+    return data, (units, tokens, size, dict(genres))
 
 
 @runfiles.built_from
 def from_runs(runs: Path | str, params: Path | str) -> Exp3Result:
     """EXP3's typed result from the run files under ``runs`` and the params in ``params`` (strategies, seeds,
-    the selected strategy, the target definition, the training budget)."""
+    the selected strategy, the baselines, the training budget)."""
     from tinyhelen.config import load_section
     from tinyhelen.exp3.config import CurriculumParam, Exp3Config
     from tinyhelen.exp3.runs import UNTRAINED
 
     cfg = load_section("exp3", Exp3Config, params)
     selected = load_section("curriculum", CurriculumParam, params).value
-    data, (units, tokens, size) = read_runs(runs, cfg.strategies, cfg.seeds)
-    return build(data, cfg.strategies, cfg.seeds, selected, cfg.report.target_loss, cfg.report.target_from,
-                 cfg.train, pool_units=units, pool_tokens=tokens, non_embedding_params=size,
-                 glue=read_glue(runs, [*cfg.strategies, UNTRAINED], cfg.seeds))
+    data, (units, tokens, size, genres) = read_runs(runs, cfg.strategies, cfg.seeds)
+    return build(data, cfg.strategies, cfg.seeds, selected, cfg.report.baselines, cfg.train, pool_units=units,
+                 pool_tokens=tokens, non_embedding_params=size,
+                 glue=read_glue(runs, [*cfg.strategies, UNTRAINED], cfg.seeds), pool_genres=genres)

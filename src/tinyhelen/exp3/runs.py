@@ -95,7 +95,7 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
     ``out_dir``. With ``resume_dir`` an interrupted run continues where it stopped (the directory is
     removed when the run is complete)."""
     from tinyhelen.exp3.scorers import BASELINES, get, read_scores
-    from tinyhelen.exp3.curriculum import CURVE_COLUMNS, train_run
+    from tinyhelen.exp3.curriculum import curve_columns, train_run
 
     tok = load_tokenizer(tokenizer_dir)
     units, val = load_units(units_dir)
@@ -113,7 +113,7 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
         if ckpt != tmp and ckpt.is_dir():
             for d in sorted(ckpt.iterdir()):
                 shutil.move(str(d), str(tmp / d.name))
-        write_tsv(tmp / "curve.tsv", res["curve"], CURVE_COLUMNS)
+        write_tsv(tmp / "curve.tsv", res["curve"], curve_columns(val))
         write_json(tmp / "summary.json", res["summary"])
         write_json(tmp / "expansions.json", res["expansions"])
     if resume_dir is not None:

@@ -4,8 +4,9 @@ The verdicts and their pre-registered rules are ``tinyhelen.report.verdicts`` (`
 "Verdicts and decision rules"). Intervals: EXP1 a paired bootstrap over GLUE fine-tuning seeds (the mean
 difference over the (architecture, task) cells of the resampled seeds), with the exact sign-flip p-value
 of the per-seed mean differences shown beside it; EXP3 a paired bootstrap over training seeds of the
-reduction ``1 - mean(strategy)/mean(baseline)``; both need ``MIN_SEEDS`` distinct seeds for a verdict other
-than ``inconclusive``. EXP2 from the recipes' bootstrap intervals over answers (no minimum of seeds). The
+reduction ``1 - mean(strategy)/mean(baseline)`` against ``full-random`` and the iterative ``random`` control,
+under every target definition of ``tinyhelen.exp3.targets`` (they must agree); both need ``MIN_SEEDS``
+distinct seeds for a verdict other than ``inconclusive``. EXP2 from the recipes' bootstrap intervals over answers (no minimum of seeds). The
 entropy figures are whole-corpus measurements: their direction decides.
 
 Model claims are qualified with the scale actually run as a fraction of the study's (tokens per run, steps,
@@ -29,7 +30,8 @@ from tinyhelen.exp2.result import Exp2Result
 from tinyhelen.exp3.result import Exp3Result
 # the verdict names are re-exported for the callers of ``claims_*`` that compare verdicts (tests/test_judge.py)
 from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, MAX_EXACT, NOT_MEASURED, NOT_RUN,  # noqa: F401
-                                       REPRODUCED, SIZE_DIFFERS, VERDICTS, Interval, decide, mean_difference_interval,
+                                       REPRODUCED, SIZE_DIFFERS, VERDICTS, Interval, decide, decide_definitions,
+                                       mean_difference_interval,
                                        normal_interval, reduction_interval, sign_flip)
 from tinyhelen.study import STUDY_EXP3_CLAIM, scale_fractions
 
@@ -299,48 +301,74 @@ def exp3_reduction(strategy: Mapping[int, float | None], baseline: Mapping[int, 
     return iv, left_out
 
 
-def reduction_claim(cid: str, text: str, strategy: Mapping[int, float | None],
-                    baseline: Mapping[int, float | None], at_end: Mapping[int, float], *, names: tuple[str, str],
-                    cfg: ReportConfig, scale_fr: dict[str, float | None]) -> Claim:
-    """One EXP3 claim from the per-seed values of a strategy and of a baseline (``names``): the reduction
-    (``exp3_reduction``) decided against the study's stated size (``STUDY_EXP3_CLAIM``) with the min-seeds
-    rule. Several target definitions or baselines: one ``exp3_reduction`` each, then
-    ``verdicts.decide_definitions``."""
+def reduction_claim(cid: str, text: str,
+                    values: Mapping[str, tuple[Mapping[int, float | None], Mapping[int, float | None]]],
+                    at_end: Mapping[int, float], *, names: tuple[str, str], cfg: ReportConfig,
+                    scale_fr: dict[str, float | None], stated_size: float | None) -> Claim:
+    """One EXP3 claim from per-seed values of a strategy and of a baseline (``names``) under each target
+    definition (``values[definition] = (strategy's, baseline's)``, the primary definition first): the reduction
+    under each (``exp3_reduction``), decided together (``verdicts.decide_definitions``: they must agree) with the
+    min-seeds rule, against ``stated_size`` (None: the direction only)."""
     s, b = names
-    iv, left_out = exp3_reduction(strategy, baseline, at_end, cfg.confidence)
-    if iv is None:
-        return _not_run([(cid, text)], "EXP3", f"no seed where `{b}` reached the target")[0]
-    verdict, why = decide(iv, stated_size=STUDY_EXP3_CLAIM[1], seeds=iv.n, fmt="+.0%")
-    note = (f" (an upper bound: {s} never reached the target in {iv.censored} of {iv.n} runs, counted at the end "
-            "of its budget)") if iv.censored else ""
-    if left_out:
-        note += f"; seed(s) {', '.join(map(str, left_out))} left out: `{b}` never reached the target"
-    return Claim(cid, "EXP3", text, verdict,
-                 f"reduction vs `{b}` {'at most' if iv.censored else '='} {iv.text('+.1%')} over {iv.n} seed(s){note}",
-                 why, scale_text(scale_fr), _numbers(iv, scale_fr, not_reached=iv.censored))
+    ivs, left = {}, {}
+    for d, (a_vals, b_vals) in values.items():
+        ivs[d], left[d] = exp3_reduction(a_vals, b_vals, at_end, cfg.confidence)
+    if all(iv is None for iv in ivs.values()):
+        return _not_run([(cid, text)], "EXP3", f"no seed where `{b}` reached its target")[0]
+    seeds = {d: 0 if iv is None else iv.n for d, iv in ivs.items()}
+    verdict, why = decide_definitions(ivs, stated_size=stated_size, seeds=seeds, fmt="+.0%")
+    parts = []
+    for d, iv in ivs.items():
+        if iv is None:
+            parts.append(f"{d}: no seed where `{b}` reached its target")
+            continue
+        note = f", {iv.censored} run(s) of {s} never reached the target (an upper bound)" if iv.censored else ""
+        note += f", seed(s) {', '.join(map(str, left[d]))} left out: `{b}` never reached it" if left[d] else ""
+        parts.append(f"{d}: {'at most ' if iv.censored else ''}{iv.text('+.1%')} over {iv.n} seed(s){note}")
+    primary = next(iter(ivs.values()))
+    return Claim(cid, "EXP3", text, verdict, f"reduction vs `{b}`: " + "; ".join(parts), why, scale_text(scale_fr),
+                 _numbers(primary, scale_fr, not_reached=None if primary is None else primary.censored,
+                          **{f"effect_{d}": None if iv is None else round(iv.effect, 4) for d, iv in ivs.items()}))
+
+
+def _exp3_specs() -> list[tuple[str, str, str, str, float | None]]:
+    """The pre-registered EXP3 claims: (id, text, baseline, field, stated size), one per (measure, baseline).
+    Against ``full-random`` the study's claim with its size; against the iterative ``random`` control (same
+    pool growth, random order) the direction only: the study states no size there."""
+    s, claimed = STUDY_EXP3_CLAIM
+    out = []
+    for baseline, suffix, who, size in (("full-random", "", "the full-data baseline `full-random`", claimed),
+                                        ("random", "_vs_random", "the iterative `random` control (same pacing, "
+                                                                 "random order)", None)):
+        amount = f"~{claimed:.0%} " if size is not None else ""
+        out += [(f"exp3_{s}_fewer_steps{suffix}", f"`{s}` reaches the loss of {who} with {amount}fewer steps",
+                 baseline, "steps_to_target", size),
+                (f"exp3_{s}_less_data{suffix}", f"`{s}` reaches the loss of {who} with {amount}less data (unique "
+                                                "training tokens)", baseline, "data_to_target", size)]
+    return out
 
 
 def claims_exp3(e3: Exp3Result | None, cfg: ReportConfig, problem: str | None = None) -> list[Claim]:
-    """The study: the ``lmloss`` curriculum reaches the baseline's loss with ~20% fewer steps **and** data.
-    Two measurements over training seeds (``reduction_claim``), against ``target_from``: the step reduction
-    and the data reduction (unique pool tokens by the target step). A run that never reached the target
-    counts as reaching it at the end of its budget (a bound in the claim's favour), so such a claim can be
-    contradicted or inconclusive but not reproduced."""
-    s, claimed = STUDY_EXP3_CLAIM
-    specs = [("exp3_lmloss_fewer_steps", f"`{s}` reaches the baseline's loss with ~{claimed:.0%} fewer steps"),
-             ("exp3_lmloss_less_data", f"`{s}` reaches the baseline's loss with ~{claimed:.0%} less data "
-                                        "(unique training tokens)")]
+    """The study: the ``lmloss`` curriculum reaches the baseline's loss with ~20% fewer steps **and** data. Four
+    claims (``_exp3_specs``): steps and data, each against ``full-random`` and against the iterative ``random``
+    control, over training seeds paired by seed, under every target definition of the result
+    (``tinyhelen.exp3.targets``; they must agree). A run that never reached its target counts as reaching it at
+    the end of its budget (a bound in the claim's favour), so such a claim can be contradicted or
+    inconclusive but not reproduced."""
+    specs = _exp3_specs()
     if e3 is None:
-        return _not_run(specs, "EXP3", problem or "no EXP3 result")
-    b = e3.target_from
-    runs_s, runs_b = e3.runs_of(s), e3.runs_of(b)
-    if not runs_s or not runs_b:
-        return _not_run(specs, "EXP3", f"strategies {s!r} and {b!r} needed; have {sorted(e3.strategies)}")
+        return _not_run([(c, t) for c, t, *_ in specs], "EXP3", problem or "no EXP3 result")
+    s = STUDY_EXP3_CLAIM[0]
     fr = exp3_scale(e3)
-    end = {"steps_to_target": lambda r: e3.max_steps,
-           "data_to_target": lambda r: r.data_at_end if r.data_at_end is not None
-           else round(r.pool_fraction * e3.pool_tokens)}
-    return [reduction_claim(cid, text, {k: getattr(r, fld) for k, r in runs_s.items()},
-                            {k: getattr(r, fld) for k, r in runs_b.items()},
-                            {k: end[fld](r) for k, r in runs_s.items()}, names=(s, b), cfg=cfg, scale_fr=fr)
-            for (cid, text), fld in zip(specs, ("steps_to_target", "data_to_target"))]
+    out = []
+    for cid, text, b, fld, size in specs:
+        if not e3.runs_of(s) or b not in e3.baselines:
+            out += _not_run([(cid, text)], "EXP3", f"runs of `{s}` and the baseline `{b}` needed; strategies "
+                                                   f"{sorted(e3.strategies)}, baselines {e3.baselines}")
+            continue
+        end = {seed: e3.max_steps if fld == "steps_to_target" else
+               (r.data_at_end if r.data_at_end is not None else round(r.pool_fraction * e3.pool_tokens))
+               for seed, r in e3.runs_of(s).items()}
+        values = {d: (e3.per_seed(s, b, d, fld), e3.per_seed(b, b, d, fld)) for d in e3.definitions}
+        out.append(reduction_claim(cid, text, values, end, names=(s, b), cfg=cfg, scale_fr=fr, stated_size=size))
+    return out

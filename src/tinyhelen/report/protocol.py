@@ -248,6 +248,22 @@ def _pool(x: Inputs) -> Any:
     return "all training documents" if n is None else f"{n:,} BPE tokens"
 
 
+def _exp3_validation(x: Inputs) -> str:
+    genres = ", ".join(sorted(x.get("exp3.units.genres") or ["all genres"]))
+    return f"{x.get('exp3.units.val_tokens'):,} held-out tokens, stratified over {genres}; per-genre losses logged"
+
+
+def _genre_mix(x: Inputs) -> str:
+    shares = x.get("exp3.units.genre_shares", None)
+    return "the training corpus's mix" if shares is None else fmt(shares)
+
+
+def _definitions(x: Inputs) -> str:
+    from tinyhelen.exp3.targets import DEFINITIONS
+
+    return ", ".join(DEFINITIONS) + " (they must agree)"
+
+
 def _seq(batch: str, seq: str) -> Callable[[Inputs], str]:
     return lambda x: f"{x.get(batch)} x {x.get(seq)} tokens"
 
@@ -345,7 +361,27 @@ KNOBS: tuple[Knob, ...] = (
          "CPU time"),
     Knob("EXP3", "steps", STUDY_SCALE["EXP3"].steps, "exp3.train.max_steps", COMPUTE, "CPU time"),
     Knob("EXP3", "learning rate", 1e-2, "exp3.train.lr", CHOICE, "a different rate"),
-    Knob("EXP3", "warm-up steps", 100, "exp3.train.warmup_steps", COMPUTE, "scaled with the steps"),
+    Knob("EXP3", "warm-up steps", 100, "exp3.train.warmup_steps", COMPUTE, "scaled with the steps (4%)"),
+    Knob("EXP3", "LR schedule", "linear to 0 x lr", _schedule("exp3.train", "tinyhelen.exp3.config:TrainConfig"), CHOICE, "a different decay",
+         show_study="linear to 0 x lr (the Trainer's default: the script sets no schedule)"),
+    Knob("EXP3", "AdamW betas", [0.9, 0.999], lambda x: [x.get(f"exp3.train.adam_beta{i}") for i in (1, 2)], CHOICE,
+         "different betas",
+         show_study="(0.9, 0.999) (the Trainer's default)"),
+    Knob("EXP3", "weight decay", 0.0, "exp3.train.weight_decay", CHOICE, "weight decay on",
+         show_study="0 (the Trainer's default)"),
+    Knob("EXP3", "seeds", 1, lambda x: len(x.get("exp3.seeds")), CHOICE,
+         "more seeds: intervals over training seeds (a verdict needs 5)", show_study="1 (seed 65)"),
+    Knob("EXP3", "validation", "the validation split of the five genres", _exp3_validation, COMPUTE,
+         "a fixed held-out slice, evaluated every 20 steps on CPU",
+         show_study="the validation split (10M + 100M) of the five genres, all of it (its own mix)"),
+    Knob("EXP3", "pool genre mix", "the training corpus's mix", _genre_mix, CHOICE,
+         "other genre shares (exp3.units.genre_shares)"),
+    Knob("EXP3", "baselines compared", ["full-random"], "exp3.report.baselines", CHOICE,
+         "the iterative random control (same pool growth, random order) separates growth from order",
+         same_set),
+    Knob("EXP3", "\"reaches the baseline's loss\"", "not stated", _definitions,
+         CHOICE, "the study does not define it; three pre-registered definitions (tinyhelen.exp3.targets)",
+         lambda ours, study: False),
     Knob("EXP3", "evaluation interval (steps)", 20, "exp3.train.eval_every", CHOICE, "a different interval"),
     Knob("EXP3", "patience", 1, "exp3.train.patience", CHOICE, "expands after more evaluations without a "
          "new best"),

@@ -210,12 +210,15 @@ def decide(iv: Interval | None, *, direction: int = +1, stated_size: float | Non
 
 def decide_definitions(intervals: Mapping[str, Interval | None], **rules) -> tuple[str, str]:
     """A claim measured under several definitions (e.g. steps to target under several target definitions):
-    ``decide`` each with the same ``rules`` (its keywords). The same verdict under every definition is the
-    verdict; otherwise ``inconclusive``, and the why shows each definition's verdict, effect and interval."""
+    ``decide`` each with the same ``rules`` (its keywords; ``seeds`` may map each definition to its own number
+    of seeds). The same verdict under every definition is the verdict; otherwise ``inconclusive``, and the why
+    shows each definition's verdict, effect and interval."""
     if not intervals:
         raise ValueError("decide_definitions: no definition")
     fmt = rules.get("fmt", "+.4g")
-    decided = {name: decide(iv, **rules) for name, iv in intervals.items()}
+    seeds = rules.get("seeds")
+    decided = {name: decide(iv, **{**rules, "seeds": seeds.get(name) if isinstance(seeds, Mapping) else seeds})
+               for name, iv in intervals.items()}
     verdicts = {v for v, _ in decided.values()}
     if len(verdicts) == 1:
         (verdict,) = verdicts
