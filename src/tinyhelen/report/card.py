@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tinyhelen.report.claims import Claim, ReportConfig, claims_entropy, claims_
 from tinyhelen.report.provenance import (UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
                                          read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
                                          resolved_params)
+from tinyhelen.report import scale
 from tinyhelen.report.render import render
 from tinyhelen.report.verdicts import NOT_RUN, VERDICTS, verdict_key
 from tinyhelen.entropy.result import EntropyResult
@@ -77,6 +79,7 @@ def collect(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg
             "protocol": compare(params, found), "params_diff": params_vs_defaults(params_path),
             "lock": read_lock(root / "dvc.lock"), "timings": read_timings(reports), "git": git_info(root),
             "hardware": hardware(), "profile_runs": read_profile_runs(profiles),
+            "scale": scale.points(claims, scale.read_summaries(profiles)),
             "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 
 
@@ -93,12 +96,19 @@ def summary(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def run(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg: ReportConfig | None = None, *,
         reports: Path | str = "reports", profiles: Path | str = "results", card: Path | str | None = None,
-        summary_path: Path | str | None = None) -> dict[str, Any]:
-    """Write the card (default ``<reports>/README.md``) and its summary (default ``<reports>/summary.json``)
+        summary_path: Path | str | None = None, scale_figures: Path | str | None = None,
+        scale_plot: Path | str | None = None) -> dict[str, Any]:
+    """Write the card (default ``<reports>/README.md``), its summary (default ``<reports>/summary.json``) and
+    each claim against scale (default ``<reports>/figures/scale/<claim>.png`` and ``<reports>/plots/scale.tsv``)
     under ``root``; return the context."""
     ctx = collect(root, params_path, cfg, reports, profiles)
     root = Path(root)
-    with atomic_open(root / (card or Path(reports) / "README.md")) as fh:
+    card_path = root / (card or Path(reports) / "README.md")
+    figures = root / (scale_figures or Path(reports) / "figures" / "scale")
+    scale.write(ctx["scale"], {c.id: c.claim for c in ctx["claims"]}, figures,
+                root / (scale_plot or Path(reports) / "plots" / "scale.tsv"))
+    ctx["scale_href"] = Path(os.path.relpath(figures, card_path.parent)).as_posix()
+    with atomic_open(card_path) as fh:
         fh.write(render(ctx))
     write_json(root / (summary_path or Path(reports) / "summary.json"), summary(ctx))
     for c in ctx["claims"]:

@@ -127,6 +127,23 @@ def md_profile_runs(runs: list[dict[str, Any]]) -> list[str]:
              "own report cards:", ""] + table(pd.DataFrame(rows)))
 
 
+def md_scale(points: dict[str, list[Any]], href: str) -> list[str]:
+    """Each claim against scale (``tinyhelen.report.scale``): the effect and interval of every run that measured
+    it, by tokens per training run, and the claim's figure."""
+    if not points:
+        return []
+    rows = [{"claim": f"`{p.claim}`", "run": p.source, "tokens per run": f(p.tokens_per_run, ".3g"),
+             "effect [interval]": f(p.effect, "+.3g") + ("" if p.lo is None or p.hi is None else
+                                                         f" [{f(p.lo, '+.3g')}, {f(p.hi, '+.3g')}]"),
+             "seeds / n": f(p.n), "verdict": p.verdict} for ps in points.values() for p in ps]
+    figs = [f"![{cid}]({href}/{cid}.png)" for cid in points]
+    return (["### Each claim against scale", "",
+             "The effect (> 0 supports the claim) with its interval, per run that measured it: this workspace's "
+             "run and every saved profile, by tokens per training run; the star is the study's own point where "
+             "it states a size. Does the effect grow, shrink or stay within noise as the scale approaches the "
+             "study's?", ""] + table(pd.DataFrame(rows)) + [" ".join(figs), ""])
+
+
 def render(ctx: dict[str, Any]) -> str:
     """The Markdown report card."""
     reports: Path = ctx["reports"]
@@ -153,6 +170,7 @@ def render(ctx: dict[str, Any]) -> str:
               "the figures that depend on it are marked.", ""]
     L += ["## Claims of the study and our verdicts", ""] + md_claims(ctx["claims"])
     L += md_profile_runs(ctx.get("profile_runs") or [])
+    L += md_scale(ctx.get("scale") or {}, ctx.get("scale_href", "figures/scale"))
     L += ["## Protocol vs study", ""] + md_protocol(ctx["protocol"])
     for key, exp, title, md, card in SECTIONS:
         L += [f"## {title}", ""]
