@@ -119,12 +119,13 @@ def _problems(root: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 def test_every_stage_depends_on_its_script_and_its_code_checksums():
     """Every stage declares its script and data/code/<script>.sha256 (and no module file: the checksums
-    stand for them); the code stage that writes the checksums depends on all the code."""
+    stand for them); the code stage that writes the checksums depends on all the code (and validates the
+    whole params.yaml first: tests/test_failures.py)."""
     bad = _problems(REPO)
     assert bad == {}, "dvc.yaml code deps are stale; run `python -m tinyhelen.pipeline deps --write`"
     code = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["code"]
     assert code["cmd"] == "python stages/code.py --out data/code"
-    assert code["deps"] == ["stages", "src/tinyhelen"] and code["outs"] == ["data/code"]
+    assert code["deps"] == ["stages", "src/tinyhelen"] and code["outs"] == [{"data/code": {"persist": True}}]
 
 
 def test_code_checksums_list_the_script_and_exactly_its_import_closure():

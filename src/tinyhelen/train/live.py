@@ -14,13 +14,21 @@ pool): the files are git-tracked and the same params give byte-identical files. 
 A resumed run starts a fresh log and replays the history saved in its checkpoint, so an interrupted and
 resumed run writes exactly the files of an uninterrupted one. ``TrainLog`` is a callback of the training loop
 (``tinyhelen.train.loop``), called on the main process only.
+
+The log is written step by step to a temporary sibling of ``dir`` (``tinyhelen.io.atomic_path``: named after
+the process, git- and DVC-ignored) and replaces ``dir`` as a whole when the run ends. A failed, interrupted
+or killed run leaves the previous complete log in place (the stage's outputs persist in ``dvc.yaml``; the
+next run removes the temporary log of a dead process). The cost: ``dvc exp show`` does not follow a running
+experiment's losses; ``dvc queue logs <exp>`` and the stage's own log lines do.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 from pathlib import Path
 from typing import Any
 
+from tinyhelen.io import atomic_path
 from tinyhelen.train.loop import Callback
 
 NOT_LOGGED = frozenset({"step", "tokens"})  # the x axis, and a figure that is step x batch x length
@@ -36,11 +44,14 @@ class TrainLog(Callback):
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
         self.live = None
+        self._commit: contextlib.AbstractContextManager[Path] | None = None
 
     def on_start(self, model: Any, resumed: bool, history: list[dict[str, Any]]) -> None:
         from dvclive import Live
 
-        self.live = Live(dir=str(self.directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        self._commit = atomic_path(self.directory)
+        tmp = self._commit.__enter__()  # noqa: PLC2801 - left open until on_end moves the complete log into place
+        self.live = Live(dir=str(tmp), dvcyaml=False, save_dvc_exp=False, report=None)
         for r in history:
             self.on_row(r)
 
@@ -57,3 +68,5 @@ class TrainLog(Callback):
 
     def on_end(self) -> None:
         self.live.end()
+        commit, self._commit = self._commit, None
+        commit.__exit__(None, None, None)  # the complete log replaces the previous one
