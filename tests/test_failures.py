@@ -196,13 +196,13 @@ def test_a_bad_value_fails_before_any_output_is_touched(base, tmp_path, case):
     res = _dvc(repo, "exp", "run", "-S", override, target, ok=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0
+    after = _snapshot(repo, "reports", "data")
+    assert after.keys() == before.keys(), sorted(before.keys() ^ after.keys())
+    assert [f for f in before if before[f] != after[f]] == []
     key = override.split("=")[0]
     assert re.search(rf"error: params\.yaml: {re.escape(key)}: ", out), out[-3000:]
     assert "failed to reproduce 'code'" in out and _ran(out) == {"code"}, out[-3000:]
     assert "git checkout params.yaml" in out
-    after = _snapshot(repo, "reports", "data")
-    assert after.keys() == before.keys(), sorted(before.keys() ^ after.keys())
-    assert [f for f in before if before[f] != after[f]] == []
     assert _git(repo, "status", "--porcelain").split() == ["M", "params.yaml"]
     status = _dvc(repo, "status", target).stdout
     assert f"{target}:" in status and "params.yaml" in status, status
@@ -353,3 +353,31 @@ def test_a_replaced_directory_keeps_no_stale_file_and_survives_a_failed_block(tm
         (tmp / "wiki.json").write_text("new")
     assert [p.name for p in out.iterdir()] == ["wiki.json"] and (out / "wiki.json").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["simplify"]  # no temporary left
+
+
+STALE = {  # stage: (its directory output, params, the files it writes there)
+    "simplify": ("reports/simplify", {"data": {"genres": ["wiki"]}, "llm": {"backend": "replay", "progress": False},
+                                      "simplify": {"max_docs_per_genre": 5}}, ["wiki.json"]),
+    "exp3_glue": ("reports/exp3/glue", {"exp3": {"strategies": ["full-random"], "seeds": [0],
+                                                 "glue": {"enabled": False}}},
+                  ["full-random-s0.json", "untrained-s0.json"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(STALE))
+def test_a_persisted_directory_output_holds_no_file_of_an_earlier_run(tmp_path, prepared, stage):
+    """DVC no longer empties a persisted directory output before its stage runs: the stage replaces it as a
+    whole, so a file of an earlier run (a genre, a strategy no longer in the params) does not stay inside."""
+    from conftest import stage_argv
+
+    out, params, expected = STALE[stage]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/prepared").symlink_to(prepared)
+    (tmp_path / out).mkdir(parents=True)
+    (tmp_path / out / "stale-s9.json").write_text("{}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    res = subprocess.run(stage_argv(stage), cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "TINYHELEN_TIMINGS": "0"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / out).iterdir()) == expected

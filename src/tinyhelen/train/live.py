@@ -2,8 +2,8 @@
 
 ``TrainLog(dir)`` writes DVCLive's layout: ``<dir>/plots/metrics/<name>.tsv`` (one ``step, value`` row per
 logged step of every figure: DVC plots, ``x: step``) and ``<dir>/metrics.json`` (the latest train and
-validation loss and the step: a DVC metrics file, rewritten at every logged step, so ``dvc exp show`` sees a
-running experiment; the other figures are plots only, to keep ``dvc metrics diff`` short). The stage's
+validation loss and the step: a DVC metrics file, so ``dvc exp show`` lists each run's losses; the other
+figures are plots only, to keep ``dvc metrics diff`` short). The stage's
 ``dvc.yaml`` entry declares both (``dvcyaml=False``: DVCLive does not edit ``dvc.yaml``).
 
 Only deterministic figures are logged (losses, learning rate, a callback's figures such as the curriculum
