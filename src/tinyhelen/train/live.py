@@ -44,13 +44,12 @@ class TrainLog(Callback):
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
         self.live = None
-        self._commit: contextlib.AbstractContextManager[Path] | None = None
+        self._commit = contextlib.ExitStack()  # the open atomic_path of the log: closing it moves the log into place
 
     def on_start(self, model: Any, resumed: bool, history: list[dict[str, Any]]) -> None:
         from dvclive import Live
 
-        self._commit = atomic_path(self.directory)
-        tmp = self._commit.__enter__()  # noqa: PLC2801 - left open until on_end moves the complete log into place
+        tmp = self._commit.enter_context(atomic_path(self.directory))
         self.live = Live(dir=str(tmp), dvcyaml=False, save_dvc_exp=False, report=None)
         for r in history:
             self.on_row(r)
@@ -68,5 +67,4 @@ class TrainLog(Callback):
 
     def on_end(self) -> None:
         self.live.end()
-        commit, self._commit = self._commit, None
-        commit.__exit__(None, None, None)  # the complete log replaces the previous one
+        self._commit.close()  # the complete log replaces the previous one
