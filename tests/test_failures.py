@@ -65,7 +65,8 @@ def test_every_report_persists_and_the_first_stage_validates_all_params():
     outs, stages = _outputs()
     uncached = [(s, str(o)) for s, o in outs if not o.use_cache]
     assert len(uncached) > 50
-    assert [(s, str(o)) for s, o in outs if not o.use_cache and not o.persist] == []
+    assert [(s, str(o)) for s, o in outs if not o.use_cache and not o.persist] == [], \
+        "a `cache: false` output needs `persist: true` (README: When a run fails or is killed)"
     code = next(st for st in stages if st.name == CODE_STAGE)
     assert [str(o) for o in code.outs if o.persist] == ["data/code"]
     whole = [d for d in code.deps if isinstance(d, ParamsDependency) and Path(d.def_path).name == "params.yaml"]
