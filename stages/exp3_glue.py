@@ -23,7 +23,7 @@ from tinyhelen.exp1.run_files import write_glue
 from tinyhelen.exp3 import runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.result import run_name
-from tinyhelen.io import write_json
+from tinyhelen.io import atomic_path, write_json
 
 log = logging.getLogger("tinyhelen.exp3_glue")
 
@@ -33,9 +33,13 @@ def _run_file(args, strategy: str, seed: int) -> Path:
 
 
 def main(args):
+    with atomic_path(args.out) as out:  # a persisted output: replaced as a whole when every score is there
+        out.mkdir()
+        scores(args, out)
+
+
+def scores(args, out: Path) -> None:
     cfg = load_section("exp3", Exp3Config, args.params)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = [(s, seed) for s in cfg.strategies for seed in cfg.seeds]
     jobs += [(runs.UNTRAINED, seed) for seed in cfg.seeds]
     todo = []

@@ -16,6 +16,7 @@ from tinyhelen import simplify
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section
 from tinyhelen.data import DataConfig
+from tinyhelen.io import atomic_path
 from tinyhelen.llm import LLMConfig
 
 log = logging.getLogger("tinyhelen.simplify")
@@ -32,9 +33,11 @@ def main(args):
         ori = {s: Path(args.ori) / f"{s}.jsonl" for s in splits}
         lean = {s: Path(args.released) / f"{s}.jsonl" for s in splits}
         results[genre] = simplify.simplify_genre(genre, ori, lean, cfg, llm)
-    for genre, res in results.items():
-        simplify.write_genre(res, Path(args.out) / f"{genre}.jsonl", Path(args.quarantine) / f"{genre}.jsonl",
-                             Path(args.metrics) / f"{genre}.json")
+    with atomic_path(args.metrics) as metrics:  # a persisted output: replaced as a whole (no stale genre)
+        metrics.mkdir()
+        for genre, res in results.items():
+            simplify.write_genre(res, Path(args.out) / f"{genre}.jsonl", Path(args.quarantine) / f"{genre}.jsonl",
+                                 metrics / f"{genre}.json")
 
 
 if __name__ == "__main__":

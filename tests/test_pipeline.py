@@ -98,7 +98,7 @@ def test_dvc_reruns_only_what_changed(tmp_path, data_dir):
     assert "entropy:" in status and "prepare:" not in status and "tokenizer" not in status
     dry = _dvc(repo, "repro", "--dry", "entropy")
     ran = {line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage")}
-    assert ran == {"entropy"}
+    assert ran == {"code", "entropy"}  # code: validates params.yaml (its checksums stay the same)
     _dvc(repo, "repro", "entropy")
 
     # editing a module reruns the code stage, then exactly the stages whose code checksums changed
@@ -119,12 +119,13 @@ def _problems(root: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 def test_every_stage_depends_on_its_script_and_its_code_checksums():
     """Every stage declares its script and data/code/<script>.sha256 (and no module file: the checksums
-    stand for them); the code stage that writes the checksums depends on all the code."""
+    stand for them); the code stage that writes the checksums depends on all the code (and validates the
+    whole params.yaml first: tests/test_failures.py)."""
     bad = _problems(REPO)
     assert bad == {}, "dvc.yaml code deps are stale; run `python -m tinyhelen.pipeline deps --write`"
     code = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["code"]
     assert code["cmd"] == "python stages/code.py --out data/code"
-    assert code["deps"] == ["stages", "src/tinyhelen"] and code["outs"] == ["data/code"]
+    assert code["deps"] == ["stages", "src/tinyhelen"] and code["outs"] == [{"data/code": {"persist": True}}]
 
 
 def test_code_checksums_list_the_script_and_exactly_its_import_closure():

@@ -78,9 +78,12 @@ def remove_stale_temps(target: Path | str) -> list[Path]:
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temp path beside ``target``; rename it over ``target`` only if the block succeeds.
 
-    Works for files and directories (a directory target is replaced as a whole). The temp folder is
-    named after this process (``.<name>.<host>-pid<PID>.<random>.tmp``), so that a later call removes
-    what a killed run left behind (``remove_stale_temps``) and never touches a live run's temp."""
+    Works for files and directories (a directory target is replaced as a whole). Until the block succeeds
+    the previous ``target`` stays as it was; then a file is replaced in one rename, and a directory is first
+    renamed out of the way (into the temp folder, deleted afterwards), so that a process killed at any
+    moment leaves the previous or the new version, not a half-deleted one. The temp folder is named after
+    this process (``.<name>.<host>-pid<PID>.<random>.tmp``, ignored by git and DVC), so that a later call
+    removes what a killed run left behind (``remove_stale_temps``) and never touches a live run's temp."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
@@ -90,9 +93,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     try:
         yield tmp_target
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+            os.replace(target, tmp / f"{target.name}.previous")
+        elif tmp_target.is_dir() and (target.exists() or target.is_symlink()):
+            target.unlink()  # a file (or link) replaced by a directory: os.replace cannot do that in one go
         os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -347,10 +347,9 @@ def pretrain(arch: str | ArchSpec, preset: str, corpus_dir: Path | str, tokenize
             best["model"].save_pretrained(str(tmp))
             tok.save_pretrained(str(tmp))
             write_json(tmp / "train_info.json", final)
-        if live_dir is not None:
-            live_dir = Path(live_dir)
-            shutil.rmtree(live_dir, ignore_errors=True)
-            shutil.copytree(out_dir / lr_tag(best_lr) / "live", live_dir)
+        if live_dir is not None:  # replaced as a whole: a killed run leaves the previous log
+            with atomic_path(live_dir) as tmp:
+                shutil.copytree(out_dir / lr_tag(best_lr) / "live", tmp)
     acc.wait_for_everyone()
     log.info("pretrain %s: selected lr %g (best validation loss %s at step %s)", name, best_lr,
              final["best_val_loss"], final["best_step"])

@@ -2,8 +2,8 @@
 
 ``TrainLog(dir)`` writes DVCLive's layout: ``<dir>/plots/metrics/<name>.tsv`` (one ``step, value`` row per
 logged step of every figure: DVC plots, ``x: step``) and ``<dir>/metrics.json`` (the latest train and
-validation loss and the step: a DVC metrics file, rewritten at every logged step, so ``dvc exp show`` sees a
-running experiment; the other figures are plots only, to keep ``dvc metrics diff`` short). The stage's
+validation loss and the step: a DVC metrics file, so ``dvc exp show`` lists each run's losses; the other
+figures are plots only, to keep ``dvc metrics diff`` short). The stage's
 ``dvc.yaml`` entry declares both (``dvcyaml=False``: DVCLive does not edit ``dvc.yaml``).
 
 Only deterministic figures are logged (losses, learning rate, a callback's figures such as the curriculum
@@ -14,13 +14,21 @@ pool): the files are git-tracked and the same params give byte-identical files. 
 A resumed run starts a fresh log and replays the history saved in its checkpoint, so an interrupted and
 resumed run writes exactly the files of an uninterrupted one. ``TrainLog`` is a callback of the training loop
 (``tinyhelen.train.loop``), called on the main process only.
+
+The log is written step by step to a temporary sibling of ``dir`` (``tinyhelen.io.atomic_path``: named after
+the process, git- and DVC-ignored) and replaces ``dir`` as a whole when the run ends. A failed, interrupted
+or killed run leaves the previous complete log in place (the stage's outputs persist in ``dvc.yaml``; the
+next run removes the temporary log of a dead process). The cost: ``dvc exp show`` does not follow a running
+experiment's losses; ``dvc queue logs <exp>`` and the stage's own log lines do.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 from pathlib import Path
 from typing import Any
 
+from tinyhelen.io import atomic_path
 from tinyhelen.train.loop import Callback
 
 NOT_LOGGED = frozenset({"step", "tokens"})  # the x axis, and a figure that is step x batch x length
@@ -36,11 +44,13 @@ class TrainLog(Callback):
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
         self.live = None
+        self._commit = contextlib.ExitStack()  # the open atomic_path of the log: closing it moves the log into place
 
     def on_start(self, model: Any, resumed: bool, history: list[dict[str, Any]]) -> None:
         from dvclive import Live
 
-        self.live = Live(dir=str(self.directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        tmp = self._commit.enter_context(atomic_path(self.directory))
+        self.live = Live(dir=str(tmp), dvcyaml=False, save_dvc_exp=False, report=None)
         for r in history:
             self.on_row(r)
 
@@ -57,3 +67,4 @@ class TrainLog(Callback):
 
     def on_end(self) -> None:
         self.live.end()
+        self._commit.close()  # the complete log replaces the previous one
