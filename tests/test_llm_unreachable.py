@@ -164,7 +164,7 @@ def test_503_and_429_are_still_retried_with_jittered_backoff(tmp_path):
 def test_the_judge_fails_fast_on_a_dead_endpoint_and_writes_nothing(tmp_path):
     """The LLM judge's own endpoint (``judge.llm.base_url``) goes through the same client: with retries that
     used to take over 30 s per request (5 retries from 2 s), a refused port fails the judge in seconds."""
-    from tinyhelen import judge
+    from tinyhelen.exp2 import judge
 
     llm = LLMConfig(max_retries=5, backoff_base_s=2.0, unreachable_s=1.0, progress=False,
                     cache_dir=str(tmp_path / "cache"))
