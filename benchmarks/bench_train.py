@@ -54,7 +54,7 @@ def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: 
     fpt = models.flops_per_token(model, cfg.seq_len, spec)
     gen = torch.Generator().manual_seed(0)
     blocks = torch.randint(10, len(tok), (4 * cfg.batch_size, cfg.seq_len), generator=gen)
-    source = BlockSource({"input_ids": blocks}, cfg.batch_size, 0, objective_for(spec, tok, cfg), device)
+    source = BlockSource({"input_ids": blocks}, cfg.batch_size, 0, objective_for(spec, tok, cfg))
     t = timed(model, source, cfg, steps, warmup, flops_per_token=fpt, peak_tflops=cfg.peak_tflops)
     secs, prep = t["seconds"], t["input_wait_s"]
     tokens = cfg.batch_size * cfg.seq_len * steps

@@ -38,10 +38,11 @@ from tinyhelen.exp3.config import TrainConfig
 from tinyhelen.exp3.pacing import PlateauTracker, n_units, target_size
 from tinyhelen.exp3.scorers import BASELINES, Scorer, get, inputs_for
 from tinyhelen.exp3.units import Units
+from tinyhelen.train import dist
 from tinyhelen.train.compute import uses_bf16
 from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Callback, Cadence, LoopConfig, LoopContext, train_loop
+from tinyhelen.train.loop import Callback, Cadence, LoopConfig, LoopContext, Shard, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,16 @@ def val_blocks(val: np.ndarray, length: int) -> np.ndarray:
 
 
 def block_loss(blocks: np.ndarray, batch_size: int):
-    """Evaluation function: mean token cross-entropy (nats) over the fixed validation blocks."""
+    """Evaluation function: mean token cross-entropy (nats) over the fixed validation blocks (the batches
+    dealt among the processes, their losses x rows added up)."""
 
     def evaluate(model, ctx: LoopContext) -> float:
-        total = 0.0
-        for b in range(0, len(blocks), batch_size):
-            x = torch.as_tensor(blocks[b:b + batch_size]).to(ctx.device)
-            total += float(model(input_ids=x, labels=x).loss) * len(x)
-        return total / len(blocks)
+        total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        for j, b in enumerate(range(0, len(blocks), batch_size)):
+            if ctx.mine(j):
+                x = torch.as_tensor(blocks[b:b + batch_size]).to(ctx.device)
+                total += model(input_ids=x, labels=x).loss.double() * len(x)
+        return float(dist.all_sum(total)) / len(blocks)
 
     return evaluate
 
@@ -237,25 +240,31 @@ class Curriculum(Callback):
         cand = remaining
         if self.cfg.selfloss_candidates is not None and len(remaining) > max(self.cfg.selfloss_candidates, n_add):
             cand = np.sort(self.rng.choice(remaining, size=max(self.cfg.selfloss_candidates, n_add), replace=False))
-        device = next(model.parameters()).device
-        inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
-                         [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
-                         batch_size=self.cfg.batch_size, bf16=uses_bf16(self.compute, device))
-        chosen = cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]
-        self.pool = self.pool + [int(i) for i in chosen]
+        chosen = None
+        if dist.is_main():  # one process scores, every process gets the same pool
+            device = next(model.parameters()).device
+            inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
+                             [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
+                             batch_size=self.cfg.batch_size, bf16=uses_bf16(self.compute, device))
+            chosen = [int(i) for i in cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]]
+        self.pool = self.pool + dist.broadcast(chosen)
 
     def pool_tokens(self) -> int:
         return int(self.lengths[self.pool].sum())
 
-    # -- batch source
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        x = torch.as_tensor(self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size,
-                                               self.cfg.seq_len, self.tokenizer.eos_token_id))
+    # -- batch source (every process samples the global batch: the same pool state; it keeps its rows)
+    def size(self, step: int) -> int:
+        return self.cfg.batch_size
+
+    def batch(self, step: int, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+        blocks = self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size, self.cfg.seq_len,
+                                    self.tokenizer.eos_token_id)
+        x = torch.as_tensor(blocks[shard.rows(len(blocks))])
         self.seen_at[step + 1] = self.sampler.seen_tokens
         return {"input_ids": x, "labels": x}
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len
+        return int(batch["input_ids"].numel())
 
     # -- callback
     def on_start(self, model, resumed: bool, history: list[dict[str, Any]]) -> None:
@@ -279,7 +288,7 @@ class Curriculum(Callback):
                 self.expand_to(size, model)
                 self.sampler.restart()
                 self.expansions.append({"step": step, "pool_units": len(self.pool), "val_loss": round(val_loss, 5)})
-        if self.checkpoint_dir is not None and step in cfg.saved_steps:
+        if self.checkpoint_dir is not None and step in cfg.saved_steps and dist.is_main():
             model.save_pretrained(str(Path(self.checkpoint_dir) / f"checkpoint-{step}"))
         log.info("%s step %d/%d: pool %d/%d units", self.strategy, step, cfg.max_steps, len(self.pool), self.total)
 
