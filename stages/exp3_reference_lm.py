@@ -10,13 +10,16 @@ from tinyhelen.config import load_section
 from tinyhelen.exp3 import runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.io import write_json
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
 def main(args):
     cfg = load_section("exp3", Exp3Config, args.params)
     set_threads(args.threads or cfg.threads)
-    write_json(args.metrics, runs.reference_lm(args.units, args.tokenizer, cfg, args.out, live_dir=args.live))
+    metrics = runs.reference_lm(args.units, args.tokenizer, cfg, args.out, live_dir=args.live)
+    if dist.is_main():
+        write_json(args.metrics, metrics)
 
 
 if __name__ == "__main__":

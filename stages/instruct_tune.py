@@ -2,7 +2,8 @@
 
 Every path comes from the command line (dvc.yaml). params: instruct.tune, seed.
 Writes <out>/{step-NNNNNN,final} (checkpoints), the run's metrics (JSON) and its DVCLive log
-(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
+(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/. Several processes:
+`torchrun --nproc_per_node N stages/instruct_tune.py ...` (docs/scaling.md); the main process writes.
 """
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tinyhelen.config import load_section, load_seed
 from tinyhelen.exp2.config import InstructConfig
 from tinyhelen.exp2.tune import tune
 from tinyhelen.io import write_json
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
@@ -20,7 +22,8 @@ def main(args):
     data = Path(args.data)
     metrics = tune(args.base, data / "train.jsonl", data / "validation.jsonl", args.out, cfg.tune,
                    load_seed(args.params), Path(args.out).name, live_dir=args.live)
-    write_json(args.metrics, {k: v for k, v in metrics.items() if k != "curve"})
+    if dist.is_main():
+        write_json(args.metrics, {k: v for k, v in metrics.items() if k != "curve"})
 
 
 if __name__ == "__main__":

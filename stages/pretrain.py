@@ -6,8 +6,8 @@ Every path comes from the command line (dvc.yaml). params: models.preset, pretra
 seed). Writes <out>/final (save_pretrained model + tokenizer files), the run's metrics (JSON; scratch: none) and
 the selected learning rate's DVCLive log (<live>/metrics.json, <live>/plots/metrics/*.tsv); every rate's run keeps
 its checkpoints and log under <out>/lr-<lr>/ (not DVC outputs; an interrupted run continues from the newest
-checkpoint of the same configuration); wall-clock figures go to reports/timings/. Multi-GPU:
-`accelerate launch stages/pretrain.py ...` or `torchrun --nproc_per_node N stages/pretrain.py ...`.
+checkpoint of the same configuration); wall-clock figures go to reports/timings/. Several processes (GPUs):
+`torchrun --nproc_per_node N stages/pretrain.py ...` (docs/scaling.md); the main process writes.
 """
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
@@ -15,6 +15,7 @@ from tinyhelen.io import write_json
 from tinyhelen.exp1 import models
 from tinyhelen.exp1.config import ModelsConfig
 from tinyhelen.exp1.pretrain import PretrainConfig, pretrain, save_init
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
@@ -31,9 +32,7 @@ def main(args):
     set_threads(cfg.threads)
     res = pretrain(spec, preset, args.corpus, args.tokenizer, args.out, cfg, seed, resume=not args.no_resume,
                    live_dir=args.live)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if dist.is_main():
         write_json(args.metrics, {**res["final"], "side": args.side})
 
 
