@@ -9,10 +9,10 @@ params: exp3.strategies, exp3.seeds, exp3.glue, exp3.train (checkpoint steps, mo
 Writes <out>/<strategy>-s<seed>.json and <out>/untrained-s<seed>.json (read by `exp3_report`). The
 fine-tuning protocol is EXP1's `glue:` params section (`tinyhelen.exp1.glue.GlueConfig`, incl. its threads)
 narrowed by `exp3.glue.tasks` / `exp3.glue.seeds`; `exp3.glue.seed` is the base seed passed to
-`evaluate_checkpoint`.
+`evaluate_checkpoint`. Several processes: `torchrun --nproc_per_node N stages/exp3_glue.py ...` (every
+fine-tuning run uses them all; the main process writes).
 """
 import logging
-import tempfile
 from pathlib import Path
 
 from tinyhelen.cli import add_paths, parser, stage_main
@@ -21,6 +21,7 @@ from tinyhelen.exp3 import runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.exp3.result import run_name
 from tinyhelen.io import write_json
+from tinyhelen.train import dist
 
 log = logging.getLogger("tinyhelen.exp3_glue")
 
@@ -36,29 +37,35 @@ def main(args):
         skip = ("exp3.glue.enabled is false" if not cfg.glue.enabled else
                 "exp3.glue.untrained is false" if strategy == runs.UNTRAINED and not cfg.glue.untrained else None)
         if skip:
-            write_json(out / f"{run_name(strategy, seed)}.json",
-                       {"enabled": False, "strategy": strategy, "seed": seed, "skipped": skip})
+            if dist.is_main():
+                write_json(out / f"{run_name(strategy, seed)}.json",
+                           {"enabled": False, "strategy": strategy, "seed": seed, "skipped": skip})
         else:
             todo.append((strategy, seed))
     if not todo:
         return
     from tinyhelen.exp1.glue import GlueConfig  # EXP1
-    from tinyhelen.train.compute import set_threads
+    from tinyhelen.train.compute import accelerator, set_threads
+    from tinyhelen.train.finished import Finished
 
     glue_cfg = load_section("glue", GlueConfig, args.params)
     set_threads(glue_cfg.threads)
+    accelerator(glue_cfg)  # the process group of a torchrun launch, before the first fine-tuning run
     for i, (strategy, seed) in enumerate(todo, 1):
         name = run_name(strategy, seed)
         log.info("exp3_glue %d/%d: %s", i, len(todo), name)
         run = None if strategy == runs.UNTRAINED else Path(args.runs) / name
-        with tempfile.TemporaryDirectory() as work:
-            res = runs.glue(strategy, seed, run, args.tokenizer, args.glue, cfg, glue_cfg, work)
-        write_json(out / f"{name}.json", {"enabled": True, **res})
+        res = runs.glue(strategy, seed, run, args.tokenizer, args.glue, cfg, glue_cfg, args.work)
+        if dist.is_main():
+            write_json(out / f"{name}.json", {"enabled": True, **res})
+    Finished(args.work).clear()
 
 
 if __name__ == "__main__":
     p = parser(__doc__)
     add_paths(p, {"--runs": "the exp3_train runs directory (<strategy>-s<seed>/checkpoint-<step>/)",
                   "--glue": "Leaner-GLUE directory", "--tokenizer": "tokenizer directory",
-                  "--out": "directory of the scores JSON files"})
+                  "--out": "directory of the scores JSON files", "--work": "work directory while the stage "
+                  "runs: the untrained proxies and the finished fine-tuning runs (not a DVC output; a rerun after a "
+                  "kill fine-tunes only the unfinished runs; removed at the end)"})
     stage_main(main, p)
