@@ -68,6 +68,14 @@ def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def peak_bf16_tflops(name: str) -> float:
+    """Dense bf16 peak of a GPU named like a key of the table above (``h100``, ``A100``, ...)."""
+    for key, val in _PEAK_BF16_TFLOPS.items():
+        if key.lower() == name.lower():
+            return val
+    raise ValueError(f"unknown GPU {name!r}; known: {', '.join(k.lower() for k in _PEAK_BF16_TFLOPS)}")
+
+
 def peak_tflops(device: torch.device, override: float | None = None) -> float | None:
     """Dense bf16 peak of the accelerator (MFU denominator); None on CPU or an unknown GPU."""
     if override:
