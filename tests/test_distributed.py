@@ -80,22 +80,48 @@ def workspace(root: Path, params: dict, links: dict[str, Path]) -> Path:
     return root
 
 
-def run_stage(ws: Path, world: int, stage: str, **item) -> None:
-    """Run a stage's dvc.yaml command in ``ws``: as one process, or under torchrun with ``world`` processes."""
-    argv = stage_argv(stage, **item)
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: torchrun's workers are not in its process group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def launch(ws: Path, world: int, argv: list[str], what: str, log: str = "WARNING") -> str:
+    """Run ``argv`` (a Python script and its arguments) in ``ws``: as one process, or under torchrun with
+    ``world`` processes; returns its output."""
     if world > 1:
         argv = [argv[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world), *argv[1:]]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "TINYHELEN_LOG": "WARNING",
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "TINYHELEN_LOG": log,
            "TINYHELEN_TIMINGS_DIR": str(ws / "timings")}
-    proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and every process it started
+        for pid in [*descendants(proc.pid), proc.pid]:  # torchrun and every process it started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         out, _ = proc.communicate()
-        pytest.fail(f"{stage} {item} with {world} processes did not finish in {TIMEOUT}s (hang):\n{out[-3000:]}")
-    assert proc.returncode == 0, f"{stage} {item} with {world} processes failed:\n{out[-4000:]}"
+        pytest.fail(f"{what} with {world} processes did not finish in {TIMEOUT}s (hang):\n{out[-3000:]}")
+    assert proc.returncode == 0, f"{what} with {world} processes failed:\n{out[-4000:]}"
+    return out
+
+
+def run_stage(ws: Path, world: int, stage: str, **item) -> None:
+    """Run a stage's dvc.yaml command in ``ws`` with ``world`` processes."""
+    launch(ws, world, stage_argv(stage, **item), f"{stage} {item}")
     assert len(list((ws / "timings").iterdir())) == 1, "the timing file is written by the main process only"
 
 
@@ -212,6 +238,7 @@ def test_glue(tmp_path, prepared, scratch):
     links = {"data/leaner/glue": prepared / "glue", "data/models/pretrain/llama-scratch/final": scratch}
     one, two = single_and_double(tmp_path, params, links, "glue", arch="llama", init="scratch")
     compare_outputs(one, two, stage_outs("glue", arch="llama", init="scratch"), TOL)
+    assert not (two / "data/glue_work").exists(), "the work directory of the finished runs is removed"
 
 
 def test_instruct_tune(tmp_path, pretrained, instruct_dir):  # noqa: F811
@@ -239,3 +266,33 @@ def test_exp3_glue(tmp_path, prepared, tokenizers, exp3_train_runs):
              "data/tokenizers/leaner": tokenizers["leaner"], "data/leaner/glue": prepared / "glue"}
     one, two = single_and_double(tmp_path, params, links, "exp3_glue")
     compare_outputs(one, two, stage_outs("exp3_glue"), TOL)
+
+
+# ------------------------------------------------------------------------------------------ resuming
+RESUME = {"seed": 3, "models": {"preset": "tiny"}, "pretrain": {**_PRETRAIN, "token_budget": 5 * 32 * 6}}
+
+
+def resume_workspace(root: Path, prepared: Path, tokenizers: dict[str, Path]) -> Path:
+    links = {"data/leaner/corpus": prepared / "corpus" / "leaner", "data/tokenizers/leaner": tokenizers["leaner"]}
+    return workspace(root, RESUME, links)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, prepared, tokenizers) -> dict:
+    ws = resume_workspace(tmp_path_factory.mktemp("uninterrupted") / "ws", prepared, tokenizers)
+    launch(ws, 1, [sys.executable, str(REPO / "tests" / "dist_pretrain.py"), "run", "0"], "pretraining")
+    return json.loads((ws / "run.json").read_text())
+
+
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_a_run_resumes_at_another_number_of_processes(tmp_path, prepared, tokenizers, uninterrupted, first, then):
+    """A run checkpointed with ``first`` processes and resumed with ``then`` gives the uninterrupted result
+    (the checkpoint's state is global: data order, optimizer, rows so far; the random state of a process the
+    checkpoint has no file for stays its own, which dropout-free LLaMA does not use)."""
+    ws = resume_workspace(tmp_path / "ws", prepared, tokenizers)
+    script = [sys.executable, str(REPO / "tests" / "dist_pretrain.py"), "run"]
+    launch(ws, first, [*script, "2"], "pretraining stopped after 2 steps")
+    assert not json.loads((ws / "run.json").read_text())["final"]["finished"]
+    out = launch(ws, then, [*script, "0"], "the resumed pretraining", log="INFO")
+    assert "resumed from" in out and "step-0000002" in out
+    close(uninterrupted, json.loads((ws / "run.json").read_text()), TOL, "run.json")

@@ -105,6 +105,43 @@ def test_resume_with_a_later_checkpoint_of_another_run_in_the_folder(tmp_path, t
     assert checkpoint.latest_checkpoint(ckpts, "older").name == "step-0000005"  # not pruned by this run
 
 
+def test_a_non_finite_loss_stops_the_run_at_the_next_row_naming_the_steps():
+    """Losses stay on the device between history rows; a non-finite one raises at the next row (or before a
+    checkpoint), naming the steps since the previous row."""
+    from types import SimpleNamespace
+
+    from tinyhelen.train.config import ComputeConfig
+
+    class Toy(torch.nn.Module):  # the loss is the input's mean: inf from step 3 on
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, labels):
+            return SimpleNamespace(loss=(self.w * x).mean())
+
+    class Steps:  # step s: a batch of value s (inf from step 3)
+        def size(self, step):
+            return 2
+
+        def batch(self, step, shard):
+            return {"x": torch.full((2, 1), float("inf") if step >= 2 else 1.0), "labels": torch.zeros(2)}
+
+        def tokens(self, batch):
+            return 2
+
+        def state(self):
+            return {}
+
+        def load_state(self, state):
+            pass
+
+    cfg = LoopConfig(optim=OptimConfig(), compute=ComputeConfig(device="cpu"), lr=1e-3, steps=6, progress=False,
+                     cadence=Cadence(2, 100, 100, eval_at_start=False))
+    with pytest.raises(FloatingPointError, match="non-finite loss in steps 3-4"):
+        train_loop(Toy(), Steps(), cfg)
+
+
 def test_stream_indices_cover_every_block_once_per_epoch():
     n, b = 10, 4
     seen = torch.cat([pretrain.stream_indices(s, b, n, seed=3) for s in range(5)])  # 20 = 2 epochs
