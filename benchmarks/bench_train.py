@@ -8,7 +8,8 @@ MFU on a GPU, and the time spent preparing inputs (the batch source, with the lo
 off so that it is measured) against the rest of the step (forward, backward, optimiser), i.e. the share of a
 step the input preparation would cost without prefetching, and the CPU seconds per step (``cpu_s_per_step``,
 ``cpu_tokens_per_s``: with ``--threads 1`` the latency of a step on an idle core even when other jobs share the
-machine; ``python -m tinyhelen.profiles estimate`` reads them from ``benchmarks/results/``). Random token blocks with the real 2K vocabulary;
+machine; ``python -m tinyhelen.profiles estimate`` reads them from ``benchmarks/results/``). Random token blocks
+with the real 2K vocabulary;
 ``--warmup`` steps run first in a separate call and are not timed. Examples::
 
     python benchmarks/bench_train.py --json                            # paper preset, CPU-sized batch

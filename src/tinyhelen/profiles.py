@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--step-latency", action="append", default=[], metavar="KIND=SECONDS",
                    help="a measured seconds per optimiser step of a stage kind (pretrain, glue, instruct_tune, "
                         "exp3_reference_lm, exp3_train, exp3_glue), e.g. from benchmarks/bench_train.py on the device")
-    e.add_argument("--glue-dir", help="Leaner-GLUE files (default: data/leaner/glue, else <data.local_dir>/leaner/glue)")
+    e.add_argument("--glue-dir", help="Leaner-GLUE files (default: data/leaner/glue, else "
+                                      "<data.local_dir>/leaner/glue)")
     e.add_argument("-S", "--set", action="append", default=[], help="a further override, as for dvc exp run -S")
     args = p.parse_args(argv)
     if args.cmd == "run":

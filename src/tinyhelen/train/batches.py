@@ -64,7 +64,10 @@ class Prefetch:
         if self.enabled:
             from concurrent.futures import ThreadPoolExecutor
 
-            init = (lambda: torch.cuda.set_device(device)) if device.type == "cuda" else None
+            init = None
+            if device.type == "cuda":  # the thread's current GPU: this process's (a thread starts on GPU 0)
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                init = lambda: torch.cuda.set_device(index)  # noqa: E731
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch", initializer=init)
 
     def _make(self, step: int) -> tuple[Batch, bool]:
