@@ -39,8 +39,8 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT = int(os.environ.get("TINYHELEN_TEST_TIMEOUT", "300"))  # seconds per stage run: a hang is a failure
 TOL = 2e-4  # absolute, on losses (~7.6 nats) and scores; measured differences: <= 1e-5
-TOL_WEIGHTS = 0.02  # absolute, on weights; measured: 6.2e-3 (EXP3 proxy, lr 1e-2), <= 4e-5 elsewhere
-TOL_DROPOUT = 0.05  # BERT / XLNet after training steps (different dropout masks); measured: < 0.01
+TOL_WEIGHTS = 0.02  # absolute, on weights; measured: 6.2e-3 (EXP3 proxy, lr 1e-2), 5e-3 (BERT, XLNet), <= 4e-5 else
+TOL_DROPOUT = 0.05  # BERT / XLNet after training steps (other dropout masks); measured: 0.012 (BERT), 0.035 (XLNet)
 WORLD_KEYS = {"processes"}  # figures that name the number of processes (1 vs 2), compared apart
 
 _PRETRAIN = dict(seq_len=32, batch_size=5, token_budget=5 * 32 * 3, eval_every=2, log_every=1, checkpoint_every=2,
@@ -238,7 +238,7 @@ def test_glue(tmp_path, prepared, scratch):
     links = {"data/leaner/glue": prepared / "glue", "data/models/pretrain/llama-scratch/final": scratch}
     one, two = single_and_double(tmp_path, params, links, "glue", arch="llama", init="scratch")
     compare_outputs(one, two, stage_outs("glue", arch="llama", init="scratch"), TOL)
-    assert not (two / "data/glue_work").exists(), "the work directory of the finished runs is removed"
+    assert not (two / "data/glue_work/llama-scratch").exists(), "the work directory of the finished runs is removed"
 
 
 def test_instruct_tune(tmp_path, pretrained, instruct_dir):  # noqa: F811

@@ -237,7 +237,8 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     save_init("mamba", "tiny", tokenizers["leaner"], tmp_path / "scratch", seed=3)
     files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--checkpoint",
                                         str(tmp_path / "scratch" / "final"), "--metrics", "glue.json",
-                                        "--runs", "runs.json"], params, tmp_path, ["glue.json", "runs.json"])
+                                        "--runs", "runs.json", "--work", "work"], params, tmp_path,
+                            ["glue.json", "runs.json"])
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
 
 

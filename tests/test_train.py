@@ -13,7 +13,7 @@ from tinyhelen.tokenizer import load
 from tinyhelen.train import checkpoint, objectives
 from tinyhelen.train.config import OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Cadence, LoopConfig, train_loop
+from tinyhelen.train.loop import Cadence, LoopConfig, LoopContext, train_loop
 from tinyhelen.train.optim import build_optimizer, lr_at
 
 
@@ -307,7 +307,7 @@ def test_pretrain_sweeps_lr_and_writes_the_best_weights(tmp_path, prepared, toke
     texts = pretrain.read_corpus(prepared / "corpus" / "ori", "validation", cfg)
     val = pretrain.even_blocks(pretrain.pack(pretrain.tokenize_docs(texts, tok), cfg.seq_len), cfg.eval_tokens)
     obj = pretrain.objective_for("mamba", tok, cfg)
-    ctx = type("Ctx", (), {"accelerator": res_accelerator(), "device": torch.device("cpu"), "world": 1, "rank": 0})
+    ctx = LoopContext(res_accelerator(), torch.device("cpu"), world=1, rank=0)
     model.eval()
     with torch.no_grad():
         loss = pretrain.block_loss({"input_ids": val}, obj, 5, cfg.batch_size)(model, ctx)
