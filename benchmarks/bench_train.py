@@ -6,18 +6,27 @@ Runs the code the training stages run: ``tinyhelen.train.loop.train_loop`` over 
 (``pretrain.precision: auto``), optional ``torch.compile``. Per architecture it reports pretraining tokens/s,
 MFU on a GPU, and the time spent preparing inputs (the batch source, with the loop's prefetching switched
 off so that it is measured) against the rest of the step (forward, backward, optimiser), i.e. the share of a
-step the input preparation would cost without prefetching. Random token blocks with the real 2K vocabulary;
+step the input preparation would cost without prefetching, and the CPU seconds per step (``cpu_s_per_step``,
+``cpu_tokens_per_s``: with ``--threads 1`` the latency of a step on an idle core even when other jobs share the
+machine; ``python -m tinyhelen.profiles estimate`` reads them from ``benchmarks/results/``). Random token blocks
+with the real 2K vocabulary;
 ``--warmup`` steps run first in a separate call and are not timed. Examples::
 
     python benchmarks/bench_train.py --json                            # paper preset, CPU-sized batch
     python benchmarks/bench_train.py --preset tiny --batch 16 --seq-len 128 --threads 2
     python benchmarks/bench_train.py --json --batch 128 --seq-len 512 --steps 20 --compile   # on a GPU
+    # the CPU figures of `python -m tinyhelen.profiles estimate` (one thread, CPU seconds per step):
+    python benchmarks/bench_train.py --preset tiny --batch 16 --seq-len 128 --threads 1 --steps 6 --warmup 2 \
+        --out benchmarks/results/train_cpu_tiny.json
+    python benchmarks/bench_train.py --preset paper --batch 4 --seq-len 512 --threads 1 --steps 2 --warmup 1 \
+        --out benchmarks/results/train_cpu_paper.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -34,7 +43,9 @@ from tinyhelen.train.loop import Cadence, LoopConfig, train_loop  # noqa: E402
 
 
 def timed(model: torch.nn.Module, source, section, steps: int, warmup: int, **kw) -> dict:
-    """``train_loop`` over ``source``: ``warmup`` steps (not timed), then ``steps`` timed ones."""
+    """``train_loop`` over ``source``: ``warmup`` steps (not timed), then ``steps`` timed ones; the loop's
+    wall-clock figures and ``cpu_s``, the CPU seconds of this process (threads included) per step: on a machine
+    other jobs share it is the latency the step would have alone with one thread."""
     def loop(n: int) -> dict:
         cfg = LoopConfig.of(section, lr=1e-3, steps=n, cadence=Cadence(n, n, n, eval_at_start=False),
                             prefetch=False, progress=False, **kw)
@@ -42,7 +53,9 @@ def timed(model: torch.nn.Module, source, section, steps: int, warmup: int, **kw
 
     if warmup:
         loop(warmup)
-    return loop(steps)
+    cpu = time.process_time()
+    timing = loop(steps)
+    return {**timing, "cpu_s": (time.process_time() - cpu) / steps}
 
 
 def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: int, finetune: bool) -> dict:
@@ -54,7 +67,7 @@ def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: 
     fpt = models.flops_per_token(model, cfg.seq_len, spec)
     gen = torch.Generator().manual_seed(0)
     blocks = torch.randint(10, len(tok), (4 * cfg.batch_size, cfg.seq_len), generator=gen)
-    source = BlockSource({"input_ids": blocks}, cfg.batch_size, 0, objective_for(spec, tok, cfg), device)
+    source = BlockSource({"input_ids": blocks}, cfg.batch_size, 0, objective_for(spec, tok, cfg))
     t = timed(model, source, cfg, steps, warmup, flops_per_token=fpt, peak_tflops=cfg.peak_tflops)
     secs, prep = t["seconds"], t["input_wait_s"]
     tokens = cfg.batch_size * cfg.seq_len * steps
@@ -63,7 +76,8 @@ def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: 
            "non_embedding_params": models.non_embedding_params(model), "tokens_per_s": round(tokens / secs, 1),
            "tokens_per_s_model_only": round(tokens / max(secs - prep, 1e-9), 1),
            "input_prep_ms": round(1000 * prep / steps, 2), "model_step_ms": round(1000 * (secs - prep) / steps, 2),
-           "input_share": round(prep / secs, 4), "mfu": t.get("mfu")}
+           "input_share": round(prep / secs, 4), "mfu": t.get("mfu"), "cpu_s_per_step": round(t["cpu_s"], 4),
+           "cpu_tokens_per_s": round(cfg.batch_size * cfg.seq_len / t["cpu_s"], 1)}
     if finetune:  # a GLUE batch: 32 examples of 64 tokens, through the fine-tuning stage's batch source
         gcfg = GlueConfig(batch_size=32, device=cfg.device, precision=cfg.precision, compile=cfg.compile,
                           threads=cfg.threads)
@@ -75,6 +89,7 @@ def bench(arch: str, preset: str, tok, cfg: PretrainConfig, steps: int, warmup: 
                                  side=spec.padding_side, with_types=spec.token_type_ids, regression=False)
         ft = timed(clf, batches, gcfg, steps, warmup)
         row["finetune_seqs_per_s"] = round(32 * steps / ft["seconds"], 1)
+        row["finetune_cpu_seqs_per_s"] = round(32 / ft["cpu_s"], 1)
     return row
 
 

@@ -11,6 +11,7 @@ from tinyhelen.config import load_section
 from tinyhelen.exp3 import run_files, runs
 from tinyhelen.exp3.config import Exp3Config
 from tinyhelen.io import write_json
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
@@ -18,11 +19,12 @@ def main(args):
     cfg = load_section("exp3", Exp3Config, args.params)
     set_threads(args.threads or cfg.threads)
     res = runs.reference_lm(args.units, args.tokenizer, cfg, args.out, live_dir=args.live)
-    rows = runfiles.curve_rows(res.pop("curve"), run_files.RENAME)
-    runfiles.write(args.run_file, "exp3_reference_lm", {"train_units": res["train_units"],
-                                                        "train_tokens": res["train_tokens"]},
-                   rows, runfiles.curve_columns(rows))
-    write_json(args.metrics, res)
+    if dist.is_main():
+        rows = runfiles.curve_rows(res.pop("curve"), run_files.RENAME)
+        runfiles.write(args.run_file, "exp3_reference_lm", {"train_units": res["train_units"],
+                                                            "train_tokens": res["train_tokens"]},
+                       rows, runfiles.curve_columns(rows))
+        write_json(args.metrics, res)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every path comes from the command line (dvc.yaml). params: instruct.tune, seed.
 Writes <out>/{step-NNNNNN,final} (checkpoints), the run's metrics (JSON), its run file (the curve per
 evaluation: step, tokens, lr, train and validation loss) and its DVCLive log
-(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/.
+(<live>/metrics.json, <live>/plots/metrics/*.tsv); wall-clock figures go to reports/timings/. Several processes:
+`torchrun --nproc_per_node N stages/instruct_tune.py ...` (docs/scaling.md); the main process writes.
 """
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tinyhelen.config import load_section, load_seed
 from tinyhelen.exp2.config import InstructConfig
 from tinyhelen.exp2.tune import tune
 from tinyhelen.io import write_json
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
@@ -22,11 +24,14 @@ def main(args):
     data = Path(args.data)
     metrics = tune(args.base, data / "train.jsonl", data / "validation.jsonl", args.out, cfg.tune,
                    load_seed(args.params), Path(args.out).name, live_dir=args.live)
-    write_json(args.metrics, {k: v for k, v in metrics.items() if k != "curve"})
-    rows = runfiles.curve_rows(metrics["curve"])
-    runfiles.write(args.run_file, "instruct", {"recipe": Path(args.out).name, "train_examples": metrics["train_examples"],
-                                              "packing": metrics["packing"], "loss_on_prompt": metrics["loss_on_prompt"]},
-                   rows, runfiles.curve_columns(rows))
+    if dist.is_main():
+        write_json(args.metrics, {k: v for k, v in metrics.items() if k != "curve"})
+        rows = runfiles.curve_rows(metrics["curve"])
+        runfiles.write(args.run_file, "instruct", {"recipe": Path(args.out).name,
+                                                  "train_examples": metrics["train_examples"],
+                                                  "packing": metrics["packing"],
+                                                  "loss_on_prompt": metrics["loss_on_prompt"]},
+                       rows, runfiles.curve_columns(rows))
 
 
 if __name__ == "__main__":

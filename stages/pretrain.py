@@ -7,8 +7,8 @@ seed). Writes <out>/final (save_pretrained model + tokenizer files), the run's m
 run file (every swept rate's curve: step, tokens, unique tokens, lr, train and validation loss) and
 the selected learning rate's DVCLive log (<live>/metrics.json, <live>/plots/metrics/*.tsv); every rate's run keeps
 its checkpoints and log under <out>/lr-<lr>/ (not DVC outputs; an interrupted run continues from the newest
-checkpoint of the same configuration); wall-clock figures go to reports/timings/. Multi-GPU:
-`accelerate launch stages/pretrain.py ...` or `torchrun --nproc_per_node N stages/pretrain.py ...`.
+checkpoint of the same configuration); wall-clock figures go to reports/timings/. Several processes (GPUs):
+`torchrun --nproc_per_node N stages/pretrain.py ...` (docs/scaling.md); the main process writes.
 """
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_seed, load_section
@@ -17,6 +17,7 @@ from tinyhelen.exp1 import models
 from tinyhelen.exp1.config import ModelsConfig
 from tinyhelen.exp1.pretrain import PretrainConfig, pretrain, save_init, unique_tokens
 from tinyhelen.exp1.run_files import write_pretrain
+from tinyhelen.train import dist
 from tinyhelen.train.compute import set_threads
 
 
@@ -33,9 +34,7 @@ def main(args):
     set_threads(cfg.threads)
     res = pretrain(spec, preset, args.corpus, args.tokenizer, args.out, cfg, seed, resume=not args.no_resume,
                    live_dir=args.live)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if dist.is_main():
         final = res["final"]
         write_json(args.metrics, {**final, "side": args.side})
         if res["runs"]:  # every rate finished

@@ -20,15 +20,19 @@ FIXTURE_RELEASE = REPO / "tests" / "fixtures" / "release"
 _FULL: dict[str, object] = {}
 
 
-def stage_argv(stage: str) -> list[str]:
-    """The command of a (not templated) stage of ``dvc.yaml`` as argv, run by this interpreter: tests run a
-    stage with the paths the pipeline gives it."""
+def stage_argv(stage: str, **item: object) -> list[str]:
+    """The command of a stage of ``dvc.yaml`` as argv, run by this interpreter: tests run a stage with the
+    paths the pipeline gives it. A matrix stage takes its item's values (``stage_argv("glue", arch="llama",
+    init="scratch")`` fills in ``${item.arch}`` and ``${item.init}``)."""
     import shlex
     import sys
 
     import yaml
 
     cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    for key, value in item.items():
+        cmd = cmd.replace("${item.%s}" % key, str(value))
+    assert "${" not in cmd, f"{stage}: fill in {cmd[cmd.index('${'):].split('}')[0]}}}"
     argv = shlex.split(cmd)
     assert argv[0] == "python" and argv[1].startswith("stages/"), cmd
     return [sys.executable, str(REPO / argv[1]), *argv[2:]]

@@ -95,6 +95,40 @@ def test_evaluate_checkpoint_is_deterministic(prepared, tokenizers):
     assert "pearson" in a["tasks"]["stsb"]["test_metrics"]
 
 
+@pytest.mark.slow
+def test_a_killed_glue_run_reruns_only_the_unfinished_finetunes(prepared, tokenizers, tmp_path, monkeypatch):
+    """Each finished fine-tuning run is kept in the work directory under the key of its inputs: after a kill
+    the rerun fine-tunes only the runs that did not finish and gives the uninterrupted result; a changed
+    param changes the key, so nothing stored is reused."""
+    from tinyhelen.exp1.pretrain import save_init
+
+    save_init("llama", "tiny", tokenizers["leaner"], tmp_path / "init", seed=3)
+    init, work = tmp_path / "init" / "final", tmp_path / "work"
+    cfg = glue.GlueConfig(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0, 1], epochs=1, batch_size=8,
+                          max_train_examples=16, max_eval_examples=8, warmup_steps=1)
+    ref = glue.evaluate_checkpoint(init, "llama", "tiny", None, prepared / "glue", cfg, seed=3)
+    real, calls = glue.finetune_task, []
+
+    def finetune(*args, kill_at=None):
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt("killed")
+        calls.append((args[4], args[8]))  # task, seed
+        return real(*args)
+
+    monkeypatch.setattr(glue, "finetune_task", lambda *a: finetune(*a, kill_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        glue.evaluate_checkpoint(init, "llama", "tiny", None, prepared / "glue", cfg, 3, work)
+    assert len(calls) == 3 and len(list(work.glob("*.json"))) == 3
+    calls.clear()
+    monkeypatch.setattr(glue, "finetune_task", finetune)
+    assert glue.evaluate_checkpoint(init, "llama", "tiny", None, prepared / "glue", cfg, 3, work) == ref
+    assert [task for task, _ in calls] == ["stsb"], "only the fourth run (stsb, seed 1) fine-tunes again"
+    calls.clear()
+    other = cfg.model_copy(update={"warmup_steps": 2})
+    glue.evaluate_checkpoint(init, "llama", "tiny", None, prepared / "glue", other, 3, work)
+    assert len(calls) == 4, "another config: every run fine-tunes again"
+
+
 def test_evaluate_checkpoint_missing_inputs(prepared, tokenizers, tmp_path):
     cfg = glue.GlueConfig(tasks=["wnli"], max_train_examples=8, max_eval_examples=8)
     with pytest.raises(InputError, match="config.json"):
@@ -183,7 +217,8 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     save_init("mamba", "tiny", tokenizers["leaner"], tmp_path / "scratch", seed=3)
     files = run_stage_twice("glue.py", ["mamba", "scratch", "--glue", str(prepared / "glue"), "--checkpoint",
                                         str(tmp_path / "scratch" / "final"), "--metrics", "glue.json",
-                                        "--run-file", "runs.tsv"], params, tmp_path, ["glue.json", "runs.tsv"])
+                                        "--run-file", "runs.tsv", "--work", "work"], params, tmp_path,
+                            ["glue.json", "runs.tsv"])
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
 
 

@@ -119,3 +119,36 @@ def test_a_resumed_run_reports_the_wall_time_of_every_invocation(tmp_path, monke
     assert run["wall_seconds"] == 190 and run["wall_seconds_by_invocation"] == [100, 30, 60]
     (left,) = json.loads((tmp_path / profiles.PENDING_DIR / "cpu-study.json").read_text())
     assert left["command"].endswith("-S 'exp3.seeds=[0]'") and left["exit"] == 1
+
+
+# ------------------------------------------------------------------------------------ estimate
+def test_estimate_counts_steps_tokens_and_time_of_the_training_stages(prepared, capsys):
+    """The steps and tokens of the estimate are the params' arithmetic (GLUE's from the files it reads); a GPU's
+    time is FLOPs / (peak x MFU) but at least the step floor, a CPU's the FLOPs over the measured rate."""
+    import math
+
+    from tinyhelen import estimate
+
+    params = profiles.compose("default")
+    by = {ln.stage: ln for ln in estimate.lines(params, prepared / "glue")}
+    pre, glue = params["pretrain"], params["glue"]
+    steps = pre["token_budget"] // (pre["batch_size"] * pre["seq_len"])
+    llama = by["pretrain_{leaner,ori}@llama"]
+    assert (llama.runs, llama.steps, llama.tokens) == (2, 2 * steps, 2 * steps * pre["batch_size"] * pre["seq_len"])
+    n = {t: min(sum(1 for _ in open(prepared / "glue" / f"{t}_train.jsonl")), glue["max_train_examples"])
+         for t in glue["tasks"]}
+    fine_tunes = 3 * len(glue["lr"]) * len(glue["seeds"])  # inits leaner, ori, scratch
+    assert by["glue@llama-{leaner,ori,scratch}"].steps == fine_tunes * glue["epochs"] * sum(
+        math.ceil(k / glue["batch_size"]) for k in n.values())
+    tr = params["exp3"]["train"]
+    exp3 = by["exp3_train@{strategies}-{seeds}"]
+    assert exp3.steps == len(params["exp3"]["strategies"]) * len(params["exp3"]["seeds"]) * tr["max_steps"]
+    secs, basis = estimate.seconds(llama, "h100")
+    assert secs == max(llama.flops / (989e12 * estimate.ASSUMED_MFU), llama.steps * estimate.ASSUMED_STEP_FLOOR_S)
+    assert basis.startswith("ESTIMATE")
+    assert estimate.seconds(llama, "h100", latency={"pretrain": 0.5}) == (llama.steps * 0.5, "0.5 s/step given")
+    secs, basis = estimate.seconds(llama, "cpu", rates={("lm", "llama", "tiny"): 1e9})
+    assert secs == llama.flops / 1e9 and basis.startswith("measured")
+    assert profiles.main(["estimate", "default", "--device", "h100", "--glue-dir", str(prepared / "glue")]) == 0
+    out = capsys.readouterr().out
+    assert "ESTIMATE" in out and out.count("\n") == len(by) + 3 and "glue@mamba" in out

@@ -13,7 +13,7 @@ from tinyhelen.tokenizer import load
 from tinyhelen.train import checkpoint, objectives
 from tinyhelen.train.config import OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Cadence, LoopConfig, train_loop
+from tinyhelen.train.loop import Cadence, LoopConfig, LoopContext, train_loop
 from tinyhelen.train.optim import build_optimizer, lr_at
 
 
@@ -36,11 +36,11 @@ def _cfg(**kw):
     return pretrain.PretrainConfig(**{**base, **kw})
 
 
-def _run(arch, tok, cfg, data, val, out, *, seed=7, stop_after=None, live=None):
+def _run(arch, tok, cfg, data, val, out, *, seed=7, stop_after=None, live=None, key="run"):
     torch.manual_seed(0)
     model = models.build_lm(arch, models.build_config(arch, "tiny", tok))
     obj = objectives.make_objective(models.get(arch).objective, tok, cfg)
-    loop = LoopConfig.of(cfg, lr=cfg.lr[0], steps=cfg.steps, ckpt_dir=out / "checkpoints", run_key="run",
+    loop = LoopConfig.of(cfg, lr=cfg.lr[0], steps=cfg.steps, ckpt_dir=out / "checkpoints", run_key=key,
                          stop_after=stop_after, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
     return train_loop(model, pretrain.BlockSource(data, cfg.batch_size, seed, obj), loop,
                       evaluate=pretrain.block_loss(val, obj, seed, cfg.batch_size),
@@ -82,6 +82,64 @@ def test_checkpoint_of_other_config_is_not_resumed(tmp_path, tok, blocks):
     _run("llama", tok, cfg, data, data, tmp_path, stop_after=1)
     assert checkpoint.latest_checkpoint(tmp_path / "checkpoints", "other") is None
     assert checkpoint.latest_checkpoint(tmp_path / "checkpoints", "run") is not None
+
+
+def test_resume_with_a_later_checkpoint_of_another_run_in_the_folder(tmp_path, tok, blocks):
+    """An older run of another configuration left a checkpoint at a later step in the folder: pruning keeps
+    this run's own newest checkpoint (other run keys never count), so a run killed after a checkpoint resumes
+    from it on the rerun and ends exactly as an uninterrupted run; the other run's checkpoint is left alone."""
+    cfg = _cfg(checkpoint_every=2)
+    data, val = {"input_ids": blocks[:-8]}, {"input_ids": blocks[-8:]}
+    full = _run("llama", tok, cfg, data, val, tmp_path / "full")
+    older = _run("llama", tok, _cfg(checkpoint_every=5, token_budget=8 * 32 * 5), data, val, tmp_path / "part",
+                 key="older")
+    ckpts = tmp_path / "part" / "checkpoints"
+    assert older.finished and [d.name for d in ckpts.iterdir()] == ["step-0000005"]
+    part = _run("llama", tok, cfg, data, val, tmp_path / "part", stop_after=3)  # killed after step 3
+    assert not part.finished and checkpoint.latest_checkpoint(ckpts, "run").name == "step-0000003"
+    resumed = _run("llama", tok, cfg, data, val, tmp_path / "part")
+    assert len(resumed.step_losses) == 3, "the rerun resumed from step 3, it did not start afresh"
+    assert resumed.history == full.history
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()))
+    assert sorted(d.name for d in ckpts.iterdir()) == ["step-0000005", "step-0000006"]
+    assert checkpoint.latest_checkpoint(ckpts, "older").name == "step-0000005"  # not pruned by this run
+
+
+def test_a_non_finite_loss_stops_the_run_at_the_next_row_naming_the_steps():
+    """Losses stay on the device between history rows; a non-finite one raises at the next row (or before a
+    checkpoint), naming the steps since the previous row."""
+    from types import SimpleNamespace
+
+    from tinyhelen.train.config import ComputeConfig
+
+    class Toy(torch.nn.Module):  # the loss is the input's mean: inf from step 3 on
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, labels):
+            return SimpleNamespace(loss=(self.w * x).mean())
+
+    class Steps:  # step s: a batch of value s (inf from step 3)
+        def size(self, step):
+            return 2
+
+        def batch(self, step, shard):
+            return {"x": torch.full((2, 1), float("inf") if step >= 2 else 1.0), "labels": torch.zeros(2)}
+
+        def tokens(self, batch):
+            return 2
+
+        def state(self):
+            return {}
+
+        def load_state(self, state):
+            pass
+
+    cfg = LoopConfig(optim=OptimConfig(), compute=ComputeConfig(device="cpu"), lr=1e-3, steps=6, progress=False,
+                     cadence=Cadence(2, 100, 100, eval_at_start=False))
+    with pytest.raises(FloatingPointError, match="non-finite loss in steps 3-4"):
+        train_loop(Toy(), Steps(), cfg)
 
 
 def test_stream_indices_cover_every_block_once_per_epoch():
@@ -249,7 +307,7 @@ def test_pretrain_sweeps_lr_and_writes_the_best_weights(tmp_path, prepared, toke
     texts = pretrain.read_corpus(prepared / "corpus" / "ori", "validation", cfg)
     val = pretrain.even_blocks(pretrain.pack(pretrain.tokenize_docs(texts, tok), cfg.seq_len), cfg.eval_tokens)
     obj = pretrain.objective_for("mamba", tok, cfg)
-    ctx = type("Ctx", (), {"accelerator": res_accelerator(), "device": torch.device("cpu"), "world": 1, "rank": 0})
+    ctx = LoopContext(res_accelerator(), torch.device("cpu"), world=1, rank=0)
     model.eval()
     with torch.no_grad():
         loss = pretrain.block_loss({"input_ids": val}, obj, 5, cfg.batch_size)(model, ctx)

@@ -47,8 +47,11 @@ def write_timing(stage: str, seconds: float, started: float) -> None:
     """Write ``reports/timings/<stage>.json`` (wall seconds, host, device, and the throughput figures the
     stage recorded with ``tinyhelen.timing.record``): read by the ``report`` stage for
     its wall-time table. Git-ignored and deliberately not a DVC output or dependency (timings differ on
-    every run). ``TINYHELEN_TIMINGS=0`` disables it, ``TINYHELEN_TIMINGS_DIR`` moves it. Never fails a stage."""
-    if os.environ.get("TINYHELEN_TIMINGS", "1") == "0":
+    every run). ``TINYHELEN_TIMINGS=0`` disables it, ``TINYHELEN_TIMINGS_DIR`` moves it. Written by the main
+    process of a run under torchrun only. Never fails a stage."""
+    from tinyhelen.train import dist
+
+    if os.environ.get("TINYHELEN_TIMINGS", "1") == "0" or not dist.is_main():
         return
     try:
         import platform

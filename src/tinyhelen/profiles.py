@@ -16,6 +16,7 @@ that does not exist needs ``+key=value`` and is then rejected by the params chec
     python -m tinyhelen.profiles compose cpu-study   # print the params.yaml a profile gives
     python -m tinyhelen.profiles check               # every profile composes and validates
     python -m tinyhelen.profiles run cpu-study       # dvc exp run -S profile=cpu-study, then save its results
+    python -m tinyhelen.profiles estimate gpu-study --device h100   # steps, tokens, FLOPs, time per stage
 
 A profile's results stay in git under ``results/<profile>/`` (``save``): its report card, summary metrics,
 the experiments' metrics and figures, the params it ran with, ``runs/`` (the run files: every training run's
@@ -289,6 +290,22 @@ def run(profile: str, extra: list[str] | None = None, root: Path | str = ".") ->
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from tinyhelen import estimate
+
+    params = compose(args.profile, args.set)
+    bad = [kv for kv in args.step_latency if kv.partition("=")[0] not in estimate.KINDS or "=" not in kv]
+    if bad:
+        raise SystemExit(f"--step-latency {bad[0]}: give KIND=SECONDS with KIND one of {', '.join(estimate.KINDS)}")
+    latency = {k: float(v) for k, _, v in (kv.partition("=") for kv in args.step_latency)}
+    found = [Path(d) for d in (args.glue_dir, "data/leaner/glue", Path(params["data"]["local_dir"]) / "leaner/glue")
+             if d is not None and Path(d).is_dir()]
+    knobs = {k: v for k, v in (("mfu", args.mfu), ("floor", args.step_floor)) if v is not None}
+    print(estimate.report(args.profile, params, args.device.lower(), glue_dir=found[0] if found else None,
+                          latency=latency, **knobs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tinyhelen.profiles", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,9 +317,23 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="dvc exp run -S profile=<name>, then save its results to results/<name>/")
     r.add_argument("profile")
     r.add_argument("-S", "--set", action="append", default=[], help="a further override, as for dvc exp run -S")
+    e = sub.add_parser("estimate", help="optimiser steps, tokens, FLOPs and expected time of the training stages "
+                                        "on a device (tinyhelen.estimate)")
+    e.add_argument("profile")
+    e.add_argument("--device", default="cpu", help="cpu (measured FLOP rates) or a GPU: h100, a100, ... (estimate)")
+    e.add_argument("--mfu", type=float, default=None, help="GPU: assumed model FLOPs utilisation")
+    e.add_argument("--step-floor", type=float, default=None, help="GPU: assumed least seconds per optimiser step")
+    e.add_argument("--step-latency", action="append", default=[], metavar="KIND=SECONDS",
+                   help="a measured seconds per optimiser step of a stage kind (pretrain, glue, instruct_tune, "
+                        "exp3_reference_lm, exp3_train, exp3_glue), e.g. from benchmarks/bench_train.py on the device")
+    e.add_argument("--glue-dir", help="Leaner-GLUE files (default: data/leaner/glue, else "
+                                      "<data.local_dir>/leaner/glue)")
+    e.add_argument("-S", "--set", action="append", default=[], help="a further override, as for dvc exp run -S")
     args = p.parse_args(argv)
     if args.cmd == "run":
         return run(args.profile, args.set)
+    if args.cmd == "estimate":
+        return _estimate(args)
     if args.cmd == "render":
         from tinyhelen.io import atomic_open
 

@@ -27,7 +27,7 @@ from tinyhelen import timing
 from tinyhelen.exp1.glue_metrics import aggregate, mean_score, select_epoch, task_metrics  # noqa: F401
 from tinyhelen.io import InputError, read_jsonl
 from tinyhelen.train.config import ComputeConfig, OptimConfig
-from tinyhelen.train.loop import Callback
+from tinyhelen.train.loop import Callback, Shard
 
 if TYPE_CHECKING:
     from tinyhelen.exp1.models import ArchSpec
@@ -112,9 +112,10 @@ def encode_pair(tok: Any, spec: ArchSpec, text_a: str, text_b: str | None, max_l
     return {"input_ids": ids, "token_type_ids": types}
 
 
-def collate(examples: list[dict[str, list[int]]], pad_id: int, side: str, with_types: bool) -> dict[str, torch.Tensor]:
-    """Pad to the longest example on ``side`` ("right" or "left")."""
-    n = max(len(e["input_ids"]) for e in examples)
+def collate(examples: list[dict[str, list[int]]], pad_id: int, side: str, with_types: bool,
+            length: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to ``length`` (default: the longest example) on ``side`` ("right" or "left")."""
+    n = length or max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), n), dtype=torch.long)
     types = torch.zeros((len(examples), n), dtype=torch.long)
@@ -133,7 +134,9 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int, side: str, with_t
 # ----------------------------------------------------------------------------------------- training
 class ExampleBatches:
     """Batch source of one fine-tuning run: ``epochs`` passes over the examples, each in the order of a
-    ``randperm`` drawn from ``gen`` (one after the other), cut into batches of ``batch_size``."""
+    ``randperm`` drawn from ``gen`` (one after the other), cut into batches of ``batch_size`` (an epoch's last
+    batch may be smaller). A process collates its rows of a batch, padded to the batch's longest example (the
+    rows it would have in one process)."""
 
     def __init__(self, x: list[dict], y: list[float], batch_size: int, gen: torch.Generator, *, pad_id: int,
                  side: str, with_types: bool, regression: bool):
@@ -142,12 +145,20 @@ class ExampleBatches:
         self.per_epoch = math.ceil(len(x) / batch_size)
         self.orders: list[list[int]] = []
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
+    def _indices(self, step: int) -> list[int]:
         epoch, i = divmod(step, self.per_epoch)
         while len(self.orders) <= epoch:
             self.orders.append(torch.randperm(len(self.x), generator=self.gen).tolist())
-        idx = self.orders[epoch][i * self.batch_size:(i + 1) * self.batch_size]
-        batch = collate([self.x[j] for j in idx], self.pad_id, self.side, self.with_types)
+        return self.orders[epoch][i * self.batch_size:(i + 1) * self.batch_size]
+
+    def size(self, step: int) -> int:
+        return len(self._indices(step))
+
+    def batch(self, step: int, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+        idx = self._indices(step)
+        longest = max(len(self.x[j]["input_ids"]) for j in idx)
+        idx = idx[shard.rows(len(idx))]
+        batch = collate([self.x[j] for j in idx], self.pad_id, self.side, self.with_types, longest)
         batch["labels"] = torch.tensor([self.y[j] for j in idx], dtype=torch.float if self.regression else torch.long)
         return batch
 
@@ -163,19 +174,26 @@ class ExampleBatches:
 
 def _predict(model, data: list[dict[str, Any]], spec: ArchSpec, pad_id: int, batch_size: int, regression: bool,
              device: torch.device, bf16: bool) -> list[float]:
+    """Predictions for ``data`` in batches of ``batch_size``; the batches are dealt among the processes and the
+    predictions gathered, so every process returns all of them (the same batches as in one process)."""
+    from tinyhelen.train import dist
     from tinyhelen.train.compute import autocast
 
+    world, rank = dist.world(), dist.rank()
     model.eval()
-    preds: list[float] = []
+    mine: dict[int, list[float]] = {}
     with torch.no_grad():
-        for i in range(0, len(data), batch_size):
+        for j, i in enumerate(range(0, len(data), batch_size)):
+            if j % world != rank:
+                continue
             batch = collate(data[i:i + batch_size], pad_id, spec.padding_side, spec.token_type_ids)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, bf16):
                 logits = model(**batch).logits.float()
-            preds.extend(logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist())
+            mine[j] = logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist()
     model.train()
-    return preds
+    parts = {j: p for got in dist.all_gather(mine) for j, p in got.items()}
+    return [v for j in sorted(parts) for v in parts[j]]
 
 
 class BestEpoch(Callback):
@@ -258,16 +276,20 @@ def finetune_task(init: Path | str | None, spec: ArchSpec, preset: str, tok: Any
 
 def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec, preset: str,
                         tokenizer_dir: Path | str | None, glue_dir: Path | str, cfg: GlueConfig,
-                        seed: int) -> dict[str, Any]:
+                        seed: int, work_dir: Path | str | None = None) -> dict[str, Any]:
     """Fine-tune and score one initialisation on every task of ``cfg.tasks``.
 
     ``checkpoint_dir``: a pretrained LM directory (``.../final``; its tokenizer files are used unless
     ``tokenizer_dir`` is given) or None for the from-scratch baseline (``preset`` shape, ``tokenizer_dir``
     vocabulary). ``seed`` is the base seed: example subsampling depends on it, each fine-tuning run on
     ``(seed, glue.seeds[i])``. Returns ``{"tasks": {task: aggregate + runs}, "mean_test_score": ...}``;
-    the wall-clock figures go to ``tinyhelen.timing`` (keyed by the checkpoint)."""
+    the wall-clock figures go to ``tinyhelen.timing`` (keyed by the checkpoint). ``work_dir``: each finished
+    fine-tuning run is kept there (``tinyhelen.train.finished``, keyed by the initial weights, the task's data,
+    the config, lr and seed), and a rerun after a kill fine-tunes only the runs that did not finish."""
     from tinyhelen.exp1.models import PRESETS, get
     from tinyhelen.tokenizer import load as load_tokenizer
+    from tinyhelen.train.checkpoint import run_key
+    from tinyhelen.train.finished import Finished, digest_dir
     from tinyhelen.train.rng import mix_seed
 
     spec = get(arch)
@@ -278,6 +300,11 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec,
     if checkpoint_dir is not None and not (Path(checkpoint_dir) / "config.json").exists():
         raise InputError(checkpoint_dir, "not a pretrained model directory (config.json missing)")
     tok = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else checkpoint_dir)
+    done = Finished(work_dir)
+    keyed = work_dir is not None  # the identity of a run (hashes of its inputs) is needed to store it only
+    init = {"init": digest_dir(checkpoint_dir) if keyed and checkpoint_dir is not None else None,
+            "arch": spec.name, "preset": preset, "vocab": len(tok), "pad": tok.pad_token_id,
+            "cfg": cfg.model_dump(exclude={"tasks", "lr", "seeds", "device", "threads", "compile"})}
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     n_seqs = 0
@@ -295,11 +322,15 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec,
             data[name] = (x, y)
         runs = []
         t_task = time.perf_counter()
+        task_key = {**init, "task": task, "data": run_key(data) if keyed else None}
         for lr in cfg.lr:
             for s in cfg.seeds:
-                runs.append(finetune_task(checkpoint_dir, spec, preset, tok, task, data, cfg, lr,
-                                          mix_seed(seed, s) % (2**31)))
-                runs[-1]["seed"] = s
+                key = {**task_key, "lr": lr, "seed": mix_seed(seed, s) % (2**31)}
+                run = done.get(f"{task}-lr{lr:g}-seed{s}", key)
+                if run is None:
+                    run = finetune_task(checkpoint_dir, spec, preset, tok, task, data, cfg, lr, key["seed"])
+                    done.put(f"{task}-lr{lr:g}-seed{s}", key, run)
+                runs.append({**run, "seed": s})
         n = len(runs) * (cfg.epochs * len(data["train"][0]) + len(data["validation"][0]) + len(data["test"][0]))
         n_seqs += n
         agg = aggregate(runs)

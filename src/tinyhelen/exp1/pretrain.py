@@ -6,7 +6,8 @@ Documents are tokenised into one stream (``<eos>`` after every document) and cut
 (``stream_indices``); the architecture's objective (``ArchSpec.objective``) turns them into inputs with a
 generator seeded from ``(seed, step)``. Nothing else decides what a step sees, so a resumed run continues
 exactly. The validation loss is the mean loss over evenly spread validation blocks (``eval_tokens``)
-with fixed masks. Training runs through ``tinyhelen.train.loop.train_loop``; multi-GPU through ``accelerate``.
+with fixed masks. Training runs through ``tinyhelen.train.loop.train_loop``; several processes (``torchrun``,
+docs/scaling.md) each build their rows of a step's batch and their share of the validation batches.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tinyhelen.study import STUDY_GENRES
 from tinyhelen.train.checkpoint import run_key
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Batch, Callback, Cadence, LoopConfig, LoopContext, train_loop
+from tinyhelen.train.loop import Batch, Callback, Cadence, LoopConfig, LoopContext, Shard, train_loop
 from tinyhelen.train.objectives import Objective, make_objective
 from tinyhelen.train.rng import mix_seed
 
@@ -174,25 +175,28 @@ def select_lr(best_val: dict[float, float | None]) -> float:
 
 class BlockSource:
     """Batch source of packed blocks: step ``s`` takes ``stream_indices(s)`` through the objective, with a
-    generator seeded from ``(seed, s)``. The blocks are moved to ``device`` first, so the objective builds its
-    tensors there. Stateless: a step's batch depends on the step only, so the loop may prepare the next batch
-    while the current step runs (``prefetch``)."""
+    generator seeded from ``(seed, s)``; a process builds its rows of that batch on its device (the masks
+    are drawn for the whole batch, so they do not depend on the number of processes). Stateless: a step's
+    batch depends on the step only, so the loop may prepare the next batch while the current step runs
+    (``prefetch``)."""
 
     prefetch = True
 
-    def __init__(self, blocks: Batch, batch_size: int, seed: int, objective: Objective,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, blocks: Batch, batch_size: int, seed: int, objective: Objective):
         self.blocks, self.batch_size, self.seed, self.objective = blocks, batch_size, seed, objective
-        self.device = torch.device(device)
         self.n = int(blocks["input_ids"].shape[0])
 
-    def batch(self, step: int) -> Batch:
+    def size(self, step: int) -> int:
+        return self.batch_size
+
+    def batch(self, step: int, shard: Shard = Shard()) -> Batch:
         idx = stream_indices(step, self.batch_size, self.n, self.seed)
         gen = torch.Generator().manual_seed(mix_seed(self.seed, "step", step))
-        return self.objective({k: v[idx].to(self.device, non_blocking=True) for k, v in self.blocks.items()}, gen)
+        return self.objective({k: v[idx] for k, v in self.blocks.items()}, gen, rows=shard.rows(len(idx)),
+                              device=shard.device)
 
     def tokens(self, batch: Batch) -> int:
-        return self.batch_size * int(self.blocks["input_ids"].shape[1])
+        return int(batch["input_ids"].numel())
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -202,17 +206,21 @@ class BlockSource:
 
 
 def block_loss(val: Batch, objective: Objective, seed: int, per_batch: int):
-    """Evaluation function: mean loss over ``val`` blocks in batches of ``per_batch`` with fixed masks
-    (generator seeded from ``(seed, "eval")``), batches spread over the processes, built on the device."""
+    """Evaluation function: mean loss over ``val`` blocks in batches of ``per_batch`` (the mean of the
+    batches' losses) with fixed masks (generator seeded from ``(seed, "eval")``). The batches are dealt among
+    the processes; every process draws every batch's masks (cheap, on the host) and builds its own batches on
+    its device, so the masks and the figure do not depend on the number of processes."""
 
     def evaluate(model: torch.nn.Module, ctx: LoopContext) -> float | None:
         acc = ctx.accelerator
         n_val = int(val["input_ids"].shape[0])
         tot, cnt = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
         gen = torch.Generator().manual_seed(mix_seed(seed, "eval"))  # same masks at every evaluation
-        for i in range(0, n_val, per_batch):
-            inputs = objective({k: v[i:i + per_batch].to(ctx.device) for k, v in val.items()}, gen)
-            if (i // per_batch) % ctx.world != ctx.rank:
+        for j, i in enumerate(range(0, n_val, per_batch)):
+            mine = ctx.mine(j)
+            inputs = objective({k: v[i:i + per_batch] for k, v in val.items()}, gen,
+                               rows=None if mine else slice(0, 0), device=ctx.device)
+            if not mine:
                 continue
             with acc.autocast():
                 loss = model(**inputs).loss
@@ -270,11 +278,15 @@ def save_init(arch: str | ArchSpec, preset: str, tokenizer_dir: Path | str, out_
     from tinyhelen.exp1 import models
     from tinyhelen.tokenizer import load as load_tokenizer
 
+    from tinyhelen.train import dist
+
     spec = models.get(arch)
     tok = load_tokenizer(tokenizer_dir)
     model = init_model(spec, preset, tok, seed)
     info = {"arch": spec.name, "preset": preset, "tokens_seen": 0, "steps": 0,
             "non_embedding_params": models.non_embedding_params(model), "params": models.total_params(model)}
+    if not dist.is_main():  # one process writes
+        return info
     with atomic_path(Path(out_dir) / "final") as tmp:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
@@ -362,7 +374,6 @@ def run_one(spec: ArchSpec, preset: str, tok: Any, train_blocks: torch.Tensor, v
     """One pretraining run at peak learning rate ``lr``; the model it returns carries the weights of its
     lowest validation loss (the last weights when nothing was evaluated)."""
     from tinyhelen.exp1 import models
-    from tinyhelen.train.compute import device_of
 
     model = init_model(spec, preset, tok, seed)
     fpt = models.flops_per_token(model, cfg.seq_len, spec)
@@ -377,7 +388,7 @@ def run_one(spec: ArchSpec, preset: str, tok: Any, train_blocks: torch.Tensor, v
                          ckpt_dir=run_dir / "checkpoints", run_key=run_key(identity), resume=resume,
                          stop_after=stop_after, flops_per_token=fpt, peak_tflops=cfg.peak_tflops,
                          loss_dtype=torch.float32, desc=f"pretrain {name}")
-    source = BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective, device_of(cfg))
+    source = BlockSource({"input_ids": train_blocks}, cfg.batch_size, seed, objective)
     evaluate = None if val_blocks is None else block_loss({"input_ids": val_blocks}, objective, seed,
                                                           cfg.batch_size // cfg.grad_accum)
     res = train_loop(model, source, loop, evaluate=evaluate, callbacks=[keep, TrainLog(run_dir / "live")])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,11 @@ def pack(examples: list[tuple[list[int], list[int]]], block: int, seed: int) -> 
     return [(ids[i:i + block], labels[i:i + block]) for i in range(0, n, block)]
 
 
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, length: int | None = None):
+    """Right-padded ``(input_ids, attention_mask, labels)`` to ``length`` (default: the longest row)."""
     import torch
 
-    n = max(len(ids) for ids, _ in batch)
+    n = length or max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), n), -100, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
@@ -65,7 +67,8 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
 
 class ShuffledExamples:
     """Batch source: ``batch_size`` examples per step, in the order of seeded shuffled passes over the
-    examples (a pass that runs out continues into the next one). Counts the tokens that carry a loss."""
+    examples (a pass that runs out continues into the next one). Counts the tokens that carry a loss (of the
+    whole batch, on every process). A process collates its rows, padded to the batch's longest row."""
 
     def __init__(self, examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int, pad_id: int):
         self.examples, self.batch_size, self.pad_id = examples, batch_size, pad_id
@@ -73,13 +76,18 @@ class ShuffledExamples:
         self.order: list[int] = []
         self.loss_tokens = 0
 
-    def batch(self, step: int) -> dict[str, Any]:
+    def size(self, step: int) -> int:
+        return self.batch_size
+
+    def batch(self, step: int, shard: Any = None) -> dict[str, Any]:
         while len(self.order) < self.batch_size:
             perm = list(range(len(self.examples)))
             self.rng.shuffle(perm)
             self.order.extend(perm)
-        ids, mask, labels = collate([self.examples[self.order.pop(0)] for _ in range(self.batch_size)], self.pad_id)
-        self.loss_tokens += int((labels[:, 1:] != -100).sum())
+        rows = [self.examples[self.order.pop(0)] for _ in range(self.batch_size)]
+        self.loss_tokens += sum(t != -100 for _, lab in rows for t in lab[1:])  # labels are shifted by one
+        mine = rows[shard.rows(len(rows))] if shard is not None else rows
+        ids, mask, labels = collate(mine, self.pad_id, max(len(ids) for ids, _ in rows))
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def tokens(self, batch: dict[str, Any]) -> int:
@@ -94,21 +102,29 @@ class ShuffledExamples:
 
 
 def token_loss(data: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int):
-    """Evaluation function: mean cross-entropy over the tokens that carry a label (``-100``: none)."""
+    """Evaluation function: mean cross-entropy over the tokens that carry a label (``-100``: none); the batches
+    are dealt among the processes, the sums of loss and tokens added up."""
 
     def evaluate(model, ctx) -> float:
         import torch
 
-        tot, n = 0.0, 0
-        for i in range(0, len(data), batch_size):
+        from tinyhelen.train import dist
+
+        tot = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        n = 0
+        for j, i in enumerate(range(0, len(data), batch_size)):
+            if not ctx.mine(j):
+                continue
             ids, mask, labels = (t.to(ctx.device) for t in collate(data[i:i + batch_size], pad_id))
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             tgt = labels[:, 1:]
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                                      ignore_index=-100, reduction="sum")
-            tot += float(loss)
-            n += int((tgt != -100).sum())
-        return tot / max(n, 1)
+            tot += loss.double()
+            n += sum(t != -100 for _, lab in data[i:i + batch_size] for t in lab[1:])
+        tot, n = dist.all_sum(torch.stack([tot, torch.tensor(float(n), dtype=torch.float64, device=ctx.device)])
+                              ).tolist()
+        return tot / max(int(n), 1)
 
     return evaluate
 
@@ -127,19 +143,23 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
          cfg: TuneConfig, seed: int, recipe: str = "", live_dir: Path | str | None = None) -> dict[str, Any]:
     """Instruction-tune the causal LM at ``base_dir`` (``tinyhelen.train.loop.train_loop``); write the checkpoints
     ``step-NNNNNN`` (every ``checkpoint_every`` steps and the last, each with the validation loss) and
-    ``final`` to ``out_dir`` atomically. ``live_dir``: DVCLive log of the loss curve.
+    ``final`` to ``out_dir`` atomically (the main process of several). ``live_dir``: DVCLive log of the loss
+    curve.
 
     Returns the metrics (losses per checkpoint, token counts, settings); wall-clock figures go to
     ``tinyhelen.timing``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tinyhelen.train import dist
     from tinyhelen.train.compute import device_of
     from tinyhelen.train.live import TrainLog
     from tinyhelen.train.loop import Cadence, Callback, LoopConfig, train_loop
 
     class SaveCheckpoints(Callback):
-        """Save the model and tokenizer to ``<out_dir>/step-NNNNNN`` at every evaluation."""
+        """Save the model and tokenizer to ``<out_dir>/step-NNNNNN`` at every evaluation (main process)."""
+
+        main_process_only = True
 
         def on_evaluation(self, step: int, val_loss: float | None, row: dict[str, Any], model: Any) -> None:
             model.save_pretrained(str(tmp / step_dir(step)))
@@ -164,13 +184,13 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
     val = encode(cap_examples(read_examples(val_path), cfg.eval_examples, seed))
     source = ShuffledExamples(train, cfg.batch_size, seed, tok.pad_token_id)
     every = cfg.checkpoint_every
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic_path(out_dir) if dist.is_main() else nullcontext(None) as tmp:  # one process writes
+        if tmp is not None:
+            tmp.mkdir(parents=True)
         loop = LoopConfig.of(cfg, lr=cfg.lr, steps=cfg.steps, desc=f"tune {recipe}",
                              cadence=Cadence(every, every, every, eval_at_start=False))
         res = train_loop(model, source, loop, evaluate=token_loss(val, cfg.batch_size, tok.pad_token_id),
                          callbacks=[SaveCheckpoints(), *([TrainLog(live_dir)] if live_dir is not None else [])])
-        shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
         curve = [{k: r[k] for k in ("step", "tokens", "train_loss", "val_loss", "lr")} for r in res.history]
         metrics = {
             "recipe": recipe, "base": str(base_dir), "train_examples": len(train_examples),
@@ -180,6 +200,8 @@ def tune(base_dir: Path | str, train_path: Path | str, val_path: Path | str, out
             "final_val_loss": curve[-1]["val_loss"], "curve": curve, "tokens": res.final["tokens_seen"],
             "loss_tokens": source.loss_tokens, "device": res.final["device"],
         }
-        (tmp / "tune_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if tmp is not None:
+            shutil.copytree(tmp / step_dir(cfg.steps), tmp / "final")
+            (tmp / "tune_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     timing.record(**res.timing)
     return metrics

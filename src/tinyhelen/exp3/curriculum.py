@@ -38,10 +38,11 @@ from tinyhelen.exp3.config import TrainConfig
 from tinyhelen.exp3.pacing import PlateauTracker, n_units, target_size
 from tinyhelen.exp3.scorers import BASELINES, Scorer, get, inputs_for
 from tinyhelen.exp3.units import Units, Validation
+from tinyhelen.train import dist
 from tinyhelen.train.compute import uses_bf16
 from tinyhelen.train.config import ComputeConfig
 from tinyhelen.train.live import TrainLog
-from tinyhelen.train.loop import Callback, Cadence, LoopConfig, LoopContext, train_loop
+from tinyhelen.train.loop import Callback, Cadence, LoopConfig, LoopContext, Shard, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ class ValidationLoss(Callback):
     n - 1). The genre's loss is the mean token cross-entropy (nats) over its predicted tokens; the overall
     loss (``val_loss``, what the pacing and the targets read) is the token-weighted mean over all of them,
     i.e. ``sum_g w_g L_g / sum_g w_g`` with ``w_g`` = the genre's predicted tokens (``weights``), as the
-    study's Trainer averages its packed validation blocks. ``on_evaluation`` adds ``val_loss_<genre>``."""
+    study's Trainer averages its packed validation blocks. ``on_evaluation`` adds ``val_loss_<genre>``. Under
+    several processes the batches are dealt among them and the sums added up."""
 
     def __init__(self, val: Validation, seq_len: int, batch_size: int):
         self.batch_size = batch_size
@@ -156,13 +158,17 @@ class ValidationLoss(Callback):
         self.last: dict[str, float] = {}
 
     def __call__(self, model, ctx: LoopContext) -> float:
-        sums = {}
-        for g, parts in self.blocks.items():
-            sums[g] = 0.0
-            for x in parts:
+        genres = list(self.blocks)
+        totals = torch.zeros(len(genres), dtype=torch.float64, device=ctx.device)
+        j = 0  # the batches are dealt among the processes (``ctx.mine``), their sums added up
+        for k, g in enumerate(genres):
+            for x in self.blocks[g]:
                 for b in range(0, len(x), self.batch_size):
-                    xb = torch.as_tensor(x[b:b + self.batch_size]).to(ctx.device)
-                    sums[g] += float(model(input_ids=xb, labels=xb).loss) * xb.shape[0] * (xb.shape[1] - 1)
+                    if ctx.mine(j):
+                        xb = torch.as_tensor(x[b:b + self.batch_size]).to(ctx.device)
+                        totals[k] += model(input_ids=xb, labels=xb).loss.double() * xb.shape[0] * (xb.shape[1] - 1)
+                    j += 1
+        sums = dict(zip(genres, dist.all_sum(totals).tolist()))
         self.last = {f"val_loss_{g}": round(sums[g] / self.weights[g], 5) for g in sums if g is not None}
         return sum(sums.values()) / sum(self.weights.values())
 
@@ -258,25 +264,31 @@ class Curriculum(Callback):
         cand = remaining
         if self.cfg.selfloss_candidates is not None and len(remaining) > max(self.cfg.selfloss_candidates, n_add):
             cand = np.sort(self.rng.choice(remaining, size=max(self.cfg.selfloss_candidates, n_add), replace=False))
-        device = next(model.parameters()).device
-        inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
-                         [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
-                         batch_size=self.cfg.batch_size, bf16=uses_bf16(self.compute, device))
-        chosen = cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]
-        self.pool = self.pool + [int(i) for i in chosen]
+        chosen = None
+        if dist.is_main():  # one process scores, every process gets the same pool
+            device = next(model.parameters()).device
+            inp = inputs_for(self.scorer, [self.units.meta[int(i)]["unit_id"] for i in cand],
+                             [self.units.ids(int(i)) for i in cand], self.tokenizer, model=model,
+                             batch_size=self.cfg.batch_size, bf16=uses_bf16(self.compute, device))
+            chosen = [int(i) for i in cand[np.argsort(self.scorer.fn(inp), kind="stable")[:n_add]]]
+        self.pool = self.pool + dist.broadcast(chosen)
 
     def pool_tokens(self) -> int:
         return int(self.lengths[self.pool].sum())
 
-    # -- batch source
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        x = torch.as_tensor(self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size,
-                                               self.cfg.seq_len, self.tokenizer.eos_token_id))
+    # -- batch source (every process samples the global batch: the same pool state; it keeps its rows)
+    def size(self, step: int) -> int:
+        return self.cfg.batch_size
+
+    def batch(self, step: int, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+        blocks = self.sampler.batch(self.rng, self.pool, self.units, self.cfg.batch_size, self.cfg.seq_len,
+                                    self.tokenizer.eos_token_id)
+        x = torch.as_tensor(blocks[shard.rows(len(blocks))])
         self.seen_at[step + 1] = self.sampler.seen_tokens
         return {"input_ids": x, "labels": x}
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len
+        return int(batch["input_ids"].numel())
 
     # -- callback
     def on_start(self, model, resumed: bool, history: list[dict[str, Any]]) -> None:
@@ -300,7 +312,7 @@ class Curriculum(Callback):
                 self.expand_to(size, model)
                 self.sampler.restart()
                 self.expansions.append({"step": step, "pool_units": len(self.pool), "val_loss": round(val_loss, 5)})
-        if self.checkpoint_dir is not None and step in cfg.saved_steps:
+        if self.checkpoint_dir is not None and step in cfg.saved_steps and dist.is_main():
             model.save_pretrained(str(Path(self.checkpoint_dir) / f"checkpoint-{step}"))
         log.info("%s step %d/%d: pool %d/%d units", self.strategy, step, cfg.max_steps, len(self.pool), self.total)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from tinyhelen.exp3.config import Exp3Config, TrainConfig
 from tinyhelen.exp3.units import load_tokenizer, load_units
 from tinyhelen.io import InputError, atomic_path, write_json, write_tsv
+from tinyhelen.train import dist
 from tinyhelen.train.config import OptimConfig
 
 # scorers / trainer are imported inside the functions that need them, so that importing this module for
@@ -41,8 +43,9 @@ def reference_lm(units_dir: Path | str, tokenizer_dir: Path | str, cfg: Exp3Conf
         raise InputError(units_dir, "no reference units: set exp3.units.reference_tokens > 0")
     res = train_run(ref, val, "full-random", reference_train_config(cfg), cfg.reference_lm.seed, tok,
                     compute=cfg, live_dir=live_dir, label="reference_lm")
-    with atomic_path(out_dir) as tmp:
-        res["model"].save_pretrained(str(tmp))
+    if dist.is_main():
+        with atomic_path(out_dir) as tmp:
+            res["model"].save_pretrained(str(tmp))
     s = res["summary"]
     return {"val_loss": s["final_val_loss"], "initial_val_loss": res["curve"][0]["val_loss"],
             "train_units": len(ref), "train_tokens": s["total_tokens"], "steps": s["steps"], "curve": res["curve"]}
@@ -93,7 +96,7 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
           resume_dir: Path | str | None = None, live_dir: Path | str | None = None) -> dict[str, Any]:
     """One proxy run; writes ``curve.tsv``, ``summary.json``, ``expansions.json`` (+ checkpoints) to
     ``out_dir``. With ``resume_dir`` an interrupted run continues where it stopped (the directory is
-    removed when the run is complete)."""
+    removed when the run is complete). Under several processes every one trains, the main one writes."""
     from tinyhelen.exp3.scorers import BASELINES, get, read_scores
     from tinyhelen.exp3.curriculum import curve_columns, train_run
 
@@ -104,19 +107,23 @@ def train(strategy: str, seed: int, units_dir: Path | str, difficulty_path: Path
     if strategy not in BASELINES and not get(strategy).online and scores is None:
         raise InputError(difficulty_path, f"null scores, but {strategy!r} needs static scores")
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
+    main = dist.is_main()  # every process trains; the main one writes
+    with atomic_path(out_dir) if main else nullcontext(None) as tmp:
         # model checkpoints go beside the resume state (they survive an interruption), then into the output
         ckpt = Path(resume_dir) / "models" if resume_dir is not None else tmp
+        if tmp is not None:
+            tmp.mkdir(parents=True)
         res = train_run(pool, val, strategy, cfg.train, seed, tok, scores, compute=cfg, resume_dir=resume_dir,
                         checkpoint_dir=ckpt if cfg.train.saved_steps else None, live_dir=live_dir)
-        if ckpt != tmp and ckpt.is_dir():
-            for d in sorted(ckpt.iterdir()):
-                shutil.move(str(d), str(tmp / d.name))
-        write_tsv(tmp / "curve.tsv", res["curve"], curve_columns(val))
-        write_json(tmp / "summary.json", res["summary"])
-        write_json(tmp / "expansions.json", res["expansions"])
-    if resume_dir is not None:
+        if tmp is not None:
+            if ckpt != tmp and ckpt.is_dir():
+                for d in sorted(ckpt.iterdir()):
+                    shutil.move(str(d), str(tmp / d.name))
+            write_tsv(tmp / "curve.tsv", res["curve"], curve_columns(val))
+            write_json(tmp / "summary.json", res["summary"])
+            write_json(tmp / "expansions.json", res["expansions"])
+    dist.barrier()  # every process is done with the resume state
+    if resume_dir is not None and main:
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: a rerun starts afresh
     return res["summary"]
 
@@ -142,7 +149,8 @@ def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | st
          cfg: Exp3Config, glue_cfg: Any, work_dir: Path | str) -> dict[str, Any]:
     """Leaner-GLUE of one run's proxy checkpoints (``exp3.train.saved_steps`` in ``run_dir``) or, for
     ``strategy == UNTRAINED``, of the random-init proxy of ``seed`` (the model each run of that seed starts
-    from; saved under ``work_dir``), fine-tuned with EXP1's ``tinyhelen.exp1.glue.evaluate_checkpoint`` under
+    from; saved under ``work_dir`` by the main process), fine-tuned with EXP1's
+    ``tinyhelen.exp1.glue.evaluate_checkpoint`` (finished runs kept in ``work_dir/finished``) under
     ``glue_cfg`` (the ``glue:`` section) narrowed by ``exp3.glue.tasks`` / ``seeds``.
     Returns ``{"strategy", "seed", "tasks", "scores": [{step, mean_test_score, tasks: {task: test}}], "details"}``."""
     from tinyhelen.exp1.glue import GlueConfig, evaluate_checkpoint
@@ -158,7 +166,10 @@ def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | st
         from tinyhelen.exp3.curriculum import build_model
 
         d = Path(work_dir) / f"untrained-s{seed}"
-        build_model(m, load_tokenizer(tokenizer_dir), seed).save_pretrained(str(d))
+        model = build_model(m, load_tokenizer(tokenizer_dir), seed)
+        if dist.is_main():
+            model.save_pretrained(str(d))
+        dist.barrier()  # saved before any process reads it
         points = [(0, d)]
     else:
         points = [(step, Path(run_dir) / f"checkpoint-{step}") for step in cfg.train.saved_steps]
@@ -167,7 +178,8 @@ def glue(strategy: str, seed: int, run_dir: Path | str, tokenizer_dir: Path | st
                 raise InputError(d, "checkpoint not found (exp3_train saves exp3.train.saved_steps)")
     scores, details = [], {}
     for step, d in points:
-        rep = evaluate_checkpoint(d, m.arch, m.preset, tokenizer_dir, glue_dir, glue_cfg, g.seed)
+        rep = evaluate_checkpoint(d, m.arch, m.preset, tokenizer_dir, glue_dir, glue_cfg, g.seed,
+                                  Path(work_dir) / "finished")
         scores.append({"step": step, "mean_test_score": round(rep["mean_test_score"], 5),
                        "tasks": {t: round(r["test_score"], 5) for t, r in rep["tasks"].items()}})
         details[f"step{step}"] = rep["tasks"]

@@ -3,7 +3,10 @@
 - ``config``: ``OptimConfig`` and ``ComputeConfig``, the keys every training section of params.yaml shares;
 - ``optim``: ``build_optimizer`` (AdamW) and ``lr_at`` (warm-up, then constant / cosine / linear decay);
 - ``loop``: ``train_loop`` with its extension points (batch source, evaluation function, callbacks, log);
-- ``checkpoint``: exact resume; ``live``: DVCLive logging (``TrainLog``); ``compute``: device, precision,
+- ``batches``: the batch-source protocol, the rows of a global batch a process builds (``Shard``), prefetching;
+- ``dist``: the processes of a torchrun launch (rank, main process, the collectives stages need);
+- ``checkpoint``: exact resume; ``finished``: finished pieces of a stage's work (a killed GLUE stage reruns only
+  the unfinished fine-tuning runs); ``live``: DVCLive logging (``TrainLog``); ``compute``: device, precision,
   threads, MFU; ``objectives``: the pretraining objectives named by ``tinyhelen.exp1.models``; ``rng``: seeds.
 
 Import the modules (``from tinyhelen.train.loop import train_loop``): this package file imports

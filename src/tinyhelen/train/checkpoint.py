@@ -3,7 +3,10 @@
 A checkpoint holds the model and optimizer state, the random state of every process (``rng_<rank>.pt``),
 the state of the batch source and of the callbacks (``loop_state.pt``) and ``state.json`` (step, tokens
 seen, the run's key, the history rows so far). It is written atomically; a run resumes from the newest
-complete checkpoint whose run key matches its own (a different configuration starts afresh).
+complete checkpoint whose run key matches its own (a different configuration starts afresh), and pruning keeps
+the newest checkpoints of its own key only (``prune``). Checkpoints written by several processes resume with
+any number of processes: the state is global (the data order depends on the step, not on the processes);
+process ``r`` restores ``rng_<r>.pt`` if the checkpoint has it.
 """
 from __future__ import annotations
 
@@ -74,7 +77,19 @@ def load(ckpt: Path, *, model: torch.nn.Module, optimizer: Any, rank: int) -> tu
             torch.load(ckpt / "loop_state.pt", weights_only=False))
 
 
-def prune(ckpt_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints."""
-    for d in sorted(Path(ckpt_dir).glob("step-*"))[:-keep]:
+def prune(ckpt_dir: Path, keep: int, key: str | None = None) -> None:
+    """Delete all but the newest ``keep`` checkpoints of the run ``key`` (every checkpoint when None).
+
+    Checkpoints of other run keys (another configuration written to the same directory) are left alone: they
+    never count towards ``keep``, so they cannot push the current run's checkpoints out; they stay resumable
+    when that configuration runs again (one at the same step as a checkpoint of this run is replaced by it)."""
+    mine = [d for d in sorted(Path(ckpt_dir).glob("step-*")) if key is None or _key_of(d) == key]
+    for d in mine[:-keep]:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _key_of(ckpt: Path) -> str | None:
+    try:
+        return json.loads((ckpt / "state.json").read_text()).get("run_key")
+    except (OSError, ValueError):
+        return None  # incomplete

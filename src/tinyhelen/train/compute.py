@@ -41,18 +41,39 @@ def uses_bf16(compute: ComputeConfig, device: torch.device) -> bool:
 
 
 def accelerator(compute: ComputeConfig) -> tuple[Any, bool]:
-    """An ``accelerate.Accelerator`` for ``compute`` (one process, or each process of ``accelerate launch``)
-    and whether it autocasts to bf16."""
-    from accelerate import Accelerator
+    """An ``accelerate.Accelerator`` for ``compute`` (one process, or each process of ``torchrun``) and whether
+    it autocasts to bf16. Several processes: DDP looks for parameters without a gradient in each step (XLNet
+    leaves its segment parameters unused in pretraining and its mask embedding in fine-tuning; one traversal
+    of the autograd graph per step)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     device = device_of(compute)
     bf16 = uses_bf16(compute, device)
-    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device.type == "cpu"), bf16
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device.type == "cpu",
+                       kwargs_handlers=[ddp]), bf16
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``batch`` on ``device``; to a GPU from pinned host memory without blocking (no host synchronisation;
+    CUDA orders the copy before the kernels that read it)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: (v.pin_memory() if v.device.type == "cpu" else v).to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     """bf16 autocast for inference outside the training loop (a no-op when ``bf16`` is false)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def peak_bf16_tflops(name: str) -> float:
+    """Dense bf16 peak of a GPU named like a key of the table above (``h100``, ``A100``, ...)."""
+    for key, val in _PEAK_BF16_TFLOPS.items():
+        if key.lower() == name.lower():
+            return val
+    raise ValueError(f"unknown GPU {name!r}; known: {', '.join(k.lower() for k in _PEAK_BF16_TFLOPS)}")
 
 
 def peak_tflops(device: torch.device, override: float | None = None) -> float | None:

@@ -5,26 +5,38 @@
 log / evaluate / checkpoint (``Cadence``), where its checkpoints go and under which run key. What differs
 between the runs goes through three named extension points:
 
-- a **batch source** (``BatchSource``): the global batch of step ``s`` as model keyword arguments incl.
-  ``labels`` (``batch(s)``), the tokens it counts as seen, and a ``state()`` saved in checkpoints;
-- an **evaluation function** ``evaluate(model, ctx) -> loss`` (called in eval mode without gradients);
+- a **batch source** (``BatchSource``): the global batch of step ``s`` has ``size(s)`` rows; ``batch(s, shard)``
+  builds this process's rows of it (``Shard``: rows ``rank, rank + world, ...``, on its device) as model
+  keyword arguments incl. ``labels``; ``tokens(batch)`` counts the tokens of those rows as seen; ``state()``
+  is saved in checkpoints;
+- an **evaluation function** ``evaluate(model, ctx) -> loss`` (called in eval mode without gradients, on the
+  model without its DDP wrapper; ``ctx.mine(i)`` deals its batches among the processes, which reduce the result);
 - **callbacks** (``Callback``): ``on_start`` before the first step, ``on_evaluation`` after each evaluation
   (the curriculum grows its pool there, instruction tuning saves a model), ``on_row`` for every history row
   (the DVCLive log ``TrainLog`` is a callback), ``on_end``; each with a ``state()`` saved in checkpoints.
 
 A source whose batch depends on the step only (``prefetch = True``: pretraining's ``BlockSource``) has its next
-batch prepared in a background thread while the current step runs; the time the loop waits for a batch is
-returned as ``timing["input_wait_s"]``.
+batch prepared in a background thread (on this process's device) while the current step runs; the time the
+loop waits for a batch is returned as ``timing["input_wait_s"]``.
 
-Every step: set the learning rate (``tinyhelen.train.optim.lr_at``), take the batch, split it over the
-processes (rank ``r`` takes rows ``r::world``, so data order and token count do not depend on the number of
-processes) and into ``grad_accum`` micro-batches, forward/backward (bf16 autocast on a bf16 GPU through
-``accelerate``), clip the gradient norm, step AdamW. A history row is written every ``log_every`` steps,
-at every evaluation (``eval_every``, the last step, and step 0 with ``eval_at_start``) and at the last
-step: ``step, tokens, train_loss`` (mean over the steps since the previous row), ``val_loss``, ``lr`` and
-what the callbacks add. Checkpoints (``tinyhelen.train.checkpoint``) every ``checkpoint_every`` steps and
-when the run stops resume exactly: a resumed run gives the same weights and rows as an uninterrupted one
-(bitwise on CPU). Wall-clock figures (tokens/s, MFU) are returned separately (``LoopResult.timing``).
+Every step: set the learning rate (``tinyhelen.train.optim.lr_at``), take this process's rows of the global
+batch (data order and token count do not depend on the number of processes) and split them into
+``grad_accum`` micro-batches (sizes differing by at most one), forward/backward (bf16 autocast on a bf16 GPU
+through ``accelerate``), clip the gradient norm, step AdamW. Each micro-batch's loss is weighted by its share
+of the global batch's rows, so the gradient and the step's loss are the row-weighted mean over the whole batch
+for any number of processes (the mean of the micro-batch means when they are equal). A process left without
+rows (a last batch smaller than the processes) runs one row with weight 0, so that every process takes part in
+the gradient all-reduce. Losses and token counts stay on the device and are summed over the processes when a
+history row is written (no host synchronisation per step); a non-finite loss raises there, naming the steps.
+
+A history row is written every ``log_every`` steps, at every evaluation (``eval_every``, the last step, and
+step 0 with ``eval_at_start``) and at the last step: ``step, tokens, train_loss`` (mean over the steps since
+the previous row), ``val_loss``, ``lr`` and what the callbacks add. Checkpoints (``tinyhelen.train.checkpoint``)
+every ``checkpoint_every`` steps and when the run stops resume exactly: a resumed run gives the same weights and
+rows as an uninterrupted one (bitwise on CPU with the same number of processes; with another number of
+processes the same data order and optimizer state, up to floating-point rounding and dropout's random masks).
+Only the main process writes (checkpoints; each process adds its random state). Wall-clock figures (tokens/s,
+MFU) are returned separately (``LoopResult.timing``).
 """
 from __future__ import annotations
 
@@ -35,32 +47,17 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from tinyhelen.train import checkpoint
-from tinyhelen.train.compute import accelerator, peak_tflops
+from tinyhelen.train import checkpoint, dist
+from tinyhelen.train.batches import Batch, BatchSource, Prefetch, Shard, split_rows
+from tinyhelen.train.compute import accelerator, peak_tflops, to_device
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.optim import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
-
-Batch = dict[str, torch.Tensor]
-
-
-class BatchSource(Protocol):
-    def batch(self, step: int) -> Batch:
-        """The global batch of optimizer step ``step`` (model kwargs incl. ``labels``)."""
-
-    def tokens(self, batch: Batch) -> int:
-        """Tokens of ``batch`` counted as seen."""
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to continue after a checkpoint (``{}`` if ``batch`` depends on the step only)."""
-
-    def load_state(self, state: dict[str, Any]) -> None: ...
-
 
 class Callback:
     """Hooks of the loop; subclass and override what you need. ``main_process_only``: called on the main
@@ -105,7 +102,7 @@ class LoopConfig:
     checkpoints (``ckpt_dir``, resuming from the newest checkpoint with the same ``run_key`` when ``resume``);
     ``stop_after``: end this call after that many steps (a checkpoint is written; tests, time limits);
     ``flops_per_token`` / ``peak_tflops`` (default: looked up from the GPU name): MFU in ``timing``;
-    ``loss_dtype``: dtype of the all-reduce of a row's mean train loss over the processes; ``prefetch``:
+    ``loss_dtype``: dtype a row's mean train loss is rounded through; ``prefetch``:
     prepare the next batch in a thread (None: when the source allows it)."""
 
     optim: OptimConfig
@@ -141,6 +138,10 @@ class LoopContext:
     world: int
     rank: int
 
+    def mine(self, i: int) -> bool:
+        """Whether this process evaluates batch ``i`` (batches are dealt round-robin; reduce the result)."""
+        return i % self.world == self.rank
+
 
 @dataclass
 class LoopResult:
@@ -148,7 +149,7 @@ class LoopResult:
     history: list[dict[str, Any]]
     final: dict[str, Any]  # deterministic figures of the run
     timing: dict[str, Any]  # wall-clock figures: seconds, tokens_per_s, mfu, per-row throughput
-    step_losses: list[float] = field(default_factory=list)  # raw loss of every step run in this call
+    step_losses: list[float] = field(default_factory=list)  # loss of every step run in this call (global)
     accelerator: Any = None
 
     @property
@@ -166,33 +167,6 @@ class _Window:
         tps = self.tokens / max(time.perf_counter() - self.t, 1e-9)
         self.t, self.tokens = time.perf_counter(), 0
         return tps
-
-
-class _Prefetch:
-    """Batches of a source, the next one prepared in a background thread while the current step runs, when
-    the source allows it (``source.prefetch``: its batch depends on the step only, not on what the callbacks
-    do between steps). Otherwise (or with ``enabled`` false) batches are made on demand."""
-
-    def __init__(self, source: BatchSource, end: int, enabled: bool | None = None):
-        self.source, self.end = source, end
-        self.enabled = bool(getattr(source, "prefetch", False)) if enabled is None else enabled
-        self.pool = None
-        self.pending: dict[int, Any] = {}
-        if self.enabled:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-
-    def get(self, step: int) -> Batch:
-        fut = self.pending.pop(step, None)
-        batch = fut.result() if fut is not None else self.source.batch(step)
-        if self.pool is not None and step + 1 < self.end:
-            self.pending[step + 1] = self.pool.submit(self.source.batch, step + 1)
-        return batch
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Run:
@@ -213,10 +187,15 @@ class _Run:
         unwrapped = self.acc.unwrap_model(self.model)
         self.plain = getattr(unwrapped, "_orig_mod", unwrapped)  # without DDP / compile
         self.ctx = LoopContext(self.acc, self.acc.device, self.world, self.rank)
+        self.shard = Shard(self.rank, self.world, self.acc.device)
         self.peak = peak_tflops(self.acc.device, cfg.peak_tflops)
         self.end = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.start + cfg.stop_after)
-        self.losses: list[float] = []
-        self.pending: list[float] = []
+        # on the device until a row is written: this process's share of the loss since the last row, of each
+        # step; its tokens since the last row (a number: the sources count them on the host)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.acc.device)
+        self.losses: list[torch.Tensor] = []
+        self.row_steps: list[int] = []
+        self.tokens_pending = 0
         self.throughput: list[dict[str, Any]] = []
 
     # -- callbacks of this process
@@ -241,13 +220,21 @@ class _Run:
     def lr_of(self, step: int) -> float:
         return lr_at(step, self.cfg.lr, self.cfg.steps, self.cfg.optim)
 
+    def part(self, step: int) -> tuple[Shard, bool]:
+        """The shard this process builds at ``step`` and whether it is a stand-in: a process without rows of
+        its own (a global batch smaller than the processes) takes row 0, with weight 0."""
+        n = self.source.size(step)
+        if self.shard.count(n):
+            return self.shard, False
+        return Shard(0, max(n, 1), self.acc.device), True
+
     def run_eval(self) -> float | None:
         if self.evaluate is None:
             return None
-        self.model.eval()
-        with torch.no_grad():
-            loss = self.evaluate(self.model, self.ctx)
-        self.model.train()
+        self.plain.eval()
+        with torch.no_grad():  # without DDP: an evaluation is no training step (no buffer broadcast)
+            loss = self.evaluate(self.plain, self.ctx)
+        self.plain.train()
         return loss
 
     def add_row(self, row: dict[str, Any], val: float | None, evaluated: bool) -> None:
@@ -259,8 +246,23 @@ class _Run:
         for cb in self._callbacks():
             cb.on_row(row)
 
+    def sync(self, done: int) -> float:
+        """Sum this process's loss and tokens since the last row over the processes (one host sync): add the
+        tokens to those seen; the loss sum since the last row, which must be finite."""
+        vec = torch.stack([self.loss_sum, torch.tensor(float(self.tokens_pending), dtype=torch.float64,
+                                                       device=self.acc.device)])
+        loss_sum, tokens = dist.all_sum(vec).tolist()
+        self.tokens_seen += int(tokens)
+        self.tokens_pending = 0
+        if not math.isfinite(loss_sum):
+            first = self.row_steps[0] if self.row_steps else done
+            raise FloatingPointError(f"{self.cfg.desc}: non-finite loss in steps {first}-{done}; lower the "
+                                     "learning rate")
+        return loss_sum
+
     def save(self, step: int) -> None:
         acc, cfg = self.acc, self.cfg
+        self.sync(step)  # the tokens seen, and no checkpoint of a diverged run
         acc.wait_for_everyone()
         target = checkpoint.step_dir(Path(cfg.ckpt_dir), step)
         if acc.is_main_process:
@@ -274,30 +276,27 @@ class _Run:
             checkpoint.save_rng(target, self.rank)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            checkpoint.prune(Path(cfg.ckpt_dir), cfg.cadence.keep_checkpoints)
+            checkpoint.prune(Path(cfg.ckpt_dir), cfg.cadence.keep_checkpoints, cfg.run_key)
 
-    def step(self, step: int, batch: Batch) -> float:
-        """One optimizer step on this process's share of ``batch``; the step's mean loss."""
+    def step(self, batch: Batch, stand_in: bool, n: int) -> torch.Tensor:
+        """One optimizer step on this process's rows ``batch`` of a global batch of ``n`` rows; returns this
+        process's share of the step's loss (on the device: summed over the processes it is the step's loss)."""
         acc, cfg = self.acc, self.cfg
-        n_rows = next(iter(batch.values())).shape[0]
-        if n_rows % (self.world * cfg.grad_accum):
-            raise ValueError(f"{cfg.desc}: a batch of {n_rows} rows does not split into {self.world} processes x "
-                             f"{cfg.grad_accum} micro-batches")
-        mine = {k: v[self.rank::self.world] for k, v in batch.items()}  # this process's slice of the global batch
-        rows = next(iter(mine.values())).shape[0]
-        size = math.ceil(rows / cfg.grad_accum)
-        micro = [{k: v[i:i + size] for k, v in mine.items()} for i in range(0, rows, size)]
-        step_loss = 0.0
-        for j, mb in enumerate(micro):
-            mb = {k: v.to(acc.device, non_blocking=True) for k, v in mb.items()}
-            sync = j == len(micro) - 1
+        rows = 0 if stand_in else next(iter(batch.values())).shape[0]
+        sizes = split_rows(rows, cfg.grad_accum)
+        step_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+        begin = 0
+        for j, size in enumerate(sizes):
+            part = slice(begin, begin + size) if size else slice(0, 1)  # no rows: a stand-in with weight 0
+            mb = to_device({k: v[part] for k, v in batch.items()}, acc.device)
+            sync = j == len(sizes) - 1
             with acc.no_sync(self.model) if not sync and self.world > 1 else nullcontext():
                 loss = self.model(**mb).loss
-                acc.backward(loss / len(micro))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"{cfg.desc}: non-finite loss at step {step + 1}; lower the learning rate")
-            step_loss += value / len(micro)
+                # weight rows/n of the global batch; DDP averages over the processes, hence x world
+                acc.backward(loss / (n / (self.world * size)) if size else loss * 0.0)
+            if size:
+                step_loss += loss.detach().double() / (n / size)
+            begin += size
         acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -307,15 +306,18 @@ class _Run:
         """The history row after step ``done``: mean train loss over the processes and the steps since the
         last row, the evaluation if due, throughput (wall clock, kept apart)."""
         cfg = self.cfg
-        mean = self.acc.reduce(torch.tensor(sum(self.pending) / len(self.pending), dtype=cfg.loss_dtype,
-                                            device=self.acc.device), "mean")
-        self.pending = []
-        tps = window.take()  # all processes: the batch is global
+        tokens_before = self.tokens_seen
+        loss_sum = self.sync(done)
+        mean = float(torch.tensor(loss_sum / len(self.row_steps), dtype=cfg.loss_dtype))
+        self.loss_sum.zero_()
+        self.row_steps = []
+        window.tokens += self.tokens_seen - tokens_before
+        tps = window.take()  # all processes: the token count is global
         fpt = cfg.flops_per_token
         mfu = fpt * tps / (self.world * self.peak * 1e12) if (self.peak and fpt) else None
         self.throughput.append({"step": done, "tokens_per_s": round(tps, 1),
                                 "mfu": round(mfu, 4) if mfu is not None else None})
-        row = {"step": done, "tokens": self.tokens_seen, "train_loss": round(float(mean), 5), "val_loss": None,
+        row = {"step": done, "tokens": self.tokens_seen, "train_loss": round(mean, 5), "val_loss": None,
                "lr": lr_now}
         self.add_row(row, self.run_eval() if evaluated else None, evaluated)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{tps:,.0f}",
@@ -331,21 +333,21 @@ class _Run:
         cfg, cad = self.cfg, self.cfg.cadence
         bar = tqdm(total=cfg.steps, initial=self.start, desc=cfg.desc, unit="step", dynamic_ncols=True,
                    mininterval=2.0, disable=not (self.acc.is_main_process and cfg.progress))
-        window, batches, input_wait = _Window(), _Prefetch(self.source, self.end, cfg.prefetch), 0.0
+        batches = Prefetch(self.source, self.end, self.part, self.acc.device, cfg.prefetch)
+        window, input_wait = _Window(), 0.0
         t_start, tokens_start = time.perf_counter(), self.tokens_seen
         for step in range(self.start, self.end):
             lr_now = self.lr_of(step)
             for group in self.opt.param_groups:
                 group["lr"] = lr_now
             t_wait = time.perf_counter()
-            batch = batches.get(step)
+            batch, stand_in = batches.get(step)
             input_wait += time.perf_counter() - t_wait
-            step_loss = self.step(step, batch)
-            n_tokens = self.source.tokens(batch)
-            self.tokens_seen += n_tokens
-            window.tokens += n_tokens
+            step_loss = self.step(batch, stand_in, self.source.size(step))
+            self.tokens_pending += 0 if stand_in else self.source.tokens(batch)
             self.losses.append(step_loss)
-            self.pending.append(step_loss)
+            self.loss_sum += step_loss
+            self.row_steps.append(step + 1)
             done = step + 1
             bar.update(1)
             evaluated = done % cad.eval_every == 0 or done == cfg.steps
@@ -355,6 +357,7 @@ class _Run:
                 self.save(done)
         bar.close()
         batches.close()
+        self.sync(self.end)  # tokens of steps after the last row
         secs = time.perf_counter() - t_start
         tps = (self.tokens_seen - tokens_start) / max(secs, 1e-9)
         timing = {"seconds": round(secs, 2), "tokens_per_s": round(tps, 1), "throughput": self.throughput,
@@ -363,11 +366,17 @@ class _Run:
             timing["mfu"] = round(cfg.flops_per_token * tps / (self.world * self.peak * 1e12), 4)
         return timing
 
+    def step_losses(self) -> list[float]:
+        """The loss of every step of this call (summed over the processes)."""
+        if not self.losses:
+            return []
+        return dist.all_sum(torch.stack(self.losses)).tolist()
+
     def final(self) -> dict[str, Any]:
         trained = [r for r in self.history if r["train_loss"] is not None]
         vals = [r for r in self.history if r["val_loss"] is not None]
         return {"steps": self.end, "steps_planned": self.cfg.steps, "tokens_seen": self.tokens_seen,
-                "processes": self.world, "bf16": self.bf16, "device": str(self.acc.device),
+                "processes": self.world, "bf16": self.bf16, "device": self.acc.device.type,
                 "train_loss": trained[-1]["train_loss"] if trained else None,
                 "val_loss": vals[-1]["val_loss"] if vals else None}
 
@@ -387,4 +396,4 @@ def train_loop(model: torch.nn.Module, source: BatchSource, cfg: LoopConfig, *,
     for cb in run._callbacks():
         cb.on_end()
     return LoopResult(model=run.plain, history=run.history, final=run.final(), timing=timing,
-                      step_losses=run.losses, accelerator=run.acc)
+                      step_losses=run.step_losses(), accelerator=run.acc)
