@@ -153,9 +153,22 @@ def close(a, b, tol: float, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def tsv(path: Path) -> list[list]:
-    rows = [line.split("\t") for line in path.read_text().splitlines()]
-    return [rows[0]] + [[float(x) if x else None for x in r] for r in rows[1:]]
+def _cell(x: str):
+    if not x:
+        return None
+    try:
+        return float(x)
+    except ValueError:
+        return x  # a name (task, strategy) in a run file
+
+
+def tsv(path: Path) -> list:
+    """A TSV output as ``[header lines as {key: value}, column names, rows]`` (run files carry ``# key: <JSON>``
+    header lines before their columns)."""
+    lines = path.read_text().splitlines()
+    meta = {k: json.loads(v) for k, v in (ln[2:].split(": ", 1) for ln in lines if ln.startswith("# "))}
+    rows = [ln.split("\t") for ln in lines if not ln.startswith("#")]
+    return [meta, rows[0]] + [[_cell(x) for x in r] for r in rows[1:]]
 
 
 def compare_outputs(one: Path, two: Path, outs: list[str], tol: float) -> None:
@@ -228,7 +241,7 @@ def test_pretrain(tmp_path, prepared, tokenizers, arch):
     dropout = arch in ("bert", "xlnet")
     compare_outputs(one, two, stage_outs("pretrain_leaner", arch=arch), TOL_DROPOUT if dropout else TOL)
     val = f"reports/pretrain/{arch}-leaner/plots/metrics/val_loss.tsv"
-    assert tsv(one / val)[1][0] == 0 and abs(tsv(one / val)[1][1] - tsv(two / val)[1][1]) <= TOL  # step 0
+    assert tsv(one / val)[2][0] == 0 and abs(tsv(one / val)[2][1] - tsv(two / val)[2][1]) <= TOL  # step 0
     m1, m2 = (json.loads((ws / f"reports/pretrain/{arch}-leaner.json").read_text()) for ws in (one, two))
     assert (m1["processes"], m2["processes"]) == (1, 2) and m1["tokens_seen"] == m2["tokens_seen"]
 
