@@ -52,6 +52,7 @@ PRETRAIN = {"llama": {}, "mamba": {}, "bert": {"eval_tokens": 3 * 32},
 GLUE = dict(tasks=["wnli", "stsb"], lr=[1e-3], seeds=[0], epochs=2, batch_size=5, max_train_examples=11,
             max_eval_examples=23, warmup_steps=1, threads=1, device="cpu")  # epochs of 5, 5, 1 rows; 3 eval batches
 EXP3 = {"threads": 1, "device": "cpu", "strategies": ["selfloss"], "seeds": [0],
+        "report": {"baselines": ["selfloss"]},  # one strategy: its own baseline
         "reference_lm": dict(steps=3, batch_size=5, seq_len=40),  # 12 validation blocks: batches 5, 5, 2
         "train": dict(max_steps=6, batch_size=7, seq_len=32, eval_every=2, patience=1, start_fraction=0.1,
                       increment=0.1, selfloss_candidates=16, warmup_steps=2, checkpoints=1),
