@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, metrics_of
+from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, reported_metrics
 from tinyhelen.exp2.llm_judge import CRITERIA
 from tinyhelen.io import InputError
 from tinyhelen.results import Result, Schema
@@ -32,7 +32,11 @@ class Exp2Recipe(Schema):
     answers: int | None
     tune_steps: int | None
     tune_tokens: int | None
-    scores: dict[str, Estimate]
+    scores: dict[str, Estimate] = Field(description="Leaner-Eval: the judge backend's metrics and the answer "
+                                                    "statistics (judge.ANSWER_STATS) whatever the backend")
+    heldout: dict[str, Estimate] = Field(default_factory=dict, description="the same figures on held-out prompts "
+                                         "of the recipe's tuning data (empty: none answered)")
+    heldout_answers: int | None = None
 
 
 class Exp2Result(Result):
@@ -60,6 +64,8 @@ class Exp2Result(Result):
             main = r.scores.get(self.main_metric)
             if main is not None:
                 row[f"{self.main_metric}_lo"], row[f"{self.main_metric}_hi"] = main.lo, main.hi
+            if r.heldout:
+                row["heldout"] = {m: e.mean for m, e in r.heldout.items()}
             out["recipes"][r.recipe] = {**row, "selected_step": r.selected_step}
         return out
 
@@ -73,34 +79,42 @@ class Exp2Result(Result):
         for name, v in rep["recipes"].items():
             pre, tune = name.split("-", 1)
             t = tune_reports.get(name, {})
-            scores = {m: Estimate(mean=v[m]["mean"], lo=v[m]["ci95"][0], hi=v[m]["ci95"][1], n=v[m]["n"])
-                      for m in rep["metrics"] if m in v}
+            held = rep.get("heldout", {}).get(name, {})
             recipes.append(Exp2Recipe(recipe=name, pretrain=pre, tune=tune, selected_step=v.get("selected_step"),
                                       answers=v.get("answers"), tune_steps=t.get("steps"),
-                                      tune_tokens=t.get("tokens"), scores=scores))
+                                      tune_tokens=t.get("tokens"), scores=_estimates(v, rep["metrics"]),
+                                      heldout=_estimates(held, rep["metrics"]), heldout_answers=held.get("answers")))
         return cls(judge_backend=rep["backend"], judge_is_llm=judge_is_llm, main_metric=main_metric,
                    higher_is_better=rep["higher_is_better"], instruct_source=instruct_source, template=template,
                    questions=questions, non_embedding_params=non_embedding_params, recipes=recipes)
 
 
+def _estimates(v: dict[str, Any], metrics: Sequence[str]) -> dict[str, Estimate]:
+    return {m: Estimate(mean=v[m]["mean"], lo=v[m]["ci95"][0], hi=v[m]["ci95"][1], n=v[m]["n"])
+            for m in metrics if m in v}
+
+
 def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
            selection: dict[str, Any]) -> dict[str, Any]:
-    """Per recipe / per bin tables (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
-    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint."""
-    metrics = metrics_of(backend)
+    """Per recipe / per bin tables (bootstrap CIs) of the Leaner-Eval answers and per recipe the held-out
+    prompts' (set ``heldout``, when answered), with the checkpoint selection (``select_checkpoints``) they
+    came from; the metrics are the backend's and the answer statistics (``judge.reported_metrics``). Every
+    recipe's answers must come from its selected checkpoint."""
+    metrics = reported_metrics(backend)
     if selection.get("backend") != backend:
         raise InputError("checkpoint selection", f"judged by backend {selection.get('backend')!r}, the Leaner-Eval "
                                                  f"answers by {backend!r}: rerun judge_inner")
     main = [s for s in scores if s["set"] == "all"]
-    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
+    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {}, "heldout": {},
                            "checkpoint_curve": selection["checkpoint_curve"],
                            "selection_metric": selection["selection_metric"],
                            "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in metrics}}
     bins = sorted({s["bin"] for s in main if s.get("bin")})
     for rec in recipes:
         rows = [s for s in main if s["recipe"] == rec]
+        held = [s for s in scores if s["set"] == "heldout" and s["recipe"] == rec]
         chosen = selection["selected"].get(rec)
-        steps = sorted({s["step"] for s in rows})
+        steps = sorted({s["step"] for s in rows + held})
         if steps and steps != [chosen]:
             raise InputError(f"Leaner-Eval answers of {rec}", f"come from step(s) {steps}, but step {chosen} was "
                                                               "selected: rerun generate")
@@ -110,6 +124,9 @@ def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str]
         out["recipes"][rec]["selected_step"] = chosen
         out["by_bin"][rec] = {b: {m: estimate([s[m] for s in rows if s.get("bin") == b and s.get(m) is not None],
                                            n_boot, seed) for m in metrics} for b in bins}
+        if held:
+            out["heldout"][rec] = {m: estimate([s[m] for s in held if s.get(m) is not None], n_boot, seed)
+                                   for m in metrics} | {"answers": len(held)}
     return out
 
 
@@ -138,6 +155,14 @@ def markdown(rep: dict[str, Any], provenance: dict[str, Any]) -> str:
               + " | selected step |", "|---" * (len(metrics) + 2) + "|"]
     for rec, v in rep["recipes"].items():
         lines.append(f"| {rec} | " + " | ".join(_fmt(v[m]) for m in metrics) + f" | {v.get('selected_step')} |")
+    if rep.get("heldout"):
+        lines += ["", "## Per recipe: held-out prompts of its tuning data (not the study's)", "",
+                  "The selected checkpoint answers prompts of the validation split of the instruction data it was "
+                  "tuned on (never trained on), judged like Leaner-Eval.", "",
+                  "| recipe | answers | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
+                  "|---" * (len(metrics) + 2) + "|"]
+        for rec, v in rep["heldout"].items():
+            lines.append(f"| {rec} | {v['answers']} | " + " | ".join(_fmt(v[m]) for m in metrics) + " |")
     main = BACKENDS[backend].main_metric
     lines += ["", f"## Per similarity bin: {METRIC_LABELS[main]}", ""]
     bins = sorted({b for v in rep["by_bin"].values() for b in v})

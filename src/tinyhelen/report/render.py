@@ -113,17 +113,25 @@ def md_exp2(e2: Exp2Result) -> list[str]:
     if not e2.judge_is_llm:
         out += [f"> **Proxy metrics, not LLM-judge scores** (judge backend `{e2.judge_backend}`). The EXP2 "
                 "claims are *not measured* by them.", ""]
-    metrics = list(dict.fromkeys(m for r in e2.recipes for m in r.scores))
-    data = []
-    for r in e2.recipes:
-        row = {"recipe (pretrain-tune)": r.recipe, "selected step": f(r.selected_step)}
-        for m in metrics:
-            e = r.scores.get(m)
-            row[m + (" (main)" if m == e2.main_metric else "")] = "n/a" if e is None or e.mean is None else (
-                f"{e.mean:.3g}" + (f" [{e.lo:.3g}, {e.hi:.3g}]" if e.lo is not None and e.hi is not None else ""))
-        data.append(row)
-    return out + [f"Instruction data: `{e2.instruct_source}`; mean [{e2.interval_level:.0%} bootstrap interval] "
-                  f"over {f(e2.questions) if e2.questions else 'all'} questions.", ""] + table(pd.DataFrame(data))
+
+    def rows(field: str) -> list[str]:
+        metrics = list(dict.fromkeys(m for r in e2.recipes for m in getattr(r, field)))
+        data = []
+        for r in e2.recipes:
+            row = {"recipe (pretrain-tune)": r.recipe, "selected step": f(r.selected_step)}
+            for m in metrics:
+                e = getattr(r, field).get(m)
+                row[m + (" (main)" if m == e2.main_metric else "")] = "n/a" if e is None or e.mean is None else (
+                    f"{e.mean:.3g}" + (f" [{e.lo:.3g}, {e.hi:.3g}]" if e.lo is not None and e.hi is not None else ""))
+            data.append(row)
+        return table(pd.DataFrame(data))
+
+    out += [f"Instruction data: `{e2.instruct_source}`; mean [{e2.interval_level:.0%} bootstrap interval] "
+            f"over {f(e2.questions) if e2.questions else 'all'} questions.", ""] + rows("scores")
+    if any(r.heldout for r in e2.recipes):
+        out += ["", "Held-out prompts of each recipe's own tuning data (its validation split; not the study's):",
+                ""] + rows("heldout")
+    return out
 
 
 def md_exp3(e3: Exp3Result) -> list[str]:
