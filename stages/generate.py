@@ -1,9 +1,10 @@
 """Stage `generate`: for every recipe of `exp2.recipes`, the checkpoint selected by `judge_inner` answers
-the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`).
+the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`) and
+`generate.heldout_prompts` held-out prompts of its tuning data (`<instruct>/<side>/validation.jsonl`).
 
 Every path comes from the command line (dvc.yaml). params: generate, instruct.template, exp2.recipes, seed
-Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question) and <metrics>
-(per recipe); wall-clock figures go to reports/timings/.
+Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question: sets `all` and
+`heldout`) and <metrics> (per recipe); wall-clock figures go to reports/timings/.
 """
 import json
 from pathlib import Path
@@ -30,12 +31,13 @@ def main(args):
     out.mkdir(parents=True, exist_ok=True)
     seed = load_seed(args.params)
     write_json(args.metrics, {r: answer_selected(Path(args.models) / r, r, selected[r], cfg, out / f"{r}.jsonl",
-                                                 seed, template) for r in recipes})
+                                                 seed, template, args.instruct) for r in recipes})
 
 
 if __name__ == "__main__":
     p = add_paths(parser(__doc__), {"--models": "directory of the tuned models (<recipe>/step-NNNNNN)",
                                     "--selection": "the checkpoint selection (judge_inner)",
+                                    "--instruct": "instruction data (<side>/validation.jsonl: held-out prompts)",
                                     "--out": "directory of the <recipe>.jsonl generations",
                                     "--metrics": "metrics JSON of the stage"})
     stage_main(main, p)
