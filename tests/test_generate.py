@@ -112,7 +112,8 @@ def test_generate_stage_reads_the_selection(model_dir, prepared, tmp_path):
     def run(selected: dict) -> subprocess.CompletedProcess:
         (tmp_path / "sel.json").write_text(json.dumps({"selected": selected}))
         cmd = [sys.executable, str(root / "stages" / "generate.py"), "--params", str(tmp_path / "params.yaml"),
-               "--models", str(models), "--selection", str(tmp_path / "sel.json"), "--instruct", str(tmp_path / "instruct"),
+               "--models", str(models), "--selection", str(tmp_path / "sel.json"),
+               "--instruct", str(tmp_path / "instruct"),
                "--out", str(tmp_path / "gen"), "--metrics", str(tmp_path / "m.json")]
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
 

@@ -154,10 +154,10 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     # the LLM's criteria, then the answer statistics every backend reports
     assert rep["metrics"] == ["grammar", "coherence", "specificity", "total", *judge.ANSWER_STATS]
     longest = max(gens, key=lambda g: len(g["answer"].split()))
-    assert rep["recipes"]["ori-ori"]["proxy_empty"]["mean"] == 0 and 0 < rep["recipes"]["ori-ori"][
-        "proxy_repetition"]["mean"] < 1, "'word word word ...' repeats its 3-grams"
-    assert by[(longest["set"], longest["qid"], longest["step"], longest["recipe"])]["proxy_distinct_2"] == pytest.approx(
-        1 / (len(longest["answer"].split()) - 1))
+    ori = rep["recipes"]["ori-ori"]
+    assert ori["proxy_empty"]["mean"] == 0 and 0 < ori["proxy_repetition"]["mean"] < 1, "'word word ...' repeats"
+    scored = by[(longest["set"], longest["qid"], longest["step"], longest["recipe"])]
+    assert scored["proxy_distinct_2"] == pytest.approx(1 / (len(longest["answer"].split()) - 1))
     assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
     assert rep["recipes"]["ori-ori"]["selected_step"] == 20 and rep["checkpoint_curve"] == sel["checkpoint_curve"]
     md = markdown(rep, {"instruct_source": "code_pairs", "judge_model": "fake", "agreement": ag,
