@@ -70,8 +70,8 @@ class GlueConfig(OptimConfig, ComputeConfig):
     batch_size: int = Field(8, ge=1)
     max_seq_len: int = Field(256, ge=8, description="tokens per example incl. special tokens")
     max_train_examples: int | None = Field(128, ge=1, description="per task (seeded subsample); null: all")
-    max_eval_examples: int | None = Field(None, ge=1, description="per validation/test split (seeded subsample); "
-                                                                 "null: all (Leaner-GLUE's are 130-550 examples)")
+    max_eval_examples: int | None = Field(256, ge=1, description="per validation/test split (seeded subsample); "
+                                                                "null: all (Leaner-GLUE's hold 130-550 examples)")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     warmup_steps: int = Field(2, ge=0, description="steps of linear warm-up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
