@@ -234,10 +234,11 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
 
 
-def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40, test_is_validation: bool = False) -> float:
+def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40, flipped_eval: bool = False) -> float:
     """A sentiment task (``sst2`` files) whose label is the polarity of one keyword at a random position among
     4-9 filler words (60% positive); returns the majority-class accuracy of its test split.
-    ``test_is_validation``: the test split is a copy of the validation split."""
+    ``flipped_eval``: the validation labels are the opposite polarity and the test split is a copy of the
+    validation split (the better a model learns the task, the worse it scores there)."""
     import random
 
     rng = random.Random(0)
@@ -251,8 +252,8 @@ def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40, test_is_val
             words = [rng.choice(filler) for _ in range(rng.randint(4, 9))]
             words.insert(rng.randint(0, len(words)), rng.choice(good if y else bad))
             rows[split].append({"text_a": " ".join(words), "label": y})
-    if test_is_validation:
-        rows["test"] = rows["validation"]
+    if flipped_eval:
+        rows["validation"] = rows["test"] = [{**r, "label": 1 - r["label"]} for r in rows["validation"]]
     for split, rs in rows.items():
         (root / f"sst2_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
     positive = sum(r["label"] for r in rows["test"])
@@ -267,14 +268,18 @@ def _finetune_keyword(tmp_path, tokenizers, arch, n_train: int, epochs: int, lr:
     return res["tasks"]["sst2"], majority
 
 
+LEARNING_RATE = {"mamba": 3e-3}  # the keyword task's rate per architecture (others: 1e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [*models.default_arch_names(), "mamba1"])
 def test_finetuning_from_random_init_beats_the_majority_class_on_a_learnable_task(tmp_path, tokenizers, arch):
     """Every architecture learns a keyword task from random initialisation and generalises to held-out
     sentences (not only memorises its training set). 400 training sentences: with ~100, Mamba2 fits the
     training set through its short convolution (the last tokens before <eos>) before its recurrence carries
-    the keyword, and stays at chance on held-out sentences (docs/exp1.md)."""
-    task, majority = _finetune_keyword(tmp_path, tokenizers, arch, n_train=400, epochs=4, lr=1e-3)
+    the keyword, and stays at chance on held-out sentences (docs/exp1.md); at 1e-3 it needs ~600."""
+    lr = LEARNING_RATE.get(arch, 1e-3)
+    task, majority = _finetune_keyword(tmp_path, tokenizers, arch, n_train=400, epochs=4, lr=lr)
     run = task["runs"][0]
     assert len(run["validation_by_epoch"]) == 4  # validation after every epoch
     assert run["validation"]["score"] == max(run["validation_by_epoch"])  # the best epoch is selected
@@ -283,11 +288,12 @@ def test_finetuning_from_random_init_beats_the_majority_class_on_a_learnable_tas
 
 @pytest.mark.slow
 def test_test_split_is_scored_with_the_best_epochs_weights(tmp_path, tokenizers):
-    """With the test split a copy of the validation split, the test score is the best validation epoch's
-    score, not the last epoch's (a run whose last epoch is not its best: a high rate on few examples)."""
-    task, _ = _finetune_keyword(tmp_path, tokenizers, "llama", n_train=48, epochs=8, lr=1e-2, test_is_validation=True)
+    """The test split is scored with the weights of the best validation epoch, not the last epoch's. With
+    validation labels of the opposite polarity (and the test split a copy of them), learning the task makes
+    every later epoch score worse there: the best epoch is an early one and the test score must be its."""
+    task, _ = _finetune_keyword(tmp_path, tokenizers, "llama", n_train=96, epochs=6, lr=3e-3, flipped_eval=True)
     run = task["runs"][0]
     by_epoch = run["validation_by_epoch"]
-    assert max(by_epoch) > by_epoch[-1], f"precondition: the last epoch must not be the best ({by_epoch})"
+    assert max(by_epoch) > by_epoch[-1] + 0.2, f"precondition: the model learns the task ({by_epoch})"
     assert run["best_epoch"] == by_epoch.index(max(by_epoch)) + 1
     assert run["test"]["score"] == pytest.approx(max(by_epoch), abs=1e-6)
