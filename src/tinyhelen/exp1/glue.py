@@ -24,6 +24,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from tinyhelen import timing
+from tinyhelen.config import check_rates
 from tinyhelen.exp1.glue_metrics import task_metrics
 from tinyhelen.io import InputError, read_jsonl
 from tinyhelen.study import STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS, STUDY_GLUE_TASKS
@@ -96,9 +97,7 @@ class GlueConfig(OptimConfig, ComputeConfig):
     @field_validator("lr")
     @classmethod
     def _lr_positive(cls, v: list[float]) -> list[float]:
-        if any(x <= 0 for x in v) or len(set(v)) != len(v):
-            raise ValueError(f"learning rates must be positive and distinct (got {v})")
-        return v
+        return check_rates(v)
 
     @field_validator("epochs", mode="before")
     @classmethod
