@@ -35,6 +35,10 @@ in the report card) reads the registry.
                        (a crude specificity proxy)
     proxy_len_words    answer length in words
 
+Every backend's score records also carry the answer statistics that need no reference LM
+(``proxy_judge.base_record``); the report shows four of them per recipe whatever the backend
+(``ANSWER_STATS``, ``reported_metrics``).
+
 Checkpoint selection (``judge_inner``, ``select_checkpoints``): the answers of every checkpoint to the 31
 inner-comparison questions are judged and one checkpoint per recipe is selected; that checkpoint answers
 Leaner-Eval (``generate``), judged with the four recipes' answers to a question together (``judge``).
