@@ -1,10 +1,12 @@
 """Stage `generate`: for every recipe of `exp2.recipes`, the checkpoint selected by `judge_inner` answers
-the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`).
+the Leaner-Eval questions (a seeded bin-stratified subsample of `generate.max_questions`) and
+`generate.heldout_prompts` held-out prompts of its tuning data (`<instruct>/<side>/validation.jsonl`).
 
 Every path comes from the command line (dvc.yaml). params: generate, instruct.template, exp2.recipes, seed
-Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question) and <metrics>
-(per recipe); wall-clock figures go to reports/timings/. A recipe whose checkpoint selection had no signal (no
-step selected: every checkpoint's answers unscored) answers nothing: its file is empty and its metrics say why.
+Reads <models>/<recipe>/step-NNNNNN; writes <out>/<recipe>.jsonl (one record per question: sets `all` and
+`heldout`) and <metrics> (per recipe); wall-clock figures go to reports/timings/. A recipe whose checkpoint
+selection had no signal (no step selected: every checkpoint's answers unscored) answers nothing: its file is empty
+and its metrics say why.
 """
 import json
 from pathlib import Path
@@ -38,13 +40,15 @@ def main(args):
             write_jsonl(out / f"{r}.jsonl", [])
             metrics[r] = {"selected_step": None, "answers": 0, "no_signal": no_signal.get(r, "no step selected")}
             continue
-        metrics[r] = answer_selected(Path(args.models) / r, r, selected[r], cfg, out / f"{r}.jsonl", seed, template)
+        metrics[r] = answer_selected(Path(args.models) / r, r, selected[r], cfg, out / f"{r}.jsonl", seed, template,
+                                     args.instruct)
     write_json(args.metrics, metrics)
 
 
 if __name__ == "__main__":
     p = add_paths(parser(__doc__), {"--models": "directory of the tuned models (<recipe>/step-NNNNNN)",
                                     "--selection": "the checkpoint selection (judge_inner)",
+                                    "--instruct": "instruction data (<side>/validation.jsonl: held-out prompts)",
                                     "--out": "directory of the <recipe>.jsonl generations",
                                     "--metrics": "metrics JSON of the stage"})
     stage_main(main, p)

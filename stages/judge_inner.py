@@ -12,6 +12,7 @@ checkpoint curve: read by `generate`) and the metrics <metrics>; an LLM outage
 """
 from tinyhelen.exp2 import judge
 from tinyhelen.exp2.run_files import write_scores
+from tinyhelen.exp2.config import Exp2Config
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json
@@ -20,7 +21,7 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     cfg = load_section("judge", judge.JudgeConfig, args.params)
-    e2 = load_section("exp2", judge.Exp2Config, args.params)
+    e2 = load_section("exp2", Exp2Config, args.params)
     seed = load_seed(args.params)
     generations = [f"{args.generations}/{r}.jsonl" for r in e2.recipes]
     scores, summary = judge.judge_answers(generations, args.out, cfg,

@@ -79,6 +79,33 @@ def test_glue_config_rejects_unknown_task():
         glue.GlueConfig(tasks=["cola", "squad"])
 
 
+def test_glue_epochs_and_lr_forms():
+    """epochs: a number, a mapping covering every task, or `study` (the study's per-task counts); lr: a list,
+    a number or `study` (the study's seven rates)."""
+    from tinyhelen.study import STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS
+
+    assert glue.GlueConfig(tasks=["cola", "rte"], epochs=4).epochs_for("rte") == 4
+    study = glue.GlueConfig(tasks=["cola", "mrpc", "rte", "stsb"], epochs="study", lr="study")
+    assert [study.epochs_for(t) for t in ("cola", "mrpc", "rte", "stsb")] == [30, 30, 50, 30]
+    assert study.epochs == STUDY_GLUE_EPOCHS and study.lr == list(STUDY_GLUE_LRS)
+    again = glue.GlueConfig.model_validate(study.model_dump())  # the expanded form validates as it is
+    assert again == study
+    mapped = glue.GlueConfig(tasks=["cola", "stsb"], epochs={"cola": 6, "stsb": 3, "rte": 9}, lr=0.002)
+    assert (mapped.epochs_for("cola"), mapped.epochs_for("stsb"), mapped.lr) == (6, 3, [0.002])
+    with pytest.raises(ValueError, match=r"no count for tasks \['wnli'\]"):
+        glue.GlueConfig(tasks=["cola", "wnli"], epochs="study")  # the study never ran WNLI
+    with pytest.raises(ValueError, match=r"no count for tasks \['stsb'\]"):
+        glue.GlueConfig(tasks=["cola", "stsb"], epochs={"cola": 3})
+    with pytest.raises(ValueError, match="unknown tasks"):
+        glue.GlueConfig(tasks=["cola"], epochs={"cola": 3, "squad": 2})
+    with pytest.raises(ValueError, match=">= 1"):
+        glue.GlueConfig(tasks=["cola"], epochs={"cola": 0})
+    with pytest.raises(ValueError):
+        glue.GlueConfig(epochs="paper")
+    with pytest.raises(ValueError, match="positive and distinct"):
+        glue.GlueConfig(lr=[1e-3, 1e-3])
+
+
 # ------------------------------------------------------------------------------------ protocol
 @pytest.mark.slow
 def test_evaluate_checkpoint_is_deterministic(prepared, tokenizers):
@@ -222,35 +249,66 @@ def test_glue_stage_metrics_are_byte_identical(tmp_path, prepared, tokenizers):
     assert not {"seconds", "sequences_per_s"} & set(json.loads(files["glue.json"]))
 
 
-def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40) -> float:
-    """A sentiment task whose label is a keyword's polarity (60% positive); returns the majority-class accuracy
-    of its test split."""
+def _learnable_task(root: Path, n_train: int = 96, n_eval: int = 40, flipped_eval: bool = False) -> float:
+    """A sentiment task (``sst2`` files) whose label is the polarity of one keyword at a random position among
+    4-9 filler words (60% positive); returns the majority-class accuracy of its test split.
+    ``flipped_eval``: the validation labels are the opposite polarity and the test split is a copy of the
+    validation split (the better a model learns the task, the worse it scores there)."""
     import random
 
     rng = random.Random(0)
     filler = "the a cat dog house tree went saw big small red blue day night it was and".split()
     good, bad = ["good", "great", "lovely"], ["bad", "awful", "poor"]
-    labels = {}
+    rows: dict[str, list[dict]] = {}
     for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
-        rows = []
+        rows[split] = []
         for i in range(n):
             y = int(i % 5 < 3)
             words = [rng.choice(filler) for _ in range(rng.randint(4, 9))]
             words.insert(rng.randint(0, len(words)), rng.choice(good if y else bad))
-            rows.append({"text_a": " ".join(words), "label": y})
-        (root / f"sst2_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        labels[split] = [r["label"] for r in rows]
-    return max(sum(labels["test"]), len(labels["test"]) - sum(labels["test"])) / len(labels["test"])
+            rows[split].append({"text_a": " ".join(words), "label": y})
+    if flipped_eval:
+        rows["validation"] = rows["test"] = [{**r, "label": 1 - r["label"]} for r in rows["validation"]]
+    for split, rs in rows.items():
+        (root / f"sst2_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    positive = sum(r["label"] for r in rows["test"])
+    return max(positive, len(rows["test"]) - positive) / len(rows["test"])
+
+
+def _finetune_keyword(tmp_path, tokenizers, arch, n_train: int, epochs: int, lr: float, **task):
+    majority = _learnable_task(tmp_path, n_train=n_train, **task)
+    cfg = glue.GlueConfig(tasks=["sst2"], lr=[lr], seeds=[0], epochs=epochs, batch_size=16, max_train_examples=None,
+                          max_eval_examples=None, warmup_steps=2, threads=1)
+    res = glue.evaluate_checkpoint(None, arch, "tiny", tokenizers["leaner"], tmp_path, cfg, seed=0)
+    return res["tasks"]["sst2"], majority
+
+
+LEARNING_RATE = {"mamba": 3e-3}  # the keyword task's rate per architecture (others: 1e-3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["llama"])
-def test_finetuning_beats_the_majority_class_on_a_learnable_task(tmp_path, tokenizers, arch):
-    majority = _learnable_task(tmp_path)
-    cfg = glue.GlueConfig(tasks=["sst2"], lr=[3e-3], seeds=[0], epochs=6, batch_size=16, max_train_examples=None,
-                          max_eval_examples=None, warmup_steps=2, threads=1)
-    res = glue.evaluate_checkpoint(None, arch, "tiny", tokenizers["leaner"], tmp_path, cfg, seed=0)
-    run = res["tasks"]["sst2"]["runs"][0]
-    assert len(run["validation_by_epoch"]) == 6  # validation after every epoch
-    assert run["validation"]["score"] == max(run["validation_by_epoch"])  # the best epoch's model is scored
-    assert res["tasks"]["sst2"]["test_score"] >= majority + 0.15, (res["tasks"]["sst2"], majority)
+@pytest.mark.parametrize("arch", [*models.default_arch_names(), "mamba1"])
+def test_finetuning_from_random_init_beats_the_majority_class_on_a_learnable_task(tmp_path, tokenizers, arch):
+    """Every architecture learns a keyword task from random initialisation and generalises to held-out
+    sentences (not only memorises its training set). 400 training sentences: with ~100, Mamba2 fits the
+    training set through its short convolution (the last tokens before <eos>) before its recurrence carries
+    the keyword, and stays at chance on held-out sentences (docs/exp1.md); at 1e-3 it needs ~600."""
+    lr = LEARNING_RATE.get(arch, 1e-3)
+    task, majority = _finetune_keyword(tmp_path, tokenizers, arch, n_train=400, epochs=4, lr=lr)
+    run = task["runs"][0]
+    assert len(run["validation_by_epoch"]) == 4  # validation after every epoch
+    assert run["validation"]["score"] == max(run["validation_by_epoch"])  # the best epoch is selected
+    assert task["test_score"] >= majority + 0.2, (arch, run["validation_by_epoch"], task["test_score"], majority)
+
+
+@pytest.mark.slow
+def test_test_split_is_scored_with_the_best_epochs_weights(tmp_path, tokenizers):
+    """The test split is scored with the weights of the best validation epoch, not the last epoch's. With
+    validation labels of the opposite polarity (and the test split a copy of them), learning the task makes
+    every later epoch score worse there: the best epoch is an early one and the test score must be its."""
+    task, _ = _finetune_keyword(tmp_path, tokenizers, "llama", n_train=96, epochs=6, lr=3e-3, flipped_eval=True)
+    run = task["runs"][0]
+    by_epoch = run["validation_by_epoch"]
+    assert max(by_epoch) > by_epoch[-1] + 0.2, f"precondition: the model learns the task ({by_epoch})"
+    assert run["best_epoch"] == by_epoch.index(max(by_epoch)) + 1
+    assert run["test"]["score"] == pytest.approx(max(by_epoch), abs=1e-6)

@@ -164,7 +164,13 @@ def test_llm_judge_end_to_end_two_orders_reask_and_cache(server, tmp_path):
     sel = select_checkpoints(scores, "llm", RECIPES, n_boot=200, seed=0)
     assert sel["selection_metric"] == "total" and [c["step"] for c in sel["checkpoint_curve"]["leaner-ori"]] == [10, 20]
     rep = report(scores, "llm", RECIPES, 200, 0, at_step(sel, 20))
-    assert rep["metrics"] == ["grammar", "coherence", "specificity", "total"]
+    # the LLM's criteria, then the answer statistics every backend reports
+    assert rep["metrics"] == ["grammar", "coherence", "specificity", "total", *judge.ANSWER_STATS]
+    longest = max(gens, key=lambda g: len(g["answer"].split()))
+    ori = rep["recipes"]["ori-ori"]
+    assert ori["proxy_empty"]["mean"] == 0 and 0 < ori["proxy_repetition"]["mean"] < 1, "'word word ...' repeats"
+    scored = by[(longest["set"], longest["qid"], longest["step"], longest["recipe"])]
+    assert scored["proxy_distinct_2"] == pytest.approx(1 / (len(longest["answer"].split()) - 1))
     assert rep["recipes"]["ori-ori"]["total"]["n"] == 3 and rep["selection_metric"] == "total"
     assert rep["recipes"]["ori-ori"]["selected_step"] == 20 and rep["checkpoint_curve"] == sel["checkpoint_curve"]
     md = markdown(rep, "llm", {"judge_model": "fake", "agreement": ag, "position_means": summ["position_means"]})
@@ -272,6 +278,46 @@ def test_reference_lm_and_proxy_metrics():
     assert e["proxy_ref_ppl"] is None and e["proxy_empty"] == 1 and p["proxy_empty"] == 0
 
 
+def test_answer_statistics_by_hand():
+    """The statistics every backend reports (``base_record``): empty, repeated 3-grams, distinct-2, overlap."""
+    from tinyhelen.exp2.proxy_judge import answer_stats, base_record
+
+    s = answer_stats("the cat sat the cat sat the cat", "Where did the cat sit?")
+    # 3-grams: (the cat sat) (cat sat the) (sat the cat) then all three again -> 3 of 6 repeat
+    assert s["proxy_repetition"] == pytest.approx(3 / 6) and s["proxy_distinct_2"] == pytest.approx(3 / 7)
+    assert s["proxy_q_overlap"] == pytest.approx(1 / 2) and s["proxy_empty"] == 0  # content words {cat, sit}
+    rec = base_record({"set": "all", "qid": "q", "recipe": "r", "step": 1, "answer": " \n ", "question": "Why?"})
+    assert rec["proxy_empty"] == 1 and rec["proxy_distinct_2"] == 0 and set(judge.ANSWER_STATS) <= set(rec)
+
+
+def test_heldout_answers_are_reported_apart_from_leaner_eval():
+    """Answers of the held-out prompts (set ``heldout``) get their own per-recipe figures in the summary, the
+    typed result, its metrics and the report card; the Leaner-Eval table does not mix them in."""
+    from tinyhelen.exp2.proxy_judge import base_record
+    from tinyhelen.exp2.result import Exp2Result
+    from tinyhelen.report.render import md_exp2
+
+    gens = [g for g in fake_generations() if g["set"] == "all"]
+    gens += [{**g, "set": "heldout", "qid": f"h{g['qid']}", "bin": None, "answer": ""} for g in gens
+             if g["recipe"] != "ori-ori"]
+    scores = [{**base_record(g), "toy": 1.0} for g in gens]
+    sel = {"backend": "proxy", "selection_metric": "proxy_ref_ppl", "checkpoint_curve": {},
+           "selected": {r: 20 for r in RECIPES}}
+    for s in scores:
+        s["proxy_ref_ppl"] = None if s["proxy_empty"] else 10.0
+    rep = report(scores, "proxy", RECIPES, 100, 0, sel)
+    assert rep["recipes"]["leaner-ori"]["answers"] == 3 and rep["recipes"]["leaner-ori"]["proxy_empty"]["mean"] == 0
+    assert rep["heldout"]["leaner-ori"]["answers"] == 3 and rep["heldout"]["leaner-ori"]["proxy_empty"]["mean"] == 1
+    assert "ori-ori" not in rep["heldout"]
+    e2 = Exp2Result.build(rep, judge_is_llm=False, main_metric="proxy_ref_ppl", instruct_source="code_pairs",
+                          template=None, questions=None, tune_reports={}, non_embedding_params=None)
+    assert e2.recipe("leaner-ori").heldout["proxy_empty"].mean == 1 and e2.recipe("ori-ori").heldout == {}
+    assert e2.metrics()["recipes"]["leaner-ori"]["heldout"]["proxy_empty"] == 1
+    card = "\n".join(md_exp2(e2))
+    assert "Held-out prompts" in card and sum(ln.startswith("| leaner-ori ") for ln in card.splitlines()) == 2
+    assert "held-out prompts of its tuning data" in markdown(rep, {"instruct_source": "code_pairs"})
+
+
 def test_checkpoint_selection_skips_mostly_empty_checkpoints():
     def rec(step, ppl, recipe="ori-ori"):
         return {"set": "inner_comparison", "qid": f"q{step}-{ppl}", "bin": None, "recipe": recipe, "step": step,
@@ -370,7 +416,8 @@ def test_toy_backend_registered_here_runs_through_judging_selection_report_and_c
     sel = select_checkpoints(scores, "toy", RECIPES, n_boot=100, seed=0)
     assert sel["selection_metric"] == "toy_words" and set(sel["selected"].values()) == {20}
     rep = report(scores, "toy", RECIPES, 100, 0, sel)
-    assert rep["metrics"] == ["toy_words"] and rep["higher_is_better"] == {"toy_words": True}
+    assert rep["metrics"] == ["toy_words", *judge.ANSWER_STATS]  # base_record: the answer statistics
+    assert rep["higher_is_better"]["toy_words"] is True
     assert rep["recipes"]["ori-ori"]["toy_words"]["mean"] > rep["recipes"]["leaner-leaner"]["toy_words"]["mean"]
     md = markdown(rep, "toy")
     assert "Proxy metrics, not LLM-judge scores" in md and "toy: answer length (words)" in md

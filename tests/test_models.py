@@ -157,6 +157,37 @@ def test_selective_scan_matches_reference_loop(parallel):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_mamba2_chunked_scan_matches_the_recurrence_forward_and_backward():
+    """The Mamba2 scan the classifier and LM run on CPU (transformers' chunked scan, sequences shorter and longer
+    than a chunk) equals the recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, y_t = C_t h_t + D x_t, and so
+    do its gradients: the scan is not why a Mamba2 classifier can fail to generalise (docs/exp1.md)."""
+    from transformers.models.mamba2 import modeling_mamba2 as m2
+
+    g = torch.Generator().manual_seed(0)
+    b, length, heads, p, n = 2, 11, 3, 4, 5
+    x = torch.randn(b, length, heads, p, generator=g, dtype=torch.float64, requires_grad=True)
+    dt = torch.randn(b, length, heads, generator=g, dtype=torch.float64, requires_grad=True)
+    A = (-torch.rand(heads, generator=g, dtype=torch.float64) - 0.5).requires_grad_()
+    B = torch.randn(b, length, 1, n, generator=g, dtype=torch.float64, requires_grad=True)
+    C = torch.randn(b, length, 1, n, generator=g, dtype=torch.float64, requires_grad=True)
+    D = torch.ones(heads, dtype=torch.float64, requires_grad=True)
+    d = torch.nn.functional.softplus(dt)
+    h, ref = torch.zeros(b, heads, p, n, dtype=torch.float64), []
+    for t in range(length):
+        decay = torch.exp(d[:, t] * A)[..., None, None]
+        h = decay * h + d[:, t, :, None, None] * x[:, t, ..., None] * B[:, t, 0, None, None]
+        ref.append(torch.einsum("bhpn,bn->bhp", h, C[:, t, 0]) + D[None, :, None] * x[:, t])
+    ref = torch.stack(ref, 1)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    want = torch.autograd.grad((ref * w).sum(), [x, dt, A, B, C, D])
+    for chunk in (4, 64):  # several chunks, and one chunk longer than the sequence
+        out = m2.mamba2_chunk_scan(x, dt, A, B, C, chunk_size=chunk, D=D, dt_softplus=True)
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+        got = torch.autograd.grad((out * w).sum(), [x, dt, A, B, C, D])
+        for name, a, e in zip("x dt A B C D".split(), got, want):
+            torch.testing.assert_close(a, e, atol=1e-4, rtol=1e-4, msg=lambda m, name=name: f"d/d{name}: {m}")
+
+
 # ------------------------------------------------------------------------ the architecture registry
 def test_registry_is_the_only_list_of_architectures():
     from tinyhelen.exp1.config import Exp1Config

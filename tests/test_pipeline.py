@@ -173,8 +173,8 @@ def test_a_section_default_is_part_of_the_report_stages_code(tmp_path):
     before = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "a", tmp_path)}
     module = tmp_path / "src/tinyhelen/exp1/glue.py"
     text = module.read_text()
-    assert "epochs: int = Field(1," in text
-    module.write_text(text.replace("epochs: int = Field(1,", "epochs: int = Field(2,"))
+    assert 'CPU_EPOCHS = {"cola": 4, "stsb": 4}' in text
+    module.write_text(text.replace('CPU_EPOCHS = {"cola": 4, "stsb": 4}', 'CPU_EPOCHS = {"cola": 5, "stsb": 4}'))
     after = {Path(f).name: Path(f).read_text() for f in write_code_checksums(tmp_path / "b", tmp_path)}
     changed = {name.removesuffix(".sha256") for name in before if before[name] != after[name]}
     assert "report" in changed and "glue" in changed and not {"entropy", "prepare", "judge"} & changed

@@ -488,6 +488,7 @@ def test_unverified_input_is_shown(tree):
 
 
 def test_pipeline_check_marks_the_figures_that_depend_on_it(tree):
+    before = {k: v.verdict for k, v in _claims(R.run(tree, "params.yaml", CFG)).items()}
     j = tree / "reports" / "judge.json"
     j.write_text(json.dumps({**json.loads(j.read_text()), "backend": "llm", "provenance": {
         "backend": "openai", "model": "qwen2.5-0.5b-instruct", "gguf_file": "qwen2.5-0.5b-q4_k_m.gguf",
@@ -496,6 +497,9 @@ def test_pipeline_check_marks_the_figures_that_depend_on_it(tree):
     c = _claims(ctx)
     assert c["exp2_leaner_tuning"].marks == ["pipeline check, not a result (judge)"]
     assert c["exp1_leaner_beats_ori"].marks == [] and c["entropy_vocab"].marks == []
+    # a pipeline check gives no verdict: the claims that depend on it are not measured, the others unchanged
+    assert {c[k].verdict for k in c if k.startswith("exp2")} == {R.NOT_MEASURED}
+    assert all(c[k].verdict == v for k, v in before.items() if not k.startswith("exp2"))
     md = (tree / "reports" / "README.md").read_text()
     assert "**[pipeline check, not a result (judge)]**" in md.split("## EXP2")[1].split("## EXP3")[0]
     judge = _row(md, "`judge`")[1]
@@ -505,6 +509,9 @@ def test_pipeline_check_marks_the_figures_that_depend_on_it(tree):
     s.write_text(json.dumps({**json.loads(s.read_text()), "provenance": {"pipeline_check": True}}))
     ctx = R.run(tree, "params.yaml", CFG)
     assert all(any("simplify" in m for m in x.marks) for x in ctx["claims"] if x.verdict != R.NOT_RUN)
+    measured = [k for k, v in before.items() if v not in (R.NOT_MEASURED, R.NOT_RUN)]
+    assert measured and all(x.verdict == R.NOT_MEASURED for x in ctx["claims"] if x.id in measured)
+    assert json.loads((tree / "reports" / "summary.json").read_text())["verdicts"]["reproduced"] == 0
 
 
 # ------------------------------------------------------------------------------------ degradation

@@ -33,6 +33,13 @@ def check_subset(values: list[str], allowed: tuple[str, ...] | list[str], what: 
     return values
 
 
+def check_rates(values: list[float]) -> list[float]:
+    """Field-validator helper: a grid of learning rates, each positive, none twice."""
+    if any(x <= 0 for x in values) or len(set(values)) != len(values):
+        raise ValueError(f"learning rates must be positive and distinct (got {values})")
+    return values
+
+
 class SeedParam(BaseModel):
     """The seed every stage derives its random streams from."""
 

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from tinyhelen import timing
+from tinyhelen.config import check_rates
 from tinyhelen.exp1.glue_metrics import aggregate, mean_score, select_epoch, task_metrics  # noqa: F401
 from tinyhelen.io import InputError, read_jsonl
+from tinyhelen.study import STUDY_GLUE_EPOCHS, STUDY_GLUE_LRS
 from tinyhelen.train.config import ComputeConfig, OptimConfig
 from tinyhelen.train.loop import Callback, Shard
 
@@ -40,23 +42,37 @@ NUM_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "
 # validation / test split names per task (MNLI: the matched sets select; the mismatched ones are scored too)
 EVAL_SPLITS = {t: ("validation", "test") for t in ALL_TASKS}
 EVAL_SPLITS["mnli"] = ("validation_matched", "test_matched")
+STUDY = "study"  # the value of glue.epochs / glue.lr that selects the study's
+CPU_EPOCHS = {"cola": 4, "stsb": 4}  # the CPU default's epochs where sentences are short (the others: 1)
 EXTRA_SPLITS = {"mnli": {"validation_mismatched": "validation_mismatched", "test_mismatched": "test_mismatched"}}
 
 
 class GlueConfig(OptimConfig, ComputeConfig):
-    """``glue:`` section: fine-tuning protocol of EXP1 (and of the curriculum proxy evaluations)."""
+    """``glue:`` section: fine-tuning protocol of EXP1 (and of the curriculum proxy evaluations).
 
-    tasks: list[str] = Field(default_factory=lambda: ["cola", "mrpc", "rte", "stsb", "wnli"],
-                             description="tasks to fine-tune; each needs <task>_train.jsonl")
-    lr: list[float] = Field(default_factory=lambda: [1e-3], min_length=1, description="learning-rate grid")
+    ``epochs``: one count for every task, a mapping task -> count covering every task of ``tasks``, or
+    ``study`` (the study's per-task counts, ``tinyhelen.study.STUDY_GLUE_EPOCHS``: only for the tasks it ran).
+    ``lr``: a list of rates (a single number is a list of one), or ``study`` (the study's seven,
+    ``tinyhelen.study.STUDY_GLUE_LRS``). Both ``study`` forms are expanded when the section is validated."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["cola", "mrpc", "rte", "stsb"],
+                             description="tasks to fine-tune; each needs <task>_train.jsonl (the release has "
+                                         "cola, mrpc, rte, stsb and wnli; the study never ran wnli)")
+    lr: list[float] = Field(default_factory=lambda: [1e-3], min_length=1,
+                            description="learning-rate grid; study = the study's seven rates")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                              description="fine-tuning seeds (the study: 5; the CPU default: 1, the study profiles 3)")
-    epochs: int = Field(1, ge=1, description="the validation split is scored after every epoch; the test split "
-                                             "with the weights of the best epoch")
-    batch_size: int = Field(16, ge=1)
+    epochs: int | dict[str, int] = Field(
+        default_factory=lambda: {t: CPU_EPOCHS.get(t, 1) for t in ALL_TASKS},
+        description="passes over the training examples per task: a number, a mapping task -> number, or "
+                    "study (cola 30, mrpc 30, rte 50, stsb 30, sst2/qqp/mnli/qnli 3). The validation split is "
+                    "scored after every epoch; the test split with the weights of the best epoch. CPU default: "
+                    "4 for the short-sentence tasks (cola, stsb), 1 for the others")
+    batch_size: int = Field(8, ge=1)
     max_seq_len: int = Field(256, ge=8, description="tokens per example incl. special tokens")
     max_train_examples: int | None = Field(128, ge=1, description="per task (seeded subsample); null: all")
-    max_eval_examples: int | None = Field(128, ge=1, description="per validation/test split; null: all")
+    max_eval_examples: int | None = Field(256, ge=1, description="per validation/test split (seeded subsample); "
+                                                                "null: all (Leaner-GLUE's hold 130-550 examples)")
     lr_schedule: Literal["constant", "cosine", "linear"] = "linear"
     warmup_steps: int = Field(2, ge=0, description="steps of linear warm-up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
@@ -70,6 +86,43 @@ class GlueConfig(OptimConfig, ComputeConfig):
         if len(set(v)) != len(v):
             raise ValueError("tasks listed twice")
         return v
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_study(cls, v: Any) -> Any:
+        if v == STUDY:
+            return list(STUDY_GLUE_LRS)
+        return [v] if isinstance(v, (int, float)) else v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_positive(cls, v: list[float]) -> list[float]:
+        return check_rates(v)
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs_study(cls, v: Any) -> Any:
+        return dict(STUDY_GLUE_EPOCHS) if v == STUDY else v
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_cover_tasks(cls, v: int | dict[str, int], info: ValidationInfo) -> int | dict[str, int]:
+        counts = v.values() if isinstance(v, dict) else [v]
+        if any(e < 1 for e in counts):
+            raise ValueError(f"epochs must be >= 1 (got {v})")
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(ALL_TASKS))
+            missing = [t for t in info.data.get("tasks", []) if t not in v]
+            if unknown:
+                raise ValueError(f"unknown tasks {unknown}; known: {', '.join(ALL_TASKS)}")
+            if missing:
+                raise ValueError(f"no count for tasks {missing} (the study's counts cover "
+                                 f"{', '.join(STUDY_GLUE_EPOCHS)} only); give a number or a mapping naming them")
+        return v
+
+    def epochs_for(self, task: str) -> int:
+        """Epochs of ``task``."""
+        return self.epochs[task] if isinstance(self.epochs, dict) else self.epochs
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -174,26 +227,33 @@ class ExampleBatches:
 
 def _predict(model, data: list[dict[str, Any]], spec: ArchSpec, pad_id: int, batch_size: int, regression: bool,
              device: torch.device, bf16: bool) -> list[float]:
-    """Predictions for ``data`` in batches of ``batch_size``; the batches are dealt among the processes and the
-    predictions gathered, so every process returns all of them (the same batches as in one process)."""
+    """Predictions for ``data``, in its order, computed in batches of ``batch_size`` examples of similar length;
+    the batches are dealt among the processes and the predictions gathered, so every process returns all of them
+    (the same batches as in one process)."""
     from tinyhelen.train import dist
     from tinyhelen.train.compute import autocast
 
     world, rank = dist.world(), dist.rank()
     model.eval()
+    order = sorted(range(len(data)), key=lambda j: len(data[j]["input_ids"]))  # batches of similar length
     mine: dict[int, list[float]] = {}
     with torch.no_grad():
         for j, i in enumerate(range(0, len(data), batch_size)):
             if j % world != rank:
                 continue
-            batch = collate(data[i:i + batch_size], pad_id, spec.padding_side, spec.token_type_ids)
+            batch = collate([data[k] for k in order[i:i + batch_size]], pad_id, spec.padding_side,
+                            spec.token_type_ids)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, bf16):
                 logits = model(**batch).logits.float()
             mine[j] = logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist()
     model.train()
     parts = {j: p for got in dist.all_gather(mine) for j, p in got.items()}
-    return [v for j in sorted(parts) for v in parts[j]]
+    sorted_preds = [v for j in sorted(parts) for v in parts[j]]
+    preds: list[float] = [0.0] * len(data)
+    for k, p in zip(order, sorted_preds):  # back into the order of ``data``
+        preds[k] = p
+    return preds
 
 
 class BestEpoch(Callback):
@@ -251,7 +311,7 @@ def finetune_task(init: Path | str | None, spec: ArchSpec, preset: str, tok: Any
     batches = ExampleBatches(train_x, train_y, cfg.batch_size, torch.Generator().manual_seed(
         mix_seed("glue-order", task, lr, seed)), pad_id=tok.pad_token_id, side=spec.padding_side,
         with_types=spec.token_type_ids, regression=regression)
-    total = batches.per_epoch * cfg.epochs
+    total = batches.per_epoch * cfg.epochs_for(task)
     best = BestEpoch(task, data["validation"], spec, tok.pad_token_id, cfg.batch_size * 2, cfg, data.get("test"))
     loop = LoopConfig.of(cfg, lr=lr, steps=total, desc=f"glue {spec.name} {task}", progress=False,
                          cadence=Cadence(batches.per_epoch, batches.per_epoch, total, eval_at_start=False))
@@ -331,7 +391,8 @@ def evaluate_checkpoint(checkpoint_dir: Path | str | None, arch: str | ArchSpec,
                     run = finetune_task(checkpoint_dir, spec, preset, tok, task, data, cfg, lr, key["seed"])
                     done.put(f"{task}-lr{lr:g}-seed{s}", key, run)
                 runs.append({**run, "seed": s})
-        n = len(runs) * (cfg.epochs * len(data["train"][0]) + len(data["validation"][0]) + len(data["test"][0]))
+        n = len(runs) * (cfg.epochs_for(task) * len(data["train"][0]) + len(data["validation"][0])
+                         + len(data["test"][0]))
         n_seqs += n
         agg = aggregate(runs)
         results[task] = {**agg, "runs": runs, "n_train": len(data["train"][0]),

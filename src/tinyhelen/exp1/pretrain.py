@@ -22,6 +22,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from tinyhelen import timing
+from tinyhelen.config import check_rates
 from tinyhelen.io import atomic_path, write_json
 from tinyhelen.study import STUDY_GENRES
 from tinyhelen.train.checkpoint import run_key
@@ -76,9 +77,7 @@ class PretrainConfig(OptimConfig, ComputeConfig):
     @field_validator("lr")
     @classmethod
     def _lr_positive(cls, v: list[float]) -> list[float]:
-        if any(x <= 0 for x in v) or len(set(v)) != len(v):
-            raise ValueError(f"learning rates must be positive and distinct (got {v})")
-        return v
+        return check_rates(v)
 
     @model_validator(mode="after")
     def _even(self):

@@ -64,6 +64,14 @@ def format_prompt(instruction: str, input_text: str = "", template: str = "study
     return TEMPLATES[template].format(instruction=instruction.strip(), input_block=block)
 
 
+def template_headers(template: str = "study") -> tuple[str, ...]:
+    """The section headers of an instruction template (``### TASK INPUT:``, ``### RESPONSE:`` for ``study``),
+    read from a prompt it formats: where a generated answer runs on into a new example."""
+    import re
+
+    return tuple(dict.fromkeys(re.findall(r"^###[^\n]*:", format_prompt("i", "x", template), flags=re.M)))
+
+
 # ----------------------------------------------------------------------------------------- data
 def make_example(ex_id: str, side: str, split: str, source: str, instruction: str, input_text: str,
                  output: str, template: str = "study") -> dict[str, Any]:

@@ -35,6 +35,10 @@ in the report card) reads the registry.
                        (a crude specificity proxy)
     proxy_len_words    answer length in words
 
+Every backend's score records also carry the answer statistics that need no reference LM
+(``proxy_judge.base_record``); the report shows four of them per recipe whatever the backend
+(``ANSWER_STATS``, ``reported_metrics``).
+
 Checkpoint selection (``judge_inner``, ``select_checkpoints``): the answers of every checkpoint to the 31
 inner-comparison questions are judged and one checkpoint per recipe is selected; that checkpoint answers
 Leaner-Eval (``generate``), judged with the four recipes' answers to a question together (``judge``).
@@ -58,7 +62,8 @@ from tinyhelen.config import ParamsError, Section
 from tinyhelen.io import InputError, iter_jsonl
 from tinyhelen.exp2.llm_judge import (CRITERIA, LLM_METRICS, JudgeLLMConfig, judge_llm, judge_llm_config,  # noqa: F401
                                  parse_judgement)
-from tinyhelen.exp2.proxy_judge import PROXY_METRICS, BigramLM, ProxyConfig, judge_proxy, proxy_scores  # noqa: F401
+from tinyhelen.exp2.proxy_judge import (ANSWER_STATS, PROXY_METRICS, BigramLM, ProxyConfig, judge_proxy,  # noqa: F401
+                                         proxy_scores)
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +165,13 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
 
 def metrics_of(backend: str) -> tuple[str, ...]:
     return BACKENDS[backend].metrics
+
+
+def reported_metrics(backend: str) -> tuple[str, ...]:
+    """The backend's metrics, then the answer statistics every backend's records carry (``ANSWER_STATS``:
+    empty share, distinct-2, repeated 3-gram share, question overlap) that it does not produce itself."""
+    own = metrics_of(backend)
+    return own + tuple(m for m in ANSWER_STATS if m not in own)
 
 
 def estimate(vals: list[float], n_boot: int, seed: int) -> dict[str, Any]:

@@ -23,6 +23,8 @@ PROXY_PROVENANCE = {"backend": "proxy", "source": "proxy", "configured_model": N
                     "decoding": None}
 PROXY_METRICS = ("proxy_ref_ppl", "proxy_empty", "proxy_repetition", "proxy_distinct_1", "proxy_distinct_2",
                  "proxy_q_overlap", "proxy_len_words")
+# the answer statistics reported per recipe whatever the judge backend (``base_record`` computes them)
+ANSWER_STATS = ("proxy_empty", "proxy_distinct_2", "proxy_repetition", "proxy_q_overlap")
 STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further had has
 have having he her here hers herself him himself his how i if in into is it its itself just me more most my
@@ -139,8 +141,9 @@ def content_words(text: str) -> set[str]:
     return (words - STOPWORDS) or words
 
 
-def proxy_scores(answer: str, question: str, lm: BigramLM) -> dict[str, float | None]:
-    """All proxy metrics of one answer (see the module docstring)."""
+def answer_stats(answer: str, question: str) -> dict[str, float]:
+    """The statistics of one answer that need no reference LM (every judge backend's records carry them):
+    empty, repeated 3-gram share, distinct-1/2, question overlap, length in words."""
     words = word_tokens(answer)
     tri = _ngrams(words, 3)
     seen: set = set()
@@ -148,9 +151,7 @@ def proxy_scores(answer: str, question: str, lm: BigramLM) -> dict[str, float | 
     for g in tri:
         rep += g in seen
         seen.add(g)
-    out: dict[str, float | None] = {"proxy_ref_ppl": lm.perplexity(answer) if words else None,
-                                    "proxy_empty": 0.0 if words else 1.0,
-                                    "proxy_repetition": rep / len(tri) if tri else 0.0}
+    out: dict[str, float] = {"proxy_empty": 0.0 if words else 1.0, "proxy_repetition": rep / len(tri) if tri else 0.0}
     for n in (1, 2):
         grams = _ngrams(words, n)
         out[f"proxy_distinct_{n}"] = len(set(grams)) / len(grams) if grams else 0.0
@@ -160,9 +161,19 @@ def proxy_scores(answer: str, question: str, lm: BigramLM) -> dict[str, float | 
     return out
 
 
+def proxy_scores(answer: str, question: str, lm: BigramLM) -> dict[str, float | None]:
+    """All proxy metrics of one answer (see the module docstring): ``answer_stats`` and the reference-LM
+    perplexity."""
+    stats = answer_stats(answer, question)
+    return {"proxy_ref_ppl": lm.perplexity(answer) if stats["proxy_len_words"] else None, **stats}
+
+
 def base_record(r: dict[str, Any]) -> dict[str, Any]:
-    """The identifying fields of a generation record, copied into its score record."""
-    return {k: r.get(k) for k in ("set", "qid", "bin", "recipe", "checkpoint", "step")}
+    """The identifying fields of a generation record, copied into its score record, with its
+    ``answer_stats`` (rounded): every backend reports them."""
+    rec: dict[str, Any] = {k: r.get(k) for k in ("set", "qid", "bin", "recipe", "checkpoint", "step")}
+    rec.update({k: round(v, 6) for k, v in answer_stats(r["answer"], r["question"]).items()})
+    return rec
 
 
 def judge_proxy(gens: list[dict[str, Any]], cfg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -173,8 +184,8 @@ def judge_proxy(gens: list[dict[str, Any]], cfg: Any) -> tuple[list[dict[str, An
     for r in gens:
         rec = base_record(r)
         rec["backend"] = "proxy"
-        rec.update({k: None if v is None else round(v, 6)
-                    for k, v in proxy_scores(r["answer"], r["question"], lm).items()})
+        ppl = lm.perplexity(r["answer"]) if rec["proxy_len_words"] else None
+        rec["proxy_ref_ppl"] = None if ppl is None else round(ppl, 6)
         records.append(rec)
     secs = time.time() - t0
     timing.record(proxy_judge={"seconds": round(secs, 3), "answers_per_s": round(len(records) / max(secs, 1e-9), 1)})

@@ -2,8 +2,9 @@
 
 * ``runs/exp2/inner.tsv`` (written by ``judge_inner``): every checkpoint's judged answers to the 31
   inner-comparison questions; the checkpoint selection is recomputed from it (``judge.select_checkpoints``);
-* ``runs/exp2/answers.tsv`` (written by ``judge``): the selected checkpoints' judged Leaner-Eval answers; per
-  recipe the mean of every metric with its bootstrap interval (``summarise``), per similarity bin;
+* ``runs/exp2/answers.tsv`` (written by ``judge``): the selected checkpoints' judged Leaner-Eval answers and
+  their answers to held-out prompts of their tuning data; per recipe the mean of every metric (the backend's and
+  the answer statistics) with its bootstrap interval (``summarise``), per similarity bin;
 * ``runs/instruct/<recipe>.tsv`` (written by ``instruct_tune``): each recipe's tuning curve (steps, tokens);
 * ``runs/pretrain/llama-leaner.tsv``: the size of the pretrained LLaMA the recipes start from.
 
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from tinyhelen import runfiles
-from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, metrics_of, select_checkpoints
+from tinyhelen.exp2.judge import BACKENDS, HIGHER_IS_BETTER, METRIC_LABELS, estimate, reported_metrics, select_checkpoints
 from tinyhelen.io import InputError, atomic_path
 from tinyhelen.results import Result, Schema
 
@@ -48,9 +49,13 @@ class Exp2Recipe(Schema):
     answers: int | None
     tune_steps: int | None
     tune_tokens: int | None
-    scores: dict[str, Estimate]
+    scores: dict[str, Estimate] = Field(description="Leaner-Eval: the judge backend's metrics and the answer "
+                                                    "statistics (judge.ANSWER_STATS) whatever the backend")
     by_bin: dict[str, Estimate] = {}  # similarity bin -> the main metric
     curve: list[CurvePoint] = []  # the checkpoint-selection curve (selection metric)
+    heldout: dict[str, Estimate] = Field(default_factory=dict, description="the same figures on held-out prompts "
+                                         "of the recipe's tuning data (empty: none answered)")
+    heldout_answers: int | None = None
 
 
 class Exp2Result(Result):
@@ -93,10 +98,12 @@ class Exp2Result(Result):
         for name, v in rep["recipes"].items():
             pre, tune = name.split("-", 1)
             t = tune_reports.get(name, {})
+            held = rep.get("heldout", {}).get(name, {})
             recipes.append(Exp2Recipe(
                 recipe=name, pretrain=pre, tune=tune, selected_step=v.get("selected_step"),
                 no_signal=rep.get("no_signal", {}).get(name), answers=v.get("answers"), tune_steps=t.get("steps"),
                 tune_tokens=t.get("tokens"), scores={m: est(v[m]) for m in rep["metrics"] if m in v},
+                heldout={m: est(held[m]) for m in rep["metrics"] if m in held}, heldout_answers=held.get("answers"),
                 by_bin={b: est(x[main_metric]) for b, x in rep.get("by_bin", {}).get(name, {}).items()},
                 curve=[CurvePoint(step=c["step"], unscored_share=c["unscored_share"], **est(c).model_dump())
                        for c in rep.get("checkpoint_curve", {}).get(name, [])]))
@@ -108,15 +115,17 @@ class Exp2Result(Result):
 
 def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str], n_boot: int, seed: int,
               selection: dict[str, Any]) -> dict[str, Any]:
-    """Per recipe / per bin estimates (bootstrap CIs) of the Leaner-Eval answers, with the checkpoint selection
-    (``select_checkpoints``) they came from. Every recipe's answers must come from its selected checkpoint; a
-    recipe without a selected step (no signal) has no answers."""
-    metrics = metrics_of(backend)
+    """Per recipe / per bin estimates (bootstrap CIs) of the Leaner-Eval answers and per recipe those of the
+    held-out prompts (set ``heldout``, when answered), with the checkpoint selection (``select_checkpoints``) they
+    came from; the metrics are the backend's and the answer statistics (``judge.reported_metrics``). Every
+    recipe's answers must come from its selected checkpoint; a recipe without a selected step (no signal) has no
+    answers."""
+    metrics = reported_metrics(backend)
     if selection.get("backend") != backend:
         raise InputError("checkpoint selection", f"judged by backend {selection.get('backend')!r}, the Leaner-Eval "
                                                  f"answers by {backend!r}: rerun judge_inner")
     main = [s for s in scores if s["set"] == "all"]
-    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {},
+    out: dict[str, Any] = {"backend": backend, "metrics": list(metrics), "recipes": {}, "by_bin": {}, "heldout": {},
                            "checkpoint_curve": selection["checkpoint_curve"],
                            "selection_metric": selection["selection_metric"],
                            "no_signal": selection.get("no_signal", {}),
@@ -124,8 +133,9 @@ def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str]
     bins = sorted({s["bin"] for s in main if s.get("bin")})
     for rec in recipes:
         rows = [s for s in main if s["recipe"] == rec]
+        held = [s for s in scores if s["set"] == "heldout" and s["recipe"] == rec]
         chosen = selection["selected"].get(rec)
-        steps = sorted({s["step"] for s in rows})
+        steps = sorted({s["step"] for s in rows + held})
         if steps and steps != [chosen]:
             raise InputError(f"Leaner-Eval answers of {rec}", f"come from step(s) {steps}, but step {chosen} was "
                                                               "selected: rerun generate")
@@ -135,6 +145,9 @@ def summarise(scores: list[dict[str, Any]], backend: str, recipes: Sequence[str]
         out["recipes"][rec]["selected_step"] = chosen
         out["by_bin"][rec] = {b: {m: estimate([s[m] for s in rows if s.get("bin") == b and s.get(m) is not None],
                                            n_boot, seed) for m in metrics} for b in bins}
+        if held:
+            out["heldout"][rec] = {m: estimate([s[m] for s in held if s.get(m) is not None], n_boot, seed)
+                                   for m in metrics} | {"answers": len(held)}
     return out
 
 

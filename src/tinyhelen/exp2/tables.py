@@ -11,22 +11,32 @@ from tinyhelen.exp2.result import Estimate, Exp2Result
 from tinyhelen.tables import f, table
 
 
-
 def _est(e: Estimate | None) -> str:
     if e is None or e.mean is None:
         return "n/a"
     return f"{e.mean:.3g}" + (f" [{e.lo:.3g}, {e.hi:.3g}]" if e.lo is not None and e.hi is not None else "")
 
 
-def exp2_recipes(e2: Exp2Result, metrics: list[str] | None = None) -> pd.DataFrame:
-    metrics = metrics or list(dict.fromkeys(m for r in e2.recipes for m in r.scores))
+def exp2_recipes(e2: Exp2Result, metrics: list[str] | None = None, field: str = "scores") -> pd.DataFrame:
+    """Per recipe: the selected step and every metric of ``field`` (``scores``: Leaner-Eval; ``heldout``: the
+    held-out prompts of its tuning data)."""
+    metrics = metrics or list(dict.fromkeys(m for r in e2.recipes for m in getattr(r, field)))
     rows = []
     for r in e2.recipes:
         row = {"recipe (pretrain-tune)": r.recipe, "selected step": f(r.selected_step) if r.selected_step is not None
                else (r.no_signal or "none")}
-        row.update({m + (" (main)" if m == e2.main_metric else ""): _est(r.scores.get(m)) for m in metrics})
+        if field == "heldout":
+            row["answers"] = f(r.heldout_answers)
+        row.update({m + (" (main)" if m == e2.main_metric else ""): _est(getattr(r, field).get(m)) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _heldout(e2: Exp2Result) -> list[str]:
+    if not any(r.heldout for r in e2.recipes):
+        return []
+    return (["Held-out prompts of each recipe's own tuning data (its validation split, never trained on; not the "
+             "study's), judged like Leaner-Eval:", ""] + table(exp2_recipes(e2, field="heldout")))
 
 
 def _exp2_head(e2: Exp2Result) -> tuple[list[str], list[str]]:
@@ -40,7 +50,7 @@ def _exp2_head(e2: Exp2Result) -> tuple[list[str], list[str]]:
 
 def card(e2: Exp2Result) -> list[str]:
     banner, info = _exp2_head(e2)
-    return banner + info + table(exp2_recipes(e2))
+    return banner + info + table(exp2_recipes(e2)) + _heldout(e2)
 
 
 def document(e2: Exp2Result, provenance: dict[str, Any] | None = None) -> str:
@@ -53,7 +63,7 @@ def document(e2: Exp2Result, provenance: dict[str, Any] | None = None) -> str:
         lines += [f"Judge model: `{prov.get('judge_model')}`; {prov.get('n_boot')} bootstrap resamples of the "
                   f"questions; decoding: {prov.get('decoding')}.", ""]
     lines += ["## Per recipe (Leaner-Eval)", ""] + info + table(exp2_recipes(e2, metrics))
-    lines += [f"- `{m}`: {METRIC_LABELS.get(m, m)}" for m in metrics] + [""]
+    lines += [f"- `{m}`: {METRIC_LABELS.get(m, m)}" for m in metrics] + [""] + _heldout(e2)
     bins = sorted({b for r in e2.recipes for b in r.by_bin})
     if bins:
         lines += [f"## Per similarity bin: {e2.main_metric}", ""] + table(pd.DataFrame(

@@ -29,7 +29,7 @@ from tinyhelen.report.provenance import (UNVERIFIED, git_info, hardware, llm_mar
                                          resolved_params)
 from tinyhelen.report import scale
 from tinyhelen.report.render import render
-from tinyhelen.report.verdicts import NOT_RUN, VERDICTS, verdict_key
+from tinyhelen.report.verdicts import NOT_MEASURED, NOT_RUN, VERDICTS, decide, verdict_key
 from tinyhelen.entropy.result import EntropyResult
 from tinyhelen.exp1.result import Exp1Result
 from tinyhelen.exp2.result import Exp2Result
@@ -72,7 +72,11 @@ def collect(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg
               + claims_exp3(found["exp3"], cfg, problems.get("exp3")))
     for c in claims:
         if c.verdict != NOT_RUN:
-            c.marks += llm_marks(c.experiment, llm) + ([UNVERIFIED] if prepare and not prepare.verified else [])
+            checks = llm_marks(c.experiment, llm)
+            c.marks += checks + ([UNVERIFIED] if prepare and not prepare.verified else [])
+            if checks and c.verdict != NOT_MEASURED:  # a pipeline check gives no verdict, its numbers stay
+                c.verdict, c.why = decide(None, measurable=False, reason=f"{checks[0]}: a model below "
+                                          f"llm.pipeline_check_below_params; without it: {c.verdict}, {c.why}")
     params = resolved_params(params_path)
     return {"cfg": cfg, "root": root, "reports": reports, "params": params, "results": found, "problems": problems,
             "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,

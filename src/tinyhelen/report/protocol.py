@@ -194,6 +194,10 @@ def _decoding(x: Inputs) -> str:
         parts.append(f"repetition_penalty {fmt(d['repetition_penalty'])}")
     if d.get("no_repeat_ngram_size", 0):
         parts.append(f"no_repeat_ngram_size {d['no_repeat_ngram_size']}")
+    if d.get("suppress_leading_whitespace"):
+        parts.append("leading whitespace suppressed")
+    if d.get("stop_at_template"):
+        parts.append("cut at a template header")
     return ", ".join(parts)
 
 
@@ -334,7 +338,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("EXP2", "prompt template", STUDY_TEMPLATE, _exp2_template, CHOICE, "a different template",
          lambda ours, study: ours == study, show_ours=lambda v: "not run (no EXP2 result)" if v is None else repr(v),
          show_study=repr(STUDY_TEMPLATE)),
-    Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "beam search or a repetition penalty",
+    Knob("EXP2", "decoding", "greedy", _decoding, CHOICE, "beam search, a repetition penalty, or an answer "
+         "made to start with a visible token and cut at a template header (a tiny tuned model emits newlines "
+         "first and runs on into a new example)",
          show_study="the model's default (greedy)"),
     Knob("EXP2", "max new tokens", 1024, "generate.decoding.max_new_tokens", COMPUTE, "CPU time",
          show_study="1,024 (max length)"),

@@ -175,6 +175,13 @@ class LastTokenClassifier(nn.Module):
     def device(self) -> torch.device:
         return self.score.weight.device
 
+    @staticmethod
+    def pooled_position(attention_mask: torch.Tensor) -> torch.Tensor:
+        """Per row the rightmost non-pad position (right padding: pads after it cannot influence it in a
+        causal model)."""
+        pos = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        return (pos * attention_mask.to(torch.long)).argmax(-1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **_: Any):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -182,10 +189,7 @@ class LastTokenClassifier(nn.Module):
         hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        # rightmost non-pad position (right padding: pads after it cannot influence it in a causal model)
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        last = (pos * attention_mask.to(torch.long)).argmax(-1)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), self.pooled_position(attention_mask)]
         logits = self.score(pooled.to(self.score.weight.dtype))
         loss = None
         if labels is not None:
