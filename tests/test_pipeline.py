@@ -214,6 +214,48 @@ def test_no_import_cycles_in_the_library():
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
 
 
+def _missing_module_attributes(path: Path) -> list[str]:
+    """`module.name` uses in one file (stage script or library module) where `module` is a tinyhelen module
+    bound by `from tinyhelen[.pkg] import module` or `import tinyhelen.x as module` and has no `name`."""
+    import ast
+    import importlib
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tinyhelen"):
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                try:
+                    importlib.import_module(full)
+                except ModuleNotFoundError:
+                    continue                     # a function or class, not a submodule
+                bound[a.asname or a.name] = full
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("tinyhelen") and a.asname:
+                    bound[a.asname] = a.name
+    missing = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
+            module = importlib.import_module(bound[node.value.id])
+            if not hasattr(module, node.attr):
+                missing.append(f"{path.name}:{node.lineno}: {bound[node.value.id]} has no "
+                               f"{node.attr!r}")
+    return missing
+
+
+def test_every_module_attribute_a_stage_or_library_module_uses_exists(tmp_path):
+    """A moved class or function (`judge.Exp2Config` after the config moved to `tinyhelen.exp2.config`) fails
+    here, not hours into `dvc repro` when the stage that uses it finally runs."""
+    files = sorted((REPO / "stages").glob("*.py")) + sorted((REPO / "src" / "tinyhelen").rglob("*.py"))
+    assert len(files) > 40
+    assert [m for f in files for m in _missing_module_attributes(f)] == []
+    broken = tmp_path / "judge_stage.py"
+    broken.write_text("from tinyhelen.exp2 import judge\n\ncfg = judge.Exp2Config\n")
+    assert _missing_module_attributes(broken) == ["judge_stage.py:3: tinyhelen.exp2.judge has no 'Exp2Config'"]
+
+
 def _tracked_inside_outputs(cached: bool) -> dict[str, str]:
     """git-tracked file -> the stage output (cached or not) that is it or holds it."""
     from dvc.repo import Repo
