@@ -8,6 +8,7 @@ Writes <out>/{scores.jsonl,summary.json,quarantine.jsonl} and the metrics <metri
 an LLM outage (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
 from tinyhelen.exp2 import judge
+from tinyhelen.exp2.config import Exp2Config
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json
@@ -16,7 +17,7 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     cfg = load_section("judge", judge.JudgeConfig, args.params)
-    recipes = load_section("exp2", judge.Exp2Config, args.params).recipes
+    recipes = load_section("exp2", Exp2Config, args.params).recipes
     generations = [f"{args.generations}/{r}.jsonl" for r in recipes]
     _, summary = judge.judge_answers(generations, args.out, cfg, load_section("llm", LLMConfig, args.params),
                                      load_seed(args.params))

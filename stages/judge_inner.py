@@ -9,6 +9,7 @@ and the checkpoint curve: read by `generate` and `exp2_report`) and the metrics 
 (or more quarantine than llm.max_quarantine_share) exits 3 and writes nothing.
 """
 from tinyhelen.exp2 import judge
+from tinyhelen.exp2.config import Exp2Config
 from tinyhelen.cli import add_paths, parser, stage_main
 from tinyhelen.config import load_section, load_seed
 from tinyhelen.io import write_json
@@ -17,7 +18,7 @@ from tinyhelen.llm import LLMConfig
 
 def main(args):
     cfg = load_section("judge", judge.JudgeConfig, args.params)
-    e2 = load_section("exp2", judge.Exp2Config, args.params)
+    e2 = load_section("exp2", Exp2Config, args.params)
     seed = load_seed(args.params)
     generations = [f"{args.generations}/{r}.jsonl" for r in e2.recipes]
     scores, summary = judge.judge_answers(generations, args.out, cfg,
