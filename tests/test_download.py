@@ -72,7 +72,7 @@ def test_fetch_downloads_verifies_and_prepares_like_the_source(tmp_path, release
     assert (local / "ABSENT_FILES.txt").read_text() == f"data/{INFERRED}\n"
     assert not (tmp_path / "copy" / ".tinyhelen-data.download").exists()
     a = prepare(DataConfig(local_dir=str(local)), out_dir=tmp_path / "a")
-    b = prepare(DataConfig(local_dir=str(data_dir)), out_dir=tmp_path / "b")
+    prepare(DataConfig(local_dir=str(data_dir)), out_dir=tmp_path / "b")
     assert a.stats["verified_input"] is True
     for f in ("corpus/ori/train.jsonl", "corpus/leaner/validation.jsonl", "glue/wnli_train.jsonl", "eval/all.jsonl"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
