@@ -295,7 +295,7 @@ def test_heldout_answers_are_reported_apart_from_leaner_eval():
     typed result, its metrics and the report card; the Leaner-Eval table does not mix them in."""
     from tinyhelen.exp2.proxy_judge import base_record
     from tinyhelen.exp2.result import Exp2Result
-    from tinyhelen.report.render import md_exp2
+    from tinyhelen.exp2.tables import card as exp2_card
 
     gens = [g for g in fake_generations() if g["set"] == "all"]
     gens += [{**g, "set": "heldout", "qid": f"h{g['qid']}", "bin": None, "answer": ""} for g in gens
@@ -313,9 +313,9 @@ def test_heldout_answers_are_reported_apart_from_leaner_eval():
                           template=None, questions=None, tune_reports={}, non_embedding_params=None)
     assert e2.recipe("leaner-ori").heldout["proxy_empty"].mean == 1 and e2.recipe("ori-ori").heldout == {}
     assert e2.metrics()["recipes"]["leaner-ori"]["heldout"]["proxy_empty"] == 1
-    card = "\n".join(md_exp2(e2))
+    card = "\n".join(exp2_card(e2))
     assert "Held-out prompts" in card and sum(ln.startswith("| leaner-ori ") for ln in card.splitlines()) == 2
-    assert "held-out prompts of its tuning data" in markdown(rep, {"instruct_source": "code_pairs"})
+    assert "Held-out prompts of each recipe's own tuning data" in markdown(rep, "proxy")
 
 
 def test_checkpoint_selection_skips_mostly_empty_checkpoints():

@@ -84,6 +84,8 @@ class Exp2Result(Result):
             main = r.scores.get(self.main_metric)
             if main is not None:
                 row[f"{self.main_metric}_lo"], row[f"{self.main_metric}_hi"] = main.lo, main.hi
+            if r.heldout:
+                row["heldout"] = {m: e.mean for m, e in r.heldout.items()}
             out["recipes"][r.recipe] = {**row, "selected_step": r.selected_step}
         return out
 
