@@ -105,13 +105,13 @@ def _glue_line(stage: str, kind: str, arch: str, preset: str, proxy: Any, inits:
         n, mean = split["train"]
         n = min(n, glue.max_train_examples or n)
         fpt = flops_per_token(arch, preset, max(1, round(mean)), vocab, proxy)
-        fine_tunes = inits * len(glue.lr) * seeds
-        evaluated = sum(min(k, glue.max_eval_examples or k) * m * (glue.epochs if s.startswith("validation") else 1)
+        fine_tunes, epochs = inits * len(glue.lr) * seeds, glue.epochs_for(task)
+        evaluated = sum(min(k, glue.max_eval_examples or k) * m * (epochs if s.startswith("validation") else 1)
                         for s, (k, m) in split.items() if s != "train")
         runs += fine_tunes
-        steps += fine_tunes * glue.epochs * math.ceil(n / glue.batch_size)
-        tokens += round(fine_tunes * glue.epochs * n * mean)
-        flops += fpt * fine_tunes * (glue.epochs * n * mean + evaluated / 3)
+        steps += fine_tunes * epochs * math.ceil(n / glue.batch_size)
+        tokens += round(fine_tunes * epochs * n * mean)
+        flops += fpt * fine_tunes * (epochs * n * mean + evaluated / 3)
     return Line(stage, kind, arch, preset, runs, steps, tokens, flops) if runs else None
 
 
