@@ -339,3 +339,14 @@ def test_committed_stage_outputs_hold_no_wall_clock_figures():
     bad = [f"{f}: {path}" for f in files for path, key in _keys(json.loads((REPO / f).read_text()))
            if WALL_CLOCK_KEY.search(key)]
     assert bad == []
+
+
+def test_every_committed_report_is_written_by_a_stage():
+    """A file under reports/ that no stage of dvc.lock declares (itself or a directory holding it) is left over
+    from a renamed or removed output: stale, and never rewritten by `dvc repro`."""
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    outs = [o["path"].rstrip("/") for st in lock.values() for o in st.get("outs", [])]
+    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=REPO, check=True, capture_output=True,
+                             text=True).stdout.split()
+    assert len(tracked) > 50
+    assert [f for f in tracked if not any(f == o or f.startswith(o + "/") for o in outs)] == []
