@@ -174,7 +174,7 @@ def _exp3_upstream(repo: Path) -> list[str]:
 # ------------------------------------------------------------------------------------ a bad -S value
 BAD_VALUES = {  # key=value, the stage that reads it (the target), its report files (committed in the copy)
     "entropy": ("entropy.max_n=abc", "entropy", 6),
-    "pretraining": ("pretrain.lr=[-0.001]", "pretrain_leaner@llama", 5),
+    "pretraining": ("pretrain.lr=[-0.001]", "pretrain_leaner@llama", 6),
     "curriculum": ("curriculum=nonsense", "exp3_report", 7),
 }
 

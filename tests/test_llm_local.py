@@ -104,8 +104,18 @@ def test_no_server_left_when_the_work_fails_midway(llm):
 
 
 SCRIPT = """
+import os
 import sys
-from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, load_template
+import time
+from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, load_template, local
+if os.environ.get("SLOW_LOAD"):  # a model that takes 90 s to load (a busy machine): the signal comes meanwhile
+    ready = local.LocalServer._wait_ready
+    def slow(self, t0):
+        end = time.monotonic() + 90
+        while time.monotonic() < end and self.proc is not None and self.proc.poll() is None:
+            time.sleep(0.1)
+        return ready(self, t0)
+    local.LocalServer._wait_ready = slow
 t = load_template("simplify_web")
 cfg = LLMConfig(backend="local", max_tokens=2048, max_reasks=0, timeout_s=600, progress=False)
 reqs = [ChatRequest(f"r{i}", t.render(names="A: Anna", text=f"Story number {i} about a long day at sea."),
@@ -115,9 +125,12 @@ ChatClient(cfg, cache_dir="").run(reqs)
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_no_server_left_when_the_stage_is_interrupted_or_killed(sig):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+@pytest.mark.parametrize("sig,slow_load", [(signal.SIGINT, False), (signal.SIGKILL, False), (signal.SIGINT, True)],
+                         ids=["SIGINT", "SIGKILL", "SIGINT-while-loading"])
+def test_no_server_left_when_the_stage_is_interrupted_or_killed(sig, slow_load):
+    """Ctrl-C or SIGKILL of a stage stops its llama.cpp server, also while the model is still loading (the
+    stage exits within seconds, not when loading ends)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **({"SLOW_LOAD": "1"} if slow_load else {})}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         t0 = time.time()

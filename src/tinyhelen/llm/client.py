@@ -280,7 +280,11 @@ class ChatClient:
                    initial=n - len(todo), mininterval=0.5)
         if todo:
             self.transport.health.reset()
-            base_url = await asyncio.to_thread(self._base_url, [requests[i] for i in todo])
+            try:
+                base_url = await asyncio.to_thread(self._base_url, [requests[i] for i in todo])
+            except asyncio.CancelledError:  # Ctrl-C while a local server loads: stop it, so that the loading
+                self.close()                # thread ends now (asyncio.run waits for it before re-raising)
+                raise
             served = await asyncio.to_thread(self.served_by, base_url)
             client = self._client(base_url)
             try:
