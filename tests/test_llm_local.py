@@ -105,8 +105,10 @@ def test_no_server_left_when_the_work_fails_midway(llm):
 
 SCRIPT = """
 import os
+import signal
 import sys
 import time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job inherits it ignored)
 from tinyhelen.llm import ChatClient, ChatRequest, LLMConfig, load_template, local
 if os.environ.get("SLOW_LOAD"):  # a model that takes 90 s to load (a busy machine): the signal comes meanwhile
     ready = local.LocalServer._wait_ready
