@@ -193,6 +193,54 @@ def plot_png(e1: Exp1Result, path: Path | str) -> None:
     plt.close(fig)
 
 
+def curve_rows(e1: Exp1Result, runs: Path | str) -> list[dict[str, Any]]:
+    """The validation-loss curve of every pretraining run at its selected learning rate, from the run files
+    (``runs/pretrain/<arch>-<side>.tsv``): one row per (run, evaluation) with tokens seen and the loss (DVC
+    linear plot data; the typed result keeps only the curve's summary)."""
+    out = []
+    for r in e1.pretrain:
+        rf = runfiles.read_kind(runs, "pretrain", arch=r.arch, side=r.side)
+        out += [{"run": f"{r.arch}-{r.side}", "arch": r.arch, "side": r.side, "tokens": row["tokens"],
+                 "step": row["step"], "val_loss": row["val_loss"]}
+                for row in rf.rows if row["peak_lr"] == r.lr and row["val_loss"] is not None]
+    return out
+
+
+def curves_png(e1: Exp1Result, rows: list[dict[str, Any]], path: Path | str) -> None:
+    """Validation loss against tokens seen, one line per pretraining run (colour: architecture; line:
+    corpus side): did each model learn more than token frequencies, and is it still falling at the end?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    styles = ["-", "--", ":", "-."]
+    for i, arch in enumerate(e1.archs):
+        for j, side in enumerate(dict.fromkeys(r.side for r in e1.pretrain)):
+            pts = [(x["tokens"], x["val_loss"]) for x in rows if x["arch"] == arch and x["side"] == side]
+            if pts:
+                ax.plot(*zip(*pts), styles[j % len(styles)], color=f"C{i}", label=f"{arch}-{side}")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"EXP1 pretraining curves ({e1.tokens_per_run:,} tokens per run, selected lr)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_curves(e1: Exp1Result, runs: Path | str, tsv: Path | str, png: Path | str) -> None:
+    """The pretraining curves as DVC plot data and a figure."""
+    from tinyhelen.io import write_tsv
+
+    rows = curve_rows(e1, runs)
+    write_tsv(tsv, rows, ["run", "arch", "side", "tokens", "step", "val_loss"])
+    curves_png(e1, rows, png)
+
+
 def write_plots(e1: Exp1Result, tsv: Path | str, png: Path | str) -> None:
     """The DVC plot data (``plot_rows``) and the figure."""
     from tinyhelen.io import write_tsv

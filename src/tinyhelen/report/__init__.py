@@ -7,7 +7,7 @@ Modules: ``card`` (``collect`` everything under a directory, ``summary``, ``run`
 """
 from tinyhelen.report.card import collect, run, summary
 from tinyhelen.report.claims import (Claim, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
-                                     scale_text)
+                                     exp1_vs_scratch, scale_text)
 from tinyhelen.report.provenance import LLM_INPUTS
 from tinyhelen.report.render import render
 from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, NOT_RUN, REPRODUCED, SIZE_DIFFERS,
@@ -15,5 +15,5 @@ from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED,
 
 __all__ = ["ReportConfig", "VERDICTS", "REPRODUCED", "SIZE_DIFFERS", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED",
            "NOT_RUN", "Claim", "Interval", "decide", "decide_definitions", "verdict_key", "scale_text",
-           "claims_entropy", "claims_exp1", "claims_exp2", "claims_exp3", "collect", "render", "summary", "run",
+           "claims_entropy", "claims_exp1", "claims_exp2", "claims_exp3", "exp1_vs_scratch", "collect", "render", "summary", "run",
            "LLM_INPUTS"]

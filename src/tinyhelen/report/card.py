@@ -23,7 +23,8 @@ from typing import Any
 
 from tinyhelen.io import atomic_open, write_json
 from tinyhelen.report.protocol import compare
-from tinyhelen.report.claims import Claim, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3
+from tinyhelen.report.claims import (Claim, ReportConfig, claims_entropy, claims_exp1, claims_exp2, claims_exp3,
+                                    exp1_vs_scratch)
 from tinyhelen.report.provenance import (UNVERIFIED, git_info, hardware, llm_marks, params_vs_defaults,
                                          read_llm_stages, read_lock, read_prepare, read_profile_runs, read_timings,
                                          resolved_params)
@@ -80,7 +81,7 @@ def collect(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg
     params = resolved_params(params_path)
     return {"cfg": cfg, "root": root, "reports": reports, "params": params, "results": found, "problems": problems,
             "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,
-            "protocol": compare(params, found), "params_diff": params_vs_defaults(params_path),
+            "vs_scratch": exp1_vs_scratch(found["exp1"], cfg), "protocol": compare(params, found), "params_diff": params_vs_defaults(params_path),
             "lock": read_lock(root / "dvc.lock"), "timings": read_timings(reports), "git": git_info(root),
             "hardware": hardware(), "profile_runs": read_profile_runs(profiles),
             "scale": scale.points(claims, scale.read_summaries(profiles)),

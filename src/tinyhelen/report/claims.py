@@ -225,6 +225,42 @@ def claims_exp1(e1: Exp1Result | None, cfg: ReportConfig, problem: str | None = 
     return out + [c]
 
 
+@dataclass(frozen=True)
+class VsScratch:
+    """One pretrained (arch, side) against the same architecture fine-tuned from random initialisation: the
+    mean over the study's tasks of (pretrained - scratch) test score, paired by fine-tuning seed, with the
+    verdicts' bootstrap interval over seeds. ``above``: the whole interval is above zero (pretraining helped
+    by more than the interval)."""
+
+    arch: str
+    side: str
+    effect: float
+    lo: float | None
+    hi: float | None
+    seeds: int
+
+    @property
+    def above(self) -> bool:
+        return self.lo is not None and self.lo > 0
+
+
+def exp1_vs_scratch(e1: Exp1Result | None, cfg: ReportConfig) -> list[VsScratch]:
+    """Did pretraining help at all? Each pretrained (arch, side) minus the arch's ``scratch`` run, over the
+    study's tasks, per fine-tuning seed (the EXP1 claims' pairing and interval). Empty without a scratch run."""
+    if e1 is None or "scratch" not in e1.inits:
+        return []
+    tasks = e1.study_tasks()
+    out = []
+    for arch in e1.archs:
+        for side in (i for i in e1.inits if i != "scratch"):
+            groups = _by_seed(e1, [((arch, side), (arch, "scratch"))], tasks)
+            if groups:
+                iv = mean_difference_interval(list(groups.values()), confidence=cfg.confidence,
+                                              method="bootstrap over fine-tuning seeds")
+                out.append(VsScratch(arch, side, iv.effect, iv.lo, iv.hi, len(groups)))
+    return out
+
+
 EXP2 = (("exp2_leaner_pretraining", "Leaner pretraining gives better instruction following (LLM-judged)",
          ("leaner-leaner", "leaner-ori"), ("ori-leaner", "ori-ori")),
         ("exp2_leaner_tuning", "Leaner instruction tuning gives better instruction following (LLM-judged)",

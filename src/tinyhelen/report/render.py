@@ -127,6 +127,23 @@ def md_profile_runs(runs: list[dict[str, Any]]) -> list[str]:
              "own report cards:", ""] + table(pd.DataFrame(rows)))
 
 
+def md_vs_scratch(rows: list[Any], confidence: float) -> list[str]:
+    """EXP1's pretrained runs against the same architecture from random initialisation
+    (``report.claims.exp1_vs_scratch``): did pretraining help by more than the interval?"""
+    if not rows:
+        return []
+    tab = pd.DataFrame([{"arch": r.arch, "pretrained on": r.side,
+                         "pretrained - scratch (mean of the study's tasks)": f(r.effect, "+.4f") + (
+                             "" if r.lo is None else f" [{f(r.lo, '+.4f')}, {f(r.hi, '+.4f')}]"),
+                         "fine-tuning seeds": r.seeds,
+                         "above scratch by more than the interval": "yes" if r.above else "no"} for r in rows])
+    both = sorted({r.arch for r in rows if r.above} - {r.arch for r in rows if not r.above})
+    return ([f"Pretraining against scratch (same architecture, random initialisation; paired by fine-tuning seed, "
+             f"{confidence:.0%} bootstrap interval over seeds; no interval from one seed). Architectures whose "
+             f"every pretrained run is above scratch by more than the interval: "
+             f"{', '.join(both) if both else 'none'}.", ""] + table(tab))
+
+
 def md_scale(points: dict[str, list[Any]], href: str) -> list[str]:
     """Each claim against scale (``tinyhelen.report.scale``): the effect and interval of every run that measured
     it, by tokens per training run, and the claim's figure."""
@@ -183,7 +200,10 @@ def render(ctx: dict[str, Any]) -> str:
         L += llm_inputs(exp, ctx["llm"])
         if (reports / md).exists():
             L += [f"Full tables: [{md}]({md}).", ""]
-        L += card(res) + figures(reports, key, used)
+        L += card(res)
+        if key == "exp1":
+            L += md_vs_scratch(ctx.get("vs_scratch") or [], ctx["cfg"].confidence)
+        L += figures(reports, key, used)
     L += ["## Inputs: data and LLM stages", ""] + md_inputs(ctx)
     L += [f"- {p}" for p in ctx["input_problems"]] + ([""] if ctx["input_problems"] else [])
     L += ["## Params that differ from the defaults", ""]
