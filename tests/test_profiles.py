@@ -89,6 +89,31 @@ def test_save_keeps_a_runs_results_and_lists_it_in_the_report_card(tmp_path):
     assert (dest / "README.md").exists(), "a failed save leaves the earlier one in place"
 
 
+def test_save_leaves_out_run_files_of_stages_this_run_does_not_have(tmp_path):
+    """dvc.lock keeps the entry of a matrix stage the params no longer produce (an earlier run with more
+    architectures): its run file is not this run's and is not saved; neither is a file no stage wrote."""
+    import subprocess
+
+    import yaml
+
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("archs: [llama]\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"glue": {"foreach": "${archs}", "do": {
+        "cmd": "true", "outs": [{"reports/runs/glue/${item}.tsv": {"cache": False}}]}}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        f"glue@{a}": {"cmd": "true", "outs": [{"path": f"reports/runs/glue/{a}.tsv", "hash": "md5",
+                                                   "md5": "d41d8cd98f00b204e9800998ecf8427e", "size": 2}]}
+        for a in ("llama", "bert")}}))
+    runs = tmp_path / "reports" / "runs" / "glue"
+    runs.mkdir(parents=True)
+    for name in ("llama", "bert", "stray"):
+        (runs / f"{name}.tsv").write_text("x\n")
+    (tmp_path / "reports" / "README.md").write_text("# card\n")
+    (tmp_path / "reports" / "summary.json").write_text("{}")
+    dest = profiles.save("cpu-study", "x", 1, tmp_path)
+    assert sorted(p.name for p in (dest / "runs" / "glue").iterdir()) == ["llama.tsv"]
+
+
 def test_a_resumed_run_reports_the_wall_time_of_every_invocation(tmp_path, monkeypatch):
     """`profiles run` interrupted, failed, then rerun: run.json sums the invocations of that command."""
     import json

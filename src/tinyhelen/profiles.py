@@ -217,15 +217,31 @@ def save(profile: str, command: str, seconds: float | list[float], root: Path | 
     return dest
 
 
+def _pipeline_stages(root: Path) -> set[str] | None:
+    """The stage names of the pipeline as the workspace's params resolve it (``glue@llama-leaner``), or None
+    without a DVC project."""
+    if not (root / "dvc.yaml").exists() or not (root / ".dvc").is_dir():
+        return None
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {s.name for s in repo.index.stages if getattr(s, "name", None)}
+
+
 def _not_in_lock(root: Path):
-    """A ``copytree`` filter that leaves out the run files no stage of ``dvc.lock`` wrote (left in the workspace
-    by an earlier run with other params); without a lock, nothing is left out."""
+    """A ``copytree`` filter that leaves out the run files no stage of this run wrote: files no entry of
+    ``dvc.lock`` lists, and files of lock entries whose stage is not in the pipeline as the params resolve it
+    (DVC keeps the entry of a matrix stage the params no longer produce, e.g. ``glue@bert-leaner`` from an
+    earlier run with more architectures). Without a lock, nothing is left out."""
     from tinyhelen.report.provenance import read_lock
 
-    outs = {Path(o["path"]) for st in read_lock(root / "dvc.lock").values() for o in st.get("outs", [])}
+    lock = read_lock(root / "dvc.lock")
+    stages = _pipeline_stages(root)
+    outs = {Path(o["path"]) for name, st in lock.items() if stages is None or name in stages
+            for o in st.get("outs", [])}
 
     def ignore(directory: str, names: list[str]) -> list[str]:
-        if not outs:
+        if not lock:
             return []
         rel = Path(directory).resolve().relative_to(root.resolve())
         return [n for n in names if (Path(directory) / n).is_file()
