@@ -152,8 +152,9 @@ def test_exp1_pretrained_runs_against_scratch():
     e1 = _exp1(0.03, 0.01)  # leaner = scratch + 0.03 (+ noise), ori = scratch
     rows = {(r.arch, r.side): r for r in R.exp1_vs_scratch(e1, CFG)}
     assert sorted(rows) == [(a, s) for a in ("bert", "llama", "xlnet") for s in ("leaner", "ori")]
-    assert rows["bert", "leaner"].above and rows["bert", "leaner"].effect == pytest.approx(0.03, abs=0.01)
-    assert rows["bert", "ori"].effect == 0 and not rows["bert", "ori"].above and rows["bert", "ori"].seeds == 5
+    assert rows["bert", "leaner"].above and rows["bert", "leaner"].interval.effect == pytest.approx(0.03, abs=0.01)
+    ori = rows["bert", "ori"]
+    assert ori.interval.effect == 0 and not ori.above and ori.interval.n == 5
     assert "every pretrained run is above scratch by more than the interval: none." in md_vs_scratch(
         list(rows.values()), 0.95)[0]
     lift = e1.model_copy(update={"cells": [x.model_copy(update={"seeds": {s: v + 0.02 + 0.002 * s for s, v in
@@ -162,7 +163,7 @@ def test_exp1_pretrained_runs_against_scratch():
     text = md_vs_scratch(R.exp1_vs_scratch(lift, CFG), 0.95)
     assert "interval: llama." in text[0] and "| llama  | ori" in "\n".join(text)
     one = R.exp1_vs_scratch(_exp1(0.03, 0.01, seeds=1), CFG)
-    assert all(r.lo is None and not r.above for r in one)
+    assert all(r.interval.lo is None and not r.above for r in one)
     assert R.exp1_vs_scratch(e1.model_copy(update={"inits": ["leaner", "ori"]}), CFG) == []
 
 

@@ -216,8 +216,9 @@ def curves_png(e1: Exp1Result, rows: list[dict[str, Any]], path: Path | str) -> 
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     styles = ["-", "--", ":", "-."]
+    sides = list(dict.fromkeys(r.side for r in e1.pretrain))
     for i, arch in enumerate(e1.archs):
-        for j, side in enumerate(dict.fromkeys(r.side for r in e1.pretrain)):
+        for j, side in enumerate(sides):
             pts = [(x["tokens"], x["val_loss"]) for x in rows if x["arch"] == arch and x["side"] == side]
             if pts:
                 ax.plot(*zip(*pts), styles[j % len(styles)], color=f"C{i}", label=f"{arch}-{side}")

@@ -15,5 +15,5 @@ from tinyhelen.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED,
 
 __all__ = ["ReportConfig", "VERDICTS", "REPRODUCED", "SIZE_DIFFERS", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED",
            "NOT_RUN", "Claim", "Interval", "decide", "decide_definitions", "verdict_key", "scale_text",
-           "claims_entropy", "claims_exp1", "claims_exp2", "claims_exp3", "exp1_vs_scratch", "collect", "render", "summary", "run",
-           "LLM_INPUTS"]
+           "claims_entropy", "claims_exp1", "claims_exp2", "claims_exp3", "exp1_vs_scratch", "collect", "render",
+           "summary", "run", "LLM_INPUTS"]

@@ -81,7 +81,8 @@ def collect(root: Path | str = ".", params_path: Path | str = "params.yaml", cfg
     params = resolved_params(params_path)
     return {"cfg": cfg, "root": root, "reports": reports, "params": params, "results": found, "problems": problems,
             "prepare": prepare, "llm": llm, "input_problems": input_problems, "claims": claims,
-            "vs_scratch": exp1_vs_scratch(found["exp1"], cfg), "protocol": compare(params, found), "params_diff": params_vs_defaults(params_path),
+            "vs_scratch": exp1_vs_scratch(found["exp1"], cfg), "protocol": compare(params, found),
+            "params_diff": params_vs_defaults(params_path),
             "lock": read_lock(root / "dvc.lock"), "timings": read_timings(reports), "git": git_info(root),
             "hardware": hardware(), "profile_runs": read_profile_runs(profiles),
             "scale": scale.points(claims, scale.read_summaries(profiles)),

@@ -227,21 +227,18 @@ def claims_exp1(e1: Exp1Result | None, cfg: ReportConfig, problem: str | None = 
 
 @dataclass(frozen=True)
 class VsScratch:
-    """One pretrained (arch, side) against the same architecture fine-tuned from random initialisation: the
-    mean over the study's tasks of (pretrained - scratch) test score, paired by fine-tuning seed, with the
-    verdicts' bootstrap interval over seeds. ``above``: the whole interval is above zero (pretraining helped
-    by more than the interval)."""
+    """One pretrained (arch, side) against the same architecture fine-tuned from random initialisation:
+    ``interval`` is the mean over the study's tasks of (pretrained - scratch) test score, paired by fine-tuning
+    seed, with the verdicts' bootstrap interval over seeds (``n``: the seeds). ``above``: the whole interval is
+    above zero (pretraining helped by more than the interval)."""
 
     arch: str
     side: str
-    effect: float
-    lo: float | None
-    hi: float | None
-    seeds: int
+    interval: Interval
 
     @property
     def above(self) -> bool:
-        return self.lo is not None and self.lo > 0
+        return self.interval.lo is not None and self.interval.lo > 0
 
 
 def exp1_vs_scratch(e1: Exp1Result | None, cfg: ReportConfig) -> list[VsScratch]:
@@ -255,9 +252,8 @@ def exp1_vs_scratch(e1: Exp1Result | None, cfg: ReportConfig) -> list[VsScratch]
         for side in (i for i in e1.inits if i != "scratch"):
             groups = _by_seed(e1, [((arch, side), (arch, "scratch"))], tasks)
             if groups:
-                iv = mean_difference_interval(list(groups.values()), confidence=cfg.confidence,
-                                              method="bootstrap over fine-tuning seeds")
-                out.append(VsScratch(arch, side, iv.effect, iv.lo, iv.hi, len(groups)))
+                out.append(VsScratch(arch, side, mean_difference_interval(
+                    list(groups.values()), confidence=cfg.confidence, method="bootstrap over fine-tuning seeds")))
     return out
 
 

@@ -133,10 +133,11 @@ def md_vs_scratch(rows: list[Any], confidence: float) -> list[str]:
     if not rows:
         return []
     tab = pd.DataFrame([{"arch": r.arch, "pretrained on": r.side,
-                         "pretrained - scratch (mean of the study's tasks)": f(r.effect, "+.4f") + (
-                             "" if r.lo is None else f" [{f(r.lo, '+.4f')}, {f(r.hi, '+.4f')}]"),
-                         "fine-tuning seeds": r.seeds,
-                         "above scratch by more than the interval": "yes" if r.above else "no"} for r in rows])
+                         "pretrained - scratch (mean of the study's tasks)": f(iv.effect, "+.4f") + (
+                             "" if iv.lo is None else f" [{f(iv.lo, '+.4f')}, {f(iv.hi, '+.4f')}]"),
+                         "fine-tuning seeds": iv.n,
+                         "above scratch by more than the interval": "yes" if r.above else "no"} for r in rows
+                        for iv in [r.interval]])
     both = sorted({r.arch for r in rows if r.above} - {r.arch for r in rows if not r.above})
     return ([f"Pretraining against scratch (same architecture, random initialisation; paired by fine-tuning seed, "
              f"{confidence:.0%} bootstrap interval over seeds; no interval from one seed). Architectures whose "
